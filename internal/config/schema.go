@@ -1,0 +1,280 @@
+package config
+
+import (
+	"net/url"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is keybroker's whole configuration, as read from one YAML file.
+// After Load it is complete: defaults and presets are applied and every
+// value is valid, so other packages can use it without checking again.
+type Config struct {
+	// Listen is the caller-facing address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// TLS turns the caller listener into HTTPS; with ClientCAFile, client
+	// certificates identify callers.
+	TLS *TLS `yaml:"tls"`
+	// Admin is the listener for /healthz, /readyz and /metrics.
+	Admin Admin `yaml:"admin"`
+	// Vault is how keybroker reaches and logs in to Vault.
+	Vault Vault `yaml:"vault"`
+	// Secrets tunes the credential cache.
+	Secrets Secrets `yaml:"secrets"`
+	// Upstreams are the vendor APIs callers may reach, by name.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// AllowAnonymous lets callers without an identity in (they are still
+	// audited). Default false; with no Callers it must be true to start.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Callers are the known internal services.
+	Callers []Caller `yaml:"callers"`
+	// PolicyMode is "enforce" (default) or "report": in report mode a call the
+	// policy would refuse is forwarded and its audit record says so.
+	PolicyMode string `yaml:"policy_mode"`
+	// RateLimit chooses the limiter backend shared by replicas.
+	RateLimit RateLimitBackend `yaml:"ratelimit"`
+	// Audit is where audit records go.
+	Audit Audit `yaml:"audit"`
+	// Log tunes the operational log.
+	Log Log `yaml:"log"`
+	// Server holds request limits and timeouts of the caller listener.
+	Server Server `yaml:"server"`
+}
+
+// TLS configures HTTPS on the caller listener.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Admin configures the admin listener.
+type Admin struct {
+	// Listen defaults to 127.0.0.1:9090.
+	Listen string `yaml:"listen"`
+}
+
+// Vault configures the Vault client.
+type Vault struct {
+	// Address is Vault's URL; VAULT_ADDR is used when empty.
+	Address   string    `yaml:"address"`
+	Namespace string    `yaml:"namespace"`
+	CAFile    string    `yaml:"ca_file"`
+	Auth      VaultAuth `yaml:"auth"`
+}
+
+// VaultAuth configures how keybroker logs in to Vault.
+type VaultAuth struct {
+	// Method is token (default), approle or kubernetes.
+	Method string `yaml:"method"`
+	// TokenFile holds the token for method token; VAULT_TOKEN when empty.
+	TokenFile string `yaml:"token_file"`
+	// Mount is the auth mount path; default the method name.
+	Mount        string `yaml:"mount"`
+	RoleID       string `yaml:"role_id"`
+	SecretIDFile string `yaml:"secret_id_file"`
+	Role         string `yaml:"role"`
+	// JWTFile defaults to the pod's service-account token.
+	JWTFile string `yaml:"jwt_file"`
+}
+
+// Secrets tunes the credential cache.
+type Secrets struct {
+	// RefreshInterval is how often a cached credential is re-read in the
+	// background. Default 1m, at least 1s.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	// MaxStale is how long the last good copy is served while its source
+	// fails. Default 1h.
+	MaxStale Duration `yaml:"max_stale"`
+}
+
+// Upstream is one vendor API.
+type Upstream struct {
+	// Name is also the path prefix: /NAME/....
+	Name string `yaml:"name"`
+	// Preset fills URL, Auth, RateLimit and vendor quirks; fields set here win.
+	Preset string `yaml:"preset"`
+	// URL is the vendor's base URL; its path is kept as a prefix.
+	URL string `yaml:"url"`
+	// Auth says how the credential is injected.
+	Auth Auth `yaml:"auth"`
+	// Credential says where the credential comes from.
+	Credential Credential `yaml:"credential"`
+	// RateLimit is the vendor's quota for this upstream; nil means none.
+	RateLimit *RateLimit `yaml:"rate_limit"`
+	// Timeout bounds the wait for the vendor's response headers. Default 30s.
+	Timeout Duration `yaml:"timeout"`
+	// MaxRequestBytes bounds a request body. Default 10 MiB.
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+
+	// Target is URL parsed; set by Load.
+	Target *url.URL `yaml:"-"`
+	// DropinQuery lists query parameters that may carry the caller's key and
+	// never reach the vendor (the infocyte preset: access_token). Set by Load.
+	DropinQuery []string `yaml:"-"`
+	// StripHeaders lists extra caller headers that never reach the vendor
+	// because the vendor would read them as credentials. Set by Load.
+	StripHeaders []string `yaml:"-"`
+	// VendorRetryAfter is how long to pause after a vendor 429 that carries no
+	// Retry-After. Set by Load from the preset, else 0 (use the window).
+	VendorRetryAfter time.Duration `yaml:"-"`
+}
+
+// Auth is how the vendor credential is injected.
+type Auth struct {
+	// Type is basic, header or query.
+	Type string `yaml:"type"`
+	// UsernameField and PasswordField name the secret's fields (basic).
+	UsernameField string `yaml:"username_field"`
+	PasswordField string `yaml:"password_field"`
+	// Header is the header name (header), Prefix goes before the value
+	// (for example "Bearer "), Field names the secret's field (header, query).
+	Header string `yaml:"header"`
+	Prefix string `yaml:"prefix"`
+	Field  string `yaml:"field"`
+	// Param is the query parameter (query).
+	Param string `yaml:"param"`
+}
+
+// Fields lists the secret's fields this auth needs.
+func (a Auth) Fields() []string {
+	if a.Type == "basic" {
+		return []string{a.UsernameField, a.PasswordField}
+	}
+	return []string{a.Field}
+}
+
+// Credential names exactly one source.
+type Credential struct {
+	Vault *VaultRef `yaml:"vault"`
+	File  *FileRef  `yaml:"file"`
+	Env   *EnvRef   `yaml:"env"`
+}
+
+// VaultRef is a secret in a Vault KV mount.
+type VaultRef struct {
+	Mount string `yaml:"mount"`
+	Path  string `yaml:"path"`
+	// KVVersion is 1 or 2 (default).
+	KVVersion int `yaml:"kv_version"`
+}
+
+// FileRef is a JSON or YAML file holding a flat object of fields.
+type FileRef struct {
+	Path string `yaml:"path"`
+}
+
+// EnvRef takes the credential from the environment at start: Key holds
+// either a JSON object of fields or the single field's value; Fields maps
+// field names to variables.
+type EnvRef struct {
+	Key    string            `yaml:"key"`
+	Fields map[string]string `yaml:"fields"`
+}
+
+// RateLimit is a quota as vendors state it: Requests per Per.
+type RateLimit struct {
+	Requests int      `yaml:"requests"`
+	Per      Duration `yaml:"per"`
+	// Burst is how many calls may go at once; default 1. The refill rate is
+	// derived so that no window of length Per ever sees more than Requests.
+	Burst int `yaml:"burst"`
+	// MaxWait is how long a call may wait for its turn before 429; 0s
+	// refuses at once. Default 10s.
+	MaxWait *Duration `yaml:"max_wait"`
+}
+
+// Caller is one internal service.
+type Caller struct {
+	Name string `yaml:"name"`
+	// KeySHA256 is the hex SHA-256 of the caller's key.
+	KeySHA256  string      `yaml:"key_sha256"`
+	ClientCert *CertMatch  `yaml:"client_cert"`
+	Allow      []AllowRule `yaml:"allow"`
+	RateLimit  *RateLimit  `yaml:"rate_limit"`
+
+	// Key is KeySHA256 decoded; set by Load.
+	Key []byte `yaml:"-"`
+}
+
+// CertMatch identifies a caller by its verified client certificate; any one
+// field that matches is enough.
+type CertMatch struct {
+	CommonName string `yaml:"common_name"`
+	DNS        string `yaml:"dns"`
+	URI        string `yaml:"uri"`
+}
+
+// AllowRule lets a caller use an upstream with some methods on some paths.
+// Empty Methods or Paths mean all.
+type AllowRule struct {
+	Upstream string   `yaml:"upstream"`
+	Methods  []string `yaml:"methods"`
+	Paths    []string `yaml:"paths"`
+}
+
+// RateLimitBackend chooses where upstream quotas are kept.
+type RateLimitBackend struct {
+	// Backend is local (default) or redis.
+	Backend string `yaml:"backend"`
+	Redis   Redis  `yaml:"redis"`
+	// Replicas divides an upstream quota when redis is unreachable and each
+	// replica falls back to a local limiter. Default 1.
+	Replicas int `yaml:"replicas"`
+}
+
+// Redis is the redis backend's connection.
+type Redis struct {
+	Address      string `yaml:"address"`
+	PasswordFile string `yaml:"password_file"`
+	TLS          bool   `yaml:"tls"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Path is the audit file; empty means stdout.
+	Path string `yaml:"path"`
+}
+
+// Log configures the operational log.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+}
+
+// Server holds limits of the caller listener.
+type Server struct {
+	// MaxHeaderBytes bounds request headers. Default 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaderCount bounds the number of request header fields. Default 100.
+	MaxHeaderCount int `yaml:"max_header_count"`
+	// ReadHeaderTimeout bounds reading request headers. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive connections. Default 2m.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout is how long in-flight calls may finish on SIGTERM.
+	// Default 30s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "1m").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (interface{}, error) { return time.Duration(d).String(), nil }
+
+func (d *Duration) expected() string { return "expected a duration such as 90s or 1m" }

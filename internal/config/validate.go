@@ -1,0 +1,492 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Defaults, in one place.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultAdminListen     = "127.0.0.1:9090"
+	DefaultRefresh         = time.Minute
+	DefaultMaxStale        = time.Hour
+	MinRefresh             = time.Second
+	DefaultTimeout         = 30 * time.Second
+	DefaultMaxRequestBytes = 10 << 20
+	DefaultMaxWait         = 10 * time.Second
+	DefaultMaxHeaderBytes  = 64 << 10
+	DefaultMaxHeaderCount  = 100
+	DefaultReadHeader      = 10 * time.Second
+	DefaultIdle            = 2 * time.Minute
+	DefaultShutdown        = 30 * time.Second
+	DefaultJWTFile         = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	DefaultRedisAddress    = "127.0.0.1:6379"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// headerTokenRE is RFC 9110's token, the form of a header name or a method.
+var headerTokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// errs collects validation errors so that one run reports all of them.
+type errs []error
+
+func (e *errs) add(path, format string, args ...any) {
+	*e = append(*e, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+func (c *Config) complete(env LookupEnv) error {
+	var e errs
+	def(&c.Listen, DefaultListen)
+	def(&c.Admin.Listen, DefaultAdminListen)
+	checkAddr(&e, "listen", c.Listen)
+	checkAddr(&e, "admin.listen", c.Admin.Listen)
+	if c.Listen == c.Admin.Listen {
+		e.add("admin.listen", "must differ from listen")
+	}
+	c.completeTLS(&e)
+	c.completeSecrets(&e)
+	c.completeUpstreams(&e)
+	if c.UsesVault() {
+		c.completeVault(&e, env)
+	}
+	c.completeCallers(&e)
+	c.completeRest(&e)
+	return errors.Join(e...)
+}
+
+func (c *Config) completeTLS(e *errs) {
+	if c.TLS == nil {
+		return
+	}
+	if c.TLS.CertFile == "" {
+		e.add("tls.cert_file", "required with tls")
+	}
+	if c.TLS.KeyFile == "" {
+		e.add("tls.key_file", "required with tls")
+	}
+	for path, f := range map[string]string{"tls.cert_file": c.TLS.CertFile, "tls.key_file": c.TLS.KeyFile, "tls.client_ca_file": c.TLS.ClientCAFile} {
+		if f != "" {
+			checkReadable(e, path, f)
+		}
+	}
+}
+
+func (c *Config) completeSecrets(e *errs) {
+	s := &c.Secrets
+	defDur(&s.RefreshInterval, DefaultRefresh)
+	defDur(&s.MaxStale, DefaultMaxStale)
+	if s.RefreshInterval.D() < MinRefresh {
+		e.add("secrets.refresh_interval", "must be at least %s", MinRefresh)
+	}
+	if s.MaxStale.D() < s.RefreshInterval.D() {
+		e.add("secrets.max_stale", "must be at least refresh_interval")
+	}
+}
+
+func (c *Config) completeVault(e *errs, env LookupEnv) {
+	v := &c.Vault
+	if v.Address == "" {
+		v.Address, _ = env("VAULT_ADDR")
+	}
+	if v.Address == "" {
+		e.add("vault.address", "required when an upstream reads from vault (or set VAULT_ADDR)")
+	} else if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.add("vault.address", "must be an http:// or https:// URL")
+	}
+	if v.CAFile != "" {
+		checkReadable(e, "vault.ca_file", v.CAFile)
+	}
+	a := &v.Auth
+	def(&a.Method, "token")
+	def(&a.Mount, a.Method)
+	switch a.Method {
+	case "token":
+		if a.TokenFile == "" {
+			if t, _ := env("VAULT_TOKEN"); t == "" {
+				e.add("vault.auth.token_file", "required for method token (or set VAULT_TOKEN)")
+			}
+		}
+	case "approle":
+		if a.RoleID == "" {
+			e.add("vault.auth.role_id", "required for method approle")
+		}
+		if a.SecretIDFile == "" {
+			e.add("vault.auth.secret_id_file", "required for method approle")
+		}
+	case "kubernetes":
+		if a.Role == "" {
+			e.add("vault.auth.role", "required for method kubernetes")
+		}
+		def(&a.JWTFile, DefaultJWTFile)
+	default:
+		e.add("vault.auth.method", "must be token, approle or kubernetes")
+	}
+}
+
+func (c *Config) completeUpstreams(e *errs) {
+	if len(c.Upstreams) == 0 {
+		e.add("upstreams", "at least one upstream is required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		p := fmt.Sprintf("upstreams[%d]", i)
+		if !nameRE.MatchString(u.Name) {
+			e.add(p+".name", "required: lower-case letters, digits, - and _ (it is the path prefix)")
+		} else if seen[u.Name] {
+			e.add(p+".name", "duplicate upstream %s", quote(u.Name))
+		}
+		seen[u.Name] = true
+
+		hint := ""
+		if u.Preset != "" {
+			pr, ok := presets[u.Preset]
+			if !ok {
+				e.add(p+".preset", "unknown preset (known: %s)", strings.Join(presetNames(), ", "))
+			} else {
+				applyPreset(u, pr)
+				hint = pr.urlHint
+			}
+		}
+		u.Target = checkUpstreamURL(e, p+".url", u.URL, hint)
+		checkAuth(e, p+".auth", &u.Auth)
+		checkCredential(e, p+".credential", &u.Credential)
+		if u.RateLimit != nil {
+			checkRateLimit(e, p+".rate_limit", u.RateLimit)
+		}
+		defDur(&u.Timeout, DefaultTimeout)
+		if u.Timeout.D() < time.Second {
+			e.add(p+".timeout", "must be at least 1s")
+		}
+		if u.MaxRequestBytes == 0 {
+			u.MaxRequestBytes = DefaultMaxRequestBytes
+		} else if u.MaxRequestBytes < 0 {
+			e.add(p+".max_request_bytes", "must be positive")
+		}
+	}
+}
+
+func checkUpstreamURL(e *errs, path, raw, hint string) *url.URL {
+	if raw == "" {
+		if hint != "" {
+			e.add(path, "required (for this preset: %s)", hint)
+		} else {
+			e.add(path, "required")
+		}
+		return nil
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || u.Opaque != "":
+		e.add(path, "must be an absolute http(s) URL")
+		return nil
+	case u.User != nil:
+		e.add(path, "must not carry credentials; use credential:")
+		return nil
+	case u.RawQuery != "" || u.Fragment != "":
+		e.add(path, "must not have a query or fragment")
+		return nil
+	case u.Scheme == "https":
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		// Plain HTTP only to this machine (tests, a local sidecar):
+		// a vendor credential never crosses a network in clear text.
+	case u.Scheme == "http":
+		e.add(path, "must be https (http is allowed only to a loopback address)")
+		return nil
+	default:
+		e.add(path, "must be an http(s) URL")
+		return nil
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkAuth(e *errs, path string, a *Auth) {
+	need := func(field, v string) {
+		if v == "" {
+			e.add(path+"."+field, "required for type %s", a.Type)
+		}
+	}
+	switch a.Type {
+	case "basic":
+		need("username_field", a.UsernameField)
+		need("password_field", a.PasswordField)
+	case "header":
+		need("header", a.Header)
+		need("field", a.Field)
+		if a.Header != "" && !headerTokenRE.MatchString(a.Header) {
+			e.add(path+".header", "not a valid header name")
+		}
+		a.Header = http.CanonicalHeaderKey(a.Header)
+	case "query":
+		need("param", a.Param)
+		need("field", a.Field)
+	case "":
+		e.add(path+".type", "required (basic, header or query), or use a preset")
+	default:
+		e.add(path+".type", "must be basic, header or query")
+	}
+}
+
+func checkCredential(e *errs, path string, c *Credential) {
+	n := 0
+	if c.Vault != nil {
+		n++
+		if c.Vault.Mount == "" {
+			e.add(path+".vault.mount", "required")
+		}
+		if c.Vault.Path == "" {
+			e.add(path+".vault.path", "required")
+		}
+		c.Vault.Mount = strings.Trim(c.Vault.Mount, "/")
+		c.Vault.Path = strings.Trim(c.Vault.Path, "/")
+		if c.Vault.KVVersion == 0 {
+			c.Vault.KVVersion = 2
+		} else if c.Vault.KVVersion != 1 && c.Vault.KVVersion != 2 {
+			e.add(path+".vault.kv_version", "must be 1 or 2")
+		}
+	}
+	if c.File != nil {
+		n++
+		if c.File.Path == "" {
+			e.add(path+".file.path", "required")
+		}
+	}
+	if c.Env != nil {
+		n++
+		if (c.Env.Key == "") == (len(c.Env.Fields) == 0) {
+			e.add(path+".env", "set exactly one of key or fields")
+		}
+	}
+	if n != 1 {
+		e.add(path, "set exactly one of vault, file or env")
+	}
+}
+
+func checkRateLimit(e *errs, path string, r *RateLimit) {
+	if r.Requests <= 0 {
+		e.add(path+".requests", "must be at least 1")
+	}
+	if r.Per.D() <= 0 {
+		e.add(path+".per", "must be a positive duration")
+	}
+	if r.Burst == 0 {
+		r.Burst = 1
+	}
+	switch {
+	case r.Burst < 0:
+		e.add(path+".burst", "must be positive")
+	case r.Requests > 1 && r.Burst >= r.Requests:
+		// The refill rate is (requests-burst)/per so that a full bucket plus
+		// what refills in one window never exceeds requests.
+		e.add(path+".burst", "must be less than requests, so that no window of per sees more than requests")
+	case r.Requests == 1 && r.Burst != 1:
+		e.add(path+".burst", "must be 1 when requests is 1")
+	}
+	if r.MaxWait == nil {
+		d := Duration(DefaultMaxWait)
+		r.MaxWait = &d
+	} else if r.MaxWait.D() < 0 {
+		e.add(path+".max_wait", "must not be negative")
+	}
+}
+
+func (c *Config) completeCallers(e *errs) {
+	if len(c.Callers) == 0 && !c.AllowAnonymous {
+		e.add("callers", "no callers configured: add callers, or set allow_anonymous: true to let anyone in")
+	}
+	names := map[string]bool{}
+	keys := map[string]string{}
+	for i := range c.Callers {
+		cl := &c.Callers[i]
+		p := fmt.Sprintf("callers[%d]", i)
+		if !nameRE.MatchString(cl.Name) {
+			e.add(p+".name", "required: lower-case letters, digits, - and _")
+		} else if names[cl.Name] {
+			e.add(p+".name", "duplicate caller %s", quote(cl.Name))
+		}
+		names[cl.Name] = true
+
+		if cl.KeySHA256 != "" {
+			k, err := hex.DecodeString(strings.ToLower(cl.KeySHA256))
+			if err != nil || len(k) != 32 {
+				e.add(p+".key_sha256", "must be 64 hex digits (the SHA-256 of the key; `proxy hash-key` makes one)")
+			} else if other, dup := keys[string(k)]; dup {
+				e.add(p+".key_sha256", "same key as caller %s", quote(other))
+			} else {
+				keys[string(k)] = cl.Name
+				cl.Key = k
+			}
+		}
+		if cl.ClientCert != nil {
+			m := cl.ClientCert
+			if m.CommonName == "" && m.DNS == "" && m.URI == "" {
+				e.add(p+".client_cert", "set common_name, dns or uri")
+			}
+			if c.TLS == nil || c.TLS.ClientCAFile == "" {
+				e.add(p+".client_cert", "needs tls.client_ca_file")
+			}
+		}
+		if cl.KeySHA256 == "" && cl.ClientCert == nil {
+			e.add(p, "set key_sha256 or client_cert")
+		}
+		for j := range cl.Allow {
+			c.checkAllow(e, fmt.Sprintf("%s.allow[%d]", p, j), &cl.Allow[j])
+		}
+		if cl.RateLimit != nil {
+			checkRateLimit(e, p+".rate_limit", cl.RateLimit)
+		}
+	}
+}
+
+func (c *Config) checkAllow(e *errs, path string, a *AllowRule) {
+	if a.Upstream == "" {
+		e.add(path+".upstream", "required")
+	} else if c.Upstream(a.Upstream) == nil {
+		e.add(path+".upstream", "no upstream named %s", quote(a.Upstream))
+	}
+	for i, m := range a.Methods {
+		a.Methods[i] = strings.ToUpper(m)
+		if !headerTokenRE.MatchString(m) {
+			e.add(fmt.Sprintf("%s.methods[%d]", path, i), "not an HTTP method")
+		}
+	}
+	for i, pat := range a.Paths {
+		if err := CheckPathPattern(pat); err != nil {
+			e.add(fmt.Sprintf("%s.paths[%d]", path, i), "%v", err)
+		}
+	}
+}
+
+// CheckPathPattern reports whether pat is a valid allow.paths pattern: an
+// absolute, clean path whose segments are literal or *, optionally ending
+// in /**.
+func CheckPathPattern(pat string) error {
+	if !strings.HasPrefix(pat, "/") {
+		return errors.New("must start with /")
+	}
+	body := strings.TrimSuffix(pat, "/**")
+	if pat == "/**" {
+		body = ""
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(body, "/"), "/") {
+		switch {
+		case body == "":
+		case seg == "" && body != "/":
+			return errors.New("empty path segment")
+		case seg == "." || seg == "..":
+			return errors.New("dot segments are not allowed")
+		case strings.Contains(seg, "**"):
+			return errors.New("** is allowed only as a trailing /**")
+		case strings.Contains(seg, "*") && seg != "*":
+			return errors.New("* must be a whole segment")
+		}
+	}
+	return nil
+}
+
+func (c *Config) completeRest(e *errs) {
+	switch c.PolicyMode {
+	case "":
+		c.PolicyMode = "enforce"
+	case "enforce", "report":
+	default:
+		e.add("policy_mode", "must be enforce or report")
+	}
+	rl := &c.RateLimit
+	def(&rl.Backend, "local")
+	switch rl.Backend {
+	case "local":
+	case "redis":
+		def(&rl.Redis.Address, DefaultRedisAddress)
+		if _, _, err := net.SplitHostPort(rl.Redis.Address); err != nil {
+			e.add("ratelimit.redis.address", "must be host:port")
+		}
+		if rl.Redis.PasswordFile != "" {
+			checkReadable(e, "ratelimit.redis.password_file", rl.Redis.PasswordFile)
+		}
+	default:
+		e.add("ratelimit.backend", "must be local or redis")
+	}
+	if rl.Replicas == 0 {
+		rl.Replicas = 1
+	} else if rl.Replicas < 0 {
+		e.add("ratelimit.replicas", "must be at least 1")
+	}
+	def(&c.Log.Level, "info")
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		e.add("log.level", "must be debug, info, warn or error")
+	}
+	s := &c.Server
+	if s.MaxHeaderBytes == 0 {
+		s.MaxHeaderBytes = DefaultMaxHeaderBytes
+	} else if s.MaxHeaderBytes < 1024 {
+		e.add("server.max_header_bytes", "must be at least 1024")
+	}
+	if s.MaxHeaderCount == 0 {
+		s.MaxHeaderCount = DefaultMaxHeaderCount
+	} else if s.MaxHeaderCount < 1 {
+		e.add("server.max_header_count", "must be at least 1")
+	}
+	defDur(&s.ReadHeaderTimeout, DefaultReadHeader)
+	defDur(&s.IdleTimeout, DefaultIdle)
+	defDur(&s.ShutdownTimeout, DefaultShutdown)
+}
+
+func checkAddr(e *errs, path, addr string) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		e.add(path, "must be host:port")
+	}
+}
+
+func checkReadable(e *errs, path, file string) {
+	f, err := os.Open(file)
+	if err != nil {
+		e.add(path, "cannot read %s", quote(file))
+		return
+	}
+	f.Close()
+}
+
+func def(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+func defDur(dst *Duration, v time.Duration) {
+	if *dst == 0 {
+		*dst = Duration(v)
+	}
+}
+
+func presetNames() []string {
+	var names []string
+	for n := range presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,374 @@
+package secrets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Spec is one credential the cache keeps: the upstream it serves, its source
+// and the fields the upstream's auth needs.
+type Spec struct {
+	Name     string
+	Source   Source
+	Required []string
+}
+
+// Options tunes a Cache. Zero values mean the documented default.
+type Options struct {
+	// RefreshInterval is how often each credential is re-read in the
+	// background. Default 1m.
+	RefreshInterval time.Duration
+	// MaxStale is how long the last good copy is served while its source
+	// fails. Default 1h.
+	MaxStale time.Duration
+	// MinReread is the least time between two reads of one credential forced
+	// by a vendor 401 (Reread). Default 5s.
+	MinReread time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Log receives operational messages. Default: none.
+	Log *zap.Logger
+	// OnEvent, when set, receives lifecycle events (loaded, rotated,
+	// refresh_failed, serving_stale, recovered).
+	OnEvent func(Event)
+}
+
+// Event is a credential lifecycle event, for the audit stream and metrics.
+// It carries versions and error text, never a value.
+type Event struct {
+	Type       string // loaded, rotated, refresh_failed, serving_stale, recovered
+	Upstream   string
+	Source     string
+	Ref        string
+	Version    int
+	OldVersion int
+	Error      string
+}
+
+// Status is a credential's state, for /readyz and metrics.
+type Status struct {
+	Name     string
+	Source   string
+	Ref      string
+	Loaded   bool
+	Version  int
+	ReadAt   time.Time
+	Stale    bool   // the last refresh failed; the last good copy is served
+	Expired  bool   // stale for longer than MaxStale: calls get 503
+	LastErr  string // the last refresh error, if the last refresh failed
+	Reads    int64  // source reads attempted
+	Failures int64  // source reads failed
+}
+
+// Cache holds every upstream's credential in memory. Get never touches the
+// source once a credential is loaded: reads happen in Run's background
+// refresh, in a first load (coalesced), and in Reread after a vendor 401.
+type Cache struct {
+	opts    Options
+	entries map[string]*entry
+}
+
+type entry struct {
+	spec Spec
+
+	cur atomic.Pointer[Credential]
+
+	mu        sync.Mutex
+	inflight  *load
+	lastTry   time.Time
+	lastErr   error
+	staleSent bool
+
+	reads, failures atomic.Int64
+}
+
+type load struct {
+	done chan struct{}
+	cred *Credential
+	err  error
+}
+
+// NewCache returns a cache for specs. It reads nothing and starts nothing;
+// call Run.
+func NewCache(specs []Spec, opts Options) (*Cache, error) {
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = time.Minute
+	}
+	if opts.MaxStale <= 0 {
+		opts.MaxStale = time.Hour
+	}
+	if opts.MinReread <= 0 {
+		opts.MinReread = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	c := &Cache{opts: opts, entries: map[string]*entry{}}
+	for _, s := range specs {
+		if s.Source == nil {
+			return nil, fmt.Errorf("credential %s: no source", s.Name)
+		}
+		if _, dup := c.entries[s.Name]; dup {
+			return nil, fmt.Errorf("credential %s: configured twice", s.Name)
+		}
+		c.entries[s.Name] = &entry{spec: s}
+	}
+	return c, nil
+}
+
+// Get returns the current credential for an upstream. A credential never
+// loaded is loaded now (concurrent callers share one read); one whose source
+// has failed for longer than MaxStale gives ErrUnavailable.
+func (c *Cache) Get(ctx context.Context, name string) (Credential, error) {
+	e, ok := c.entries[name]
+	if !ok {
+		return Credential{}, fmt.Errorf("%s: %w", name, ErrUnknown)
+	}
+	if cur := e.cur.Load(); cur != nil {
+		if c.opts.Now().Sub(cur.ReadAt) > c.opts.MaxStale {
+			return Credential{}, fmt.Errorf("%s %s: source failing for longer than max_stale: %w", cur.Source, cur.Ref, ErrUnavailable)
+		}
+		return *cur, nil
+	}
+	cred, err := c.load(ctx, e)
+	if err != nil {
+		return Credential{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return *cred, nil
+}
+
+// Reread reads an upstream's credential again at once, after the vendor
+// refused it, and returns the newest copy. Reads forced this way happen at
+// most once per MinReread per credential; in between it returns the cached
+// copy.
+func (c *Cache) Reread(ctx context.Context, name string) (Credential, error) {
+	e, ok := c.entries[name]
+	if !ok {
+		return Credential{}, fmt.Errorf("%s: %w", name, ErrUnknown)
+	}
+	e.mu.Lock()
+	recent := c.opts.Now().Sub(e.lastTry) < c.opts.MinReread
+	e.mu.Unlock()
+	if !recent {
+		if _, err := c.load(ctx, e); err != nil {
+			c.opts.Log.Warn("credential re-read after vendor 401 failed",
+				zap.String("upstream", name), zap.Error(err))
+		}
+	}
+	return c.Get(ctx, name)
+}
+
+// load reads e's source once, shared by every concurrent caller, and stores
+// a valid result. A failure keeps the last good copy.
+func (c *Cache) load(ctx context.Context, e *entry) (*Credential, error) {
+	e.mu.Lock()
+	if l := e.inflight; l != nil {
+		e.mu.Unlock()
+		select {
+		case <-l.done:
+			return l.cred, l.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	l := &load{done: make(chan struct{})}
+	e.inflight = l
+	e.lastTry = c.opts.Now()
+	e.mu.Unlock()
+
+	// The read is not tied to one caller's context: others may be waiting
+	// on it. It is bounded instead.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	l.cred, l.err = c.read(rctx, e)
+	cancel()
+
+	e.mu.Lock()
+	e.inflight = nil
+	e.lastErr = l.err
+	e.mu.Unlock()
+	close(l.done)
+	return l.cred, l.err
+}
+
+func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
+	src := e.spec.Source
+	e.reads.Add(1)
+	r, err := src.Read(ctx)
+	if err == nil {
+		err = checkFields(src.Kind(), src.Ref(), r.Fields, e.spec.Required)
+	}
+	old := e.cur.Load()
+	if err != nil {
+		e.failures.Add(1)
+		c.failed(e, old, err)
+		return nil, err
+	}
+
+	cred := &Credential{Fields: r.Fields, Version: r.Version, Source: src.Kind(), Ref: src.Ref(), ReadAt: c.opts.Now()}
+	switch {
+	case old == nil:
+		if cred.Version == 0 {
+			cred.Version = 1
+		}
+		c.event(Event{Type: "loaded", Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
+		c.opts.Log.Info("credential loaded", zap.String("upstream", e.spec.Name),
+			zap.String("source", cred.Source), zap.String("ref", cred.Ref), zap.Int("version", cred.Version))
+	case r.Version == 0 && !sameFields(old.Fields, r.Fields):
+		cred.Version = old.Version + 1
+		c.rotated(e, old, cred)
+	case r.Version == 0:
+		cred.Version = old.Version
+	case r.Version != old.Version:
+		c.rotated(e, old, cred)
+	}
+	e.mu.Lock()
+	wasStale := e.staleSent
+	e.staleSent = false
+	e.mu.Unlock()
+	if wasStale {
+		c.event(Event{Type: "recovered", Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
+		c.opts.Log.Info("credential source recovered", zap.String("upstream", e.spec.Name), zap.String("ref", cred.Ref))
+	}
+	e.cur.Store(cred)
+	return cred, nil
+}
+
+func (c *Cache) rotated(e *entry, old, cred *Credential) {
+	c.event(Event{Type: "rotated", Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, OldVersion: old.Version})
+	c.opts.Log.Info("credential rotated", zap.String("upstream", e.spec.Name),
+		zap.String("ref", cred.Ref), zap.Int("old_version", old.Version), zap.Int("version", cred.Version))
+}
+
+func (c *Cache) failed(e *entry, old *Credential, err error) {
+	src := e.spec.Source
+	c.event(Event{Type: "refresh_failed", Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Error: err.Error()})
+	c.opts.Log.Warn("credential read failed", zap.String("upstream", e.spec.Name),
+		zap.String("source", src.Kind()), zap.String("ref", src.Ref()), zap.Error(err))
+	if old == nil {
+		return
+	}
+	e.mu.Lock()
+	first := !e.staleSent
+	e.staleSent = true
+	e.mu.Unlock()
+	if first {
+		c.event(Event{Type: "serving_stale", Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Version: old.Version, Error: err.Error()})
+		c.opts.Log.Warn("serving the last good credential", zap.String("upstream", e.spec.Name),
+			zap.Int("version", old.Version), zap.Duration("max_stale", c.opts.MaxStale))
+	}
+}
+
+func (c *Cache) event(ev Event) {
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(ev)
+	}
+}
+
+// Run loads every credential, then refreshes each in the background every
+// RefreshInterval (sources that are cheap to poll, more often) until ctx
+// ends. A failed read is retried sooner, backing off up to the interval.
+func (c *Cache) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, e := range c.entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.refreshLoop(ctx, e)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
+	interval := c.opts.RefreshInterval
+	if p, ok := e.spec.Source.(poller); ok && p.PollInterval() < interval {
+		interval = p.PollInterval()
+	}
+	retry := time.Second
+	for {
+		_, _ = c.load(ctx, e)
+		e.mu.Lock()
+		failed := e.lastErr != nil
+		e.mu.Unlock()
+		next := interval
+		if failed {
+			next, retry = min(retry, interval), min(2*retry, interval)
+		} else {
+			retry = time.Second
+			// Spread refreshes of many credentials over ±10% of the interval.
+			next += time.Duration((rand.Float64() - 0.5) * 0.2 * float64(interval))
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Ready reports whether every credential is loaded and usable, and if not,
+// which are not and why.
+func (c *Cache) Ready() (bool, []Status) {
+	st := c.Status()
+	ok := true
+	for _, s := range st {
+		if !s.Loaded || s.Expired {
+			ok = false
+		}
+	}
+	return ok, st
+}
+
+// Status returns every credential's state, sorted by name.
+func (c *Cache) Status() []Status {
+	now := c.opts.Now()
+	out := make([]Status, 0, len(c.entries))
+	for name, e := range c.entries {
+		s := Status{Name: name, Source: e.spec.Source.Kind(), Ref: e.spec.Source.Ref(),
+			Reads: e.reads.Load(), Failures: e.failures.Load()}
+		e.mu.Lock()
+		if e.lastErr != nil {
+			s.LastErr = e.lastErr.Error()
+		}
+		s.Stale = e.staleSent
+		e.mu.Unlock()
+		if cur := e.cur.Load(); cur != nil {
+			s.Loaded, s.Version, s.ReadAt = true, cur.Version, cur.ReadAt
+			s.Expired = now.Sub(cur.ReadAt) > c.opts.MaxStale
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func sameFields(a, b map[string]Secret) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// IsUnavailable reports whether err means no usable credential.
+func IsUnavailable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnknown)
+}
