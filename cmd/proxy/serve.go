@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/proxy"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log.Level, stderr)
+	defer func() { _ = log.Sync() }()
+
+	app, err := build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.close()
+	return app.run(ctx)
+}
+
+// newLogger returns the operational log: JSON on stderr.
+func newLogger(level string, out io.Writer) *zap.Logger {
+	lvl, _ := zapcore.ParseLevel(level)
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "time"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(out)), lvl)
+	return zap.New(core)
+}
+
+// app is one running keybroker: every part wired, owned and stopped here.
+type app struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	auditor *audit.Writer
+	cache   *secrets.Cache
+	proxy   *proxy.Proxy
+	vault   *secrets.Vault
+	metrics http.Handler
+	closers []func()
+
+	callerSrv *http.Server
+	adminSrv  *http.Server
+}
+
+func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, error) {
+	a := &app{cfg: cfg, log: log}
+	var err error
+	if cfg.Audit.Path == "" {
+		a.auditor = audit.NewWriter(os.Stdout)
+	} else if a.auditor, err = audit.Open(cfg.Audit.Path); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
+
+	specs, err := a.credentialSpecs(ctx)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.cache, err = secrets.NewCache(specs, secrets.Options{
+		RefreshInterval: cfg.Secrets.RefreshInterval.D(),
+		MaxStale:        cfg.Secrets.MaxStale.D(),
+		Log:             log.Named("secrets"),
+		OnEvent:         a.credentialEvent,
+	})
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+
+	a.proxy, err = proxy.New(routesOf(cfg), proxy.Options{
+		Credentials: a.cache,
+		Auditor:     a.auditor,
+		Log:         log.Named("proxy"),
+	})
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func routesOf(cfg *config.Config) proxy.Routes {
+	return proxy.Routes{
+		Upstreams:      cfg.Upstreams,
+		Callers:        callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
+		ReportOnly:     cfg.PolicyMode == "report",
+		MaxHeaderCount: cfg.Server.MaxHeaderCount,
+	}
+}
+
+// credentialEvent writes a credential lifecycle event to the audit trail.
+func (a *app) credentialEvent(ev secrets.Event) {
+	a.event(audit.Event{Name: "credential_" + ev.Type, Upstream: ev.Upstream, Source: ev.Source,
+		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: ev.Error})
+}
+
+func (a *app) event(ev audit.Event) {
+	if err := a.auditor.Write(&audit.Record{Type: audit.TypeEvent, Time: audit.Time(time.Now()), Event: &ev}); err != nil {
+		a.log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
+	}
+}
+
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// run serves until ctx ends, then shuts down gracefully: stop accepting,
+// let in-flight calls finish up to server.shutdown_timeout, stop background
+// work, close the audit file.
+func (a *app) run(ctx context.Context) error {
+	cfg := a.cfg
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = a.cache.Run(bg)
+	}()
+	if a.vault != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = a.vault.Run(bg)
+		}()
+	}
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
+
+	callerLn, err := a.listenCallers()
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		callerLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	a.callerSrv = &http.Server{
+		Handler:           a.proxy,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.Server.IdleTimeout.D(),
+		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(a.log.Named("http")),
+	}
+	a.adminSrv = &http.Server{
+		Handler:           a.adminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          zap.NewStdLog(a.log.Named("admin")),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- serveOn(a.callerSrv, callerLn) }()
+	go func() { errc <- serveOn(a.adminSrv, adminLn) }()
+	a.log.Info("keybroker serving", zap.String("listen", callerLn.Addr().String()),
+		zap.String("admin", adminLn.Addr().String()), zap.Int("upstreams", len(cfg.Upstreams)),
+		zap.String("version", buildVersion()))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return a.shutdown()
+		case err := <-errc:
+			_ = a.shutdown()
+			return err
+		case <-hup:
+			a.reload()
+		}
+	}
+}
+
+func serveOn(srv *http.Server, ln net.Listener) error {
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (a *app) listenCallers() (net.Listener, error) {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listener: %w", err)
+	}
+	t := a.cfg.TLS
+	if t == nil {
+		return ln, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(t.ClientCAFile)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			ln.Close()
+			return nil, errors.New("tls.client_ca_file: no PEM certificate in it")
+		}
+		tc.ClientCAs = pool
+		// Verify a certificate when one is sent; callers with keys need none.
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return tls.NewListener(ln, tc), nil
+}
+
+func (a *app) shutdown() error {
+	a.log.Info("shutting down", zap.Duration("timeout", a.cfg.Server.ShutdownTimeout.D()))
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.D())
+	defer cancel()
+	err := a.callerSrv.Shutdown(ctx)
+	_ = a.adminSrv.Shutdown(ctx)
+	if err != nil {
+		a.log.Warn("in-flight calls cut off at shutdown_timeout", zap.Error(err))
+	}
+	a.event(audit.Event{Name: "shutdown"})
+	return nil
+}
+
+// reload re-opens the audit file (logrotate moved it).
+func (a *app) reload() {
+	if err := a.auditor.Reopen(); err != nil {
+		a.log.Error("audit file reopen failed", zap.Error(err))
+		return
+	}
+	a.log.Info("audit file reopened")
+}

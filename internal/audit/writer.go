@@ -1,0 +1,184 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrUnavailable means the audit trail cannot be written; the proxy refuses
+// calls (503 audit_unavailable) until it can.
+var ErrUnavailable = errors.New("audit trail unavailable")
+
+// Writer appends records, one JSON object per line, each carrying its
+// sequence number and the SHA-256 of the line before it. It is safe for
+// concurrent use. Every record is one write(2) to a file opened with
+// O_APPEND, so nothing sits in a buffer to be lost.
+//
+// After a failed write the writer is marked failed: Check reports it, so the
+// proxy refuses calls, and tries to reopen the file (at most once a second)
+// until a write succeeds again.
+type Writer struct {
+	path string // empty: out is not a file we own (stdout, a test buffer)
+
+	mu        sync.Mutex
+	out       io.Writer
+	file      *os.File
+	seq       uint64
+	prev      string
+	failed    error
+	lastProbe time.Time
+
+	writeErrors atomic.Int64
+	written     atomic.Int64
+}
+
+// Open opens (creating it, mode 0600) the audit file at path for appending,
+// and continues the hash chain from its last record.
+func Open(path string) (*Writer, error) {
+	w := &Writer{path: path}
+	if err := w.open(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// NewWriter writes records to out, starting a new chain (stdout, tests).
+func NewWriter(out io.Writer) *Writer { return &Writer{out: out} }
+
+func (w *Writer) open() error {
+	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open audit file: %w", err)
+	}
+	seq, prev, err := lastLink(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit file %s: %w", w.path, err)
+	}
+	if w.file != nil {
+		w.file.Close()
+	}
+	w.file, w.out = f, f
+	// A reopened file after rotation is empty: the chain goes on from the
+	// last record written to the old one.
+	if seq > 0 {
+		w.seq, w.prev = seq, prev
+	}
+	return nil
+}
+
+// lastLink reads the sequence number and hash of the last complete record.
+func lastLink(f *os.File) (uint64, string, error) {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return 0, "", err
+	}
+	size := st.Size()
+	const chunk = 1 << 20
+	start := max(0, size-chunk)
+	buf := make([]byte, size-start)
+	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+		return 0, "", err
+	}
+	buf = bytes.TrimRight(buf, "\n")
+	line := buf
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		line = buf[i+1:]
+	} else if start > 0 {
+		return 0, "", errors.New("last record longer than 1 MiB")
+	}
+	var link struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
+		return 0, "", errors.New("last line is not an audit record; move the file aside")
+	}
+	return link.Seq, hashLine(line), nil
+}
+
+func hashLine(line []byte) string {
+	s := sha256.Sum256(line)
+	return hex.EncodeToString(s[:])
+}
+
+// Write sets rec's Seq and Prev and appends it as one line.
+func (w *Writer) Write(rec *Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rec.Seq = w.seq + 1
+	rec.Prev = w.prev
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode audit record: %w", err)
+	}
+	line = append(line, '\n')
+	if _, err := w.out.Write(line); err != nil {
+		w.failed = err
+		w.writeErrors.Add(1)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	w.failed = nil
+	w.seq = rec.Seq
+	w.prev = hashLine(line[:len(line)-1])
+	w.written.Add(1)
+	return nil
+}
+
+// Check returns nil when the trail can be written. After a failure it tries
+// to reopen the file, at most once a second.
+func (w *Writer) Check() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed == nil {
+		return nil
+	}
+	if w.path != "" && time.Since(w.lastProbe) > time.Second {
+		w.lastProbe = time.Now()
+		if err := w.open(); err == nil {
+			w.failed = nil
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, w.failed)
+}
+
+// Reopen closes and reopens the file (after logrotate moved it; SIGHUP).
+func (w *Writer) Reopen() error {
+	if w.path == "" {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.open(); err != nil {
+		w.failed = err
+		return err
+	}
+	w.failed = nil
+	return nil
+}
+
+// Close syncs and closes the file.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.file == nil {
+		return nil
+	}
+	err := errors.Join(w.file.Sync(), w.file.Close())
+	w.file = nil
+	w.out = io.Discard
+	w.failed = errors.New("closed")
+	return err
+}
+
+// Stats returns records written and write failures since start.
+func (w *Writer) Stats() (written, errs int64) { return w.written.Load(), w.writeErrors.Load() }

@@ -1,0 +1,253 @@
+// Package callers owns who a caller is and what it may do: identity from a
+// verified client certificate, a Proxy-Authorization bearer key, or the
+// caller's key in the vendor's own credential slot (drop-in); and the allow
+// policy per caller. It does not read the network or the configuration
+// file; it is built from already-validated values.
+package callers
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/keybroker/keybroker/internal/config"
+)
+
+// Ways a caller was identified, as written in the audit record.
+const (
+	AuthCert      = "cert"
+	AuthKey       = "key"
+	AuthDropin    = "dropin"
+	AuthAnonymous = "anonymous"
+	AuthNone      = "none"
+)
+
+// KeyPrefix starts every key made by NewKey, so that a leaked key is easy
+// to recognise in a scanner or a paste.
+const KeyPrefix = "kbk_"
+
+// ErrUnauthenticated means no known identity. The reply never says which
+// part was wrong or which callers exist.
+var ErrUnauthenticated = errors.New("caller unauthenticated")
+
+// Identity is who made a call.
+type Identity struct {
+	// Name is the caller's name; empty for anonymous.
+	Name string
+	// Auth is how it was identified: cert, key, dropin or anonymous.
+	Auth string
+	// caller is the matched caller, nil for anonymous.
+	caller *Caller
+}
+
+// Caller is one known internal service.
+type Caller struct {
+	Name   string
+	key    [sha256.Size]byte
+	hasKey bool
+	cert   *config.CertMatch
+	rules  []rule // nil: everything allowed
+
+	rateLimit *config.RateLimit
+}
+
+// Slot says where an upstream's vendor credential goes, which is where a
+// drop-in caller puts its own key.
+type Slot struct {
+	// Type is the upstream's auth type: basic, header or query.
+	Type string
+	// Header is the header of a header upstream.
+	Header string
+	// Param is the query parameter of a query upstream.
+	Param string
+	// ExtraQuery are more query parameters that may carry the key
+	// (the infocyte preset: access_token).
+	ExtraQuery []string
+	// ExtraHeaders are more headers that may carry the key
+	// (the infocyte preset: X-Access-Token).
+	ExtraHeaders []string
+}
+
+// Registry identifies callers. It is immutable once built.
+type Registry struct {
+	callers        []*Caller
+	allowAnonymous bool
+}
+
+// NewRegistry builds a registry from validated configuration.
+func NewRegistry(cs []config.Caller, allowAnonymous bool) *Registry {
+	r := &Registry{allowAnonymous: allowAnonymous}
+	for _, c := range cs {
+		cl := &Caller{Name: c.Name, cert: c.ClientCert, rateLimit: c.RateLimit}
+		if len(c.Key) == sha256.Size {
+			copy(cl.key[:], c.Key)
+			cl.hasKey = true
+		}
+		if c.Allow != nil {
+			cl.rules = compileRules(c.Allow)
+		}
+		r.callers = append(r.callers, cl)
+	}
+	return r
+}
+
+// Identify finds who sent r. Order: verified client certificate, then
+// Proxy-Authorization: Bearer, then the drop-in slot. A Proxy-Authorization
+// header that does not name a known key is refused outright, even when
+// anonymous callers are allowed: the caller meant to be someone.
+func (r *Registry) Identify(req *http.Request, slot Slot) (Identity, error) {
+	if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 && len(req.TLS.VerifiedChains[0]) > 0 {
+		if c := r.byCert(req.TLS.VerifiedChains[0][0]); c != nil {
+			return Identity{Name: c.Name, Auth: AuthCert, caller: c}, nil
+		}
+	}
+	if vals := req.Header.Values("Proxy-Authorization"); len(vals) > 0 {
+		if len(vals) == 1 {
+			if key, ok := cutScheme(vals[0], "Bearer"); ok {
+				if c := r.byKey(key, ""); c != nil {
+					return Identity{Name: c.Name, Auth: AuthKey, caller: c}, nil
+				}
+			}
+		}
+		return Identity{Auth: AuthNone}, ErrUnauthenticated
+	}
+	if c := r.dropin(req, slot); c != nil {
+		return Identity{Name: c.Name, Auth: AuthDropin, caller: c}, nil
+	}
+	if r.allowAnonymous {
+		return Identity{Auth: AuthAnonymous}, nil
+	}
+	return Identity{Auth: AuthNone}, ErrUnauthenticated
+}
+
+func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
+	auths := req.Header.Values("Authorization")
+	if len(auths) > 1 {
+		return nil // ambiguous: never guess which one is meant
+	}
+	auth := ""
+	if len(auths) == 1 {
+		auth = auths[0]
+	}
+	switch slot.Type {
+	case "basic":
+		if v, ok := cutScheme(auth, "Basic"); ok {
+			raw, err := base64.StdEncoding.DecodeString(v)
+			if err == nil {
+				if name, key, ok := strings.Cut(string(raw), ":"); ok {
+					return r.byKey(key, name)
+				}
+			}
+		}
+	case "header":
+		h := req.Header.Values(slot.Header)
+		if len(h) == 1 {
+			v := h[0]
+			if k, ok := cutScheme(v, "Bearer"); ok {
+				v = k
+			}
+			if c := r.byKey(v, ""); c != nil {
+				return c
+			}
+		}
+	}
+	q := req.URL.Query()
+	params := slot.ExtraQuery
+	if slot.Type == "query" {
+		params = append([]string{slot.Param}, params...)
+	}
+	for _, p := range params {
+		if vs := q[p]; len(vs) == 1 {
+			if c := r.byKey(vs[0], ""); c != nil {
+				return c
+			}
+		}
+	}
+	for _, h := range slot.ExtraHeaders {
+		if vs := req.Header.Values(h); len(vs) == 1 {
+			if c := r.byKey(vs[0], ""); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// byKey returns the caller whose key hashes to key's SHA-256 (and whose name
+// is name, when name is given). Every caller is compared, in constant time,
+// so the time taken says nothing about which callers exist.
+func (r *Registry) byKey(key, name string) *Caller {
+	if key == "" {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(key))
+	var found *Caller
+	for _, c := range r.callers {
+		if c.hasKey && subtle.ConstantTimeCompare(sum[:], c.key[:]) == 1 && found == nil {
+			found = c
+		}
+	}
+	if found != nil && name != "" && subtle.ConstantTimeCompare([]byte(name), []byte(found.Name)) != 1 {
+		return nil
+	}
+	return found
+}
+
+func (r *Registry) byCert(cert *x509.Certificate) *Caller {
+	for _, c := range r.callers {
+		m := c.cert
+		if m == nil {
+			continue
+		}
+		if m.CommonName != "" && cert.Subject.CommonName == m.CommonName {
+			return c
+		}
+		if m.DNS != "" {
+			for _, d := range cert.DNSNames {
+				if strings.EqualFold(d, m.DNS) {
+					return c
+				}
+			}
+		}
+		if m.URI != "" {
+			for _, u := range cert.URIs {
+				if u.String() == m.URI {
+					return c
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// cutScheme returns the credential after an auth scheme (case-insensitive,
+// as RFC 9110 says) and one space.
+func cutScheme(v, scheme string) (string, bool) {
+	if len(v) <= len(scheme)+1 || !strings.EqualFold(v[:len(scheme)], scheme) || v[len(scheme)] != ' ' {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(scheme)+1:]), true
+}
+
+// NewKey returns a new random caller key (256 bits, prefixed) and the hex
+// SHA-256 that goes into the configuration as key_sha256.
+func NewKey() (key, sum string, err error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	key = KeyPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return key, HashKey(key), nil
+}
+
+// HashKey returns the hex SHA-256 of key.
+func HashKey(key string) string {
+	s := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(s[:])
+}

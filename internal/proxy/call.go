@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// call is one request's state, from the request-id middleware to the audit
+// record. It travels in the request context so that the ReverseProxy hooks
+// (Rewrite, ModifyResponse, ErrorHandler) can reach it.
+type call struct {
+	id    string
+	start time.Time
+	rec   audit.Record
+
+	up   *upstream
+	rest string // the path below the upstream, clean, as forwarded
+	cred secrets.Credential
+
+	// body holds a small request body so it can be replayed after a vendor
+	// 401; replayable is false when the body was too large to hold.
+	body       []byte
+	replayable bool
+	bytesIn    atomic.Int64
+
+	sentAt    time.Time // when the request went to the vendor
+	reached   bool      // the vendor answered
+	completed bool      // the handler returned normally
+}
+
+type callKey struct{}
+
+func withCall(ctx context.Context, c *call) context.Context {
+	return context.WithValue(ctx, callKey{}, c)
+}
+
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// requestID returns the caller's X-Request-Id when it is sane (1 to 128 of
+// A-Z a-z 0-9 . _ - : and no more than one), else a new random one.
+func requestID(r *http.Request) string {
+	if vs := r.Header.Values("X-Request-Id"); len(vs) == 1 && saneID(vs[0]) {
+		return vs[0]
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func saneID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c == '-' || c == '_' || c == '.' || c == ':' ||
+			('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// recorder notes the status and size of the reply the caller gets.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Flush lets streamed vendor replies through as they come.
+func (w *recorder) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBody counts the request bytes read from the caller.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func ms(d time.Duration) float64 {
+	return float64(d.Microseconds()) / 1000
+}

@@ -1,0 +1,323 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/ratelimit"
+)
+
+// upstream is one vendor: its reverse proxy and its own connection pool.
+type upstream struct {
+	cfg       config.Upstream
+	limit     ratelimit.Limit // zero Requests: no quota (pauses still apply)
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	p         *Proxy
+
+	// stripHeaders never reach the vendor: the caller's credentials and
+	// anything that would tell the vendor about internal addresses.
+	stripHeaders []string
+	// stripQuery are query parameters that may carry a caller's key or a
+	// credential and never reach the vendor.
+	stripQuery map[string]bool
+	// secretParams are redacted in the audit record beyond the usual names.
+	secretParams []string
+}
+
+// alwaysStrip are request headers no vendor ever receives from a caller.
+var alwaysStrip = []string{
+	"Authorization", "Proxy-Authorization", "Cookie",
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Real-Ip", "Via",
+}
+
+func (p *Proxy) newUpstream(cfg config.Upstream, prev *upstream) *upstream {
+	u := &upstream{cfg: cfg, p: p, stripQuery: map[string]bool{}}
+	if cfg.RateLimit != nil {
+		u.limit = toLimit(cfg.RateLimit)
+	} else {
+		u.limit = ratelimit.Limit{MaxWait: config.DefaultMaxWait}
+	}
+	u.stripHeaders = append(append([]string{}, alwaysStrip...), cfg.StripHeaders...)
+	if cfg.Auth.Type == "header" {
+		u.stripHeaders = append(u.stripHeaders, cfg.Auth.Header)
+	}
+	for _, q := range cfg.DropinQuery {
+		u.stripQuery[q] = true
+		u.secretParams = append(u.secretParams, q)
+	}
+	if cfg.Auth.Type == "query" {
+		u.stripQuery[cfg.Auth.Param] = true
+		u.secretParams = append(u.secretParams, cfg.Auth.Param)
+	}
+
+	if prev != nil && prev.cfg.Target.String() == cfg.Target.String() && prev.cfg.Timeout == cfg.Timeout {
+		u.transport = prev.transport
+	} else {
+		u.transport = newTransport(cfg.Timeout.D())
+	}
+	u.rp = &httputil.ReverseProxy{
+		Rewrite:        u.rewrite,
+		Transport:      u.transport,
+		ModifyResponse: u.modifyResponse,
+		ErrorHandler:   u.errorHandler,
+		ErrorLog:       zap.NewStdLog(p.opts.Log.Named("reverseproxy")),
+		// Flush streamed replies promptly; -1 would flush every write.
+		FlushInterval: 50 * time.Millisecond,
+	}
+	return u
+}
+
+// newTransport returns the upstream's own transport: explicit timeouts, no
+// environment proxy (a credential goes only to its upstream's host), TLS
+// 1.2 or later. http.DefaultTransport is never used or changed.
+func newTransport(responseTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: responseTimeout,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+}
+
+// dropinSlot says where a drop-in caller's key sits for this upstream.
+func (u *upstream) dropinSlot() callers.Slot {
+	if u == nil {
+		return callers.Slot{}
+	}
+	return callers.Slot{
+		Type:         u.cfg.Auth.Type,
+		Header:       u.cfg.Auth.Header,
+		Param:        u.cfg.Auth.Param,
+		ExtraQuery:   u.cfg.DropinQuery,
+		ExtraHeaders: u.cfg.StripHeaders,
+	}
+}
+
+// rewrite builds the vendor request. It runs after ReverseProxy removed
+// hop-by-hop headers (including any the caller listed in Connection), so
+// the credential set here always survives.
+func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In.Context())
+	out := pr.Out
+	t := u.cfg.Target
+	out.URL.Scheme = t.Scheme
+	out.URL.Host = t.Host
+	out.URL.Path = t.Path + c.rest
+	out.URL.RawPath = ""
+	out.URL.RawQuery = u.filterQuery(pr.In.URL.RawQuery)
+	out.Host = ""
+	for _, h := range u.stripHeaders {
+		out.Header.Del(h)
+	}
+	out.Header.Set("X-Request-Id", c.id)
+	inject(out, u.cfg.Auth, c.cred)
+	c.sentAt = u.p.opts.Now()
+}
+
+// filterQuery drops parameters that may carry a key, keeping the rest of
+// the query byte for byte.
+func (u *upstream) filterQuery(raw string) string {
+	if raw == "" || len(u.stripQuery) == 0 {
+		return raw
+	}
+	var kept []string
+	for _, pair := range strings.Split(raw, "&") {
+		k, _, _ := strings.Cut(pair, "=")
+		if uk, err := urlUnescape(k); err == nil && u.stripQuery[uk] {
+			continue
+		}
+		kept = append(kept, pair)
+	}
+	return strings.Join(kept, "&")
+}
+
+// modifyResponse sees the vendor's reply before the caller does.
+func (u *upstream) modifyResponse(resp *http.Response) error {
+	c := callFrom(resp.Request.Context())
+	c.reached = true
+	c.rec.UpstreamMS = ms(u.p.opts.Now().Sub(c.sentAt))
+
+	if resp.StatusCode == http.StatusUnauthorized && c.replayable {
+		if err := u.retryWithNewCredential(resp, c); err != nil {
+			return err
+		}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		u.vendorThrottled(resp, c)
+	}
+	u.cleanReply(resp)
+	return nil
+}
+
+// cleanReply keeps vendor session state and keybroker's own markers out of
+// the caller's hands.
+func (u *upstream) cleanReply(resp *http.Response) {
+	h := resp.Header
+	// A session cookie is a credential of its own: callers never get one.
+	h.Del("Set-Cookie")
+	// Only keybroker says Keybroker-Error.
+	h.Del(ErrorHeader)
+	// Keep keybroker's X-Request-Id the only one; the vendor's is kept
+	// under another name for support tickets.
+	if v := h.Values("X-Request-Id"); len(v) > 0 {
+		h.Del("X-Request-Id")
+		h["X-Vendor-Request-Id"] = v
+	}
+}
+
+// vendorThrottled pauses the upstream after a vendor 429: for the vendor's
+// Retry-After, else the preset's default (Huntress: a whole window), so no
+// further call is sent into the wall. The caller's copy of the 429 gets a
+// Retry-After if the vendor sent none.
+func (u *upstream) vendorThrottled(resp *http.Response, c *call) {
+	now := u.p.opts.Now()
+	wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now)
+	if !ok {
+		wait = u.cfg.VendorRetryAfter
+		if wait <= 0 {
+			wait = u.limit.Per
+		}
+		if wait <= 0 {
+			wait = 5 * time.Second
+		}
+		resp.Header.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(wait))))
+	}
+	u.p.opts.UpstreamLimiter.Pause("upstream:"+u.cfg.Name, now.Add(wait))
+	c.rec.Error = "vendor answered 429; upstream paused"
+	u.p.opts.Log.Warn("vendor rate limit hit; pausing upstream",
+		zap.String("upstream", u.cfg.Name), zap.Duration("pause", wait))
+}
+
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now)), true
+	}
+	return 0, false
+}
+
+// retryWithNewCredential handles a vendor 401: re-read the credential (at
+// most once per few seconds per credential); if its version changed, send
+// the request once more with the new one and hand the caller that reply.
+func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
+	ctx := resp.Request.Context()
+	fresh, err := u.p.opts.Credentials.Reread(ctx, u.cfg.Name)
+	if err != nil || fresh.Version == c.cred.Version {
+		return nil
+	}
+	req := resp.Request.Clone(ctx)
+	if c.body != nil {
+		req.Body = io.NopCloser(bytes.NewReader(c.body))
+		req.ContentLength = int64(len(c.body))
+	}
+	inject(req, u.cfg.Auth, fresh)
+	c.sentAt = u.p.opts.Now()
+	next, err := u.transport.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	removeHopByHop(next.Header)
+	*resp = *next
+	c.cred = fresh
+	c.rec.Credential = &audit.CredentialRef{Source: fresh.Source, Ref: fresh.Ref, Version: fresh.Version}
+	c.rec.Retried = true
+	c.rec.UpstreamMS = ms(u.p.opts.Now().Sub(c.sentAt))
+	u.p.opts.Log.Info("vendor refused the credential; retried with the rotated one",
+		zap.String("upstream", u.cfg.Name), zap.Int("version", fresh.Version), zap.Int("status", next.StatusCode))
+	return nil
+}
+
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+}
+
+// errorHandler turns a failed vendor call into the contract's reply.
+func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	c := callFrom(r.Context())
+	var tooBig *http.MaxBytesError
+	switch {
+	case r.Context().Err() != nil:
+		c.rec.Outcome = audit.OutcomeCancelled
+		c.rec.Error = "caller went away"
+		return
+	case errors.As(err, &tooBig):
+		fail(w, c, CodeBodyTooLarge, "request body over the limit for this upstream")
+		return
+	case isDialOrTLS(err):
+		u.logTransport(c, err)
+		fail(w, c, CodeUpstreamUnreachable, "could not connect to upstream "+quoteName(u.cfg.Name))
+	case isTimeout(err):
+		u.logTransport(c, err)
+		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.D().String())
+	default:
+		u.logTransport(c, err)
+		fail(w, c, CodeUpstreamUnreachable, "the connection to upstream "+quoteName(u.cfg.Name)+" failed")
+	}
+}
+
+func (u *upstream) logTransport(c *call, err error) {
+	u.p.opts.Log.Warn("vendor call failed", zap.String("request_id", c.id),
+		zap.String("upstream", u.cfg.Name), zap.Error(err))
+}
+
+func isDialOrTLS(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var rec tls.RecordHeaderError
+	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &rec) || errors.As(err, &alert) || errors.As(err, &verify) ||
+		strings.Contains(err.Error(), "tls: ")
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}

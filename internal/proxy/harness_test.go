@@ -1,0 +1,289 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/proxy"
+	"github.com/keybroker/keybroker/internal/secrets"
+	"github.com/keybroker/keybroker/internal/vendortest"
+)
+
+// Planted secrets: every test's output is searched for them.
+const (
+	huntressKey    = "hk_PLANTED_key_7c1e"
+	huntressSecret = "hs_PLANTED_secret_93ab"
+	infocyteToken  = "it_PLANTED_token_0123456789abcdef0123456789abcdef0123456789abcd"
+	soarKey        = "kbk_PLANTED_soar_key_5f0e2d"
+	siemKey        = "kbk_PLANTED_siem_key_a81c44"
+)
+
+var planted = []string{huntressKey, huntressSecret, infocyteToken, soarKey, siemKey}
+
+// syncBuffer is a goroutine-safe audit sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness is keybroker's request path on a loopback port in front of both
+// fake vendors, with file-based credentials.
+type harness struct {
+	t        *testing.T
+	dir      string
+	huntress *vendortest.Huntress
+	infocyte *vendortest.Infocyte
+	auditBuf *syncBuffer
+	auditor  *audit.Writer
+	logs     *observer.ObservedLogs
+	cache    *secrets.Cache
+	proxy    *proxy.Proxy
+	srv      *httptest.Server
+	bodies   []string // every body a caller got, for the leak check
+	mu       sync.Mutex
+}
+
+type harnessOpts struct {
+	// extraUpstreamYAML is appended to each upstream entry (indented 4).
+	huntressYAML string
+	infocyteYAML string
+	// topYAML replaces the callers section.
+	callersYAML string
+	huntress    vendortest.HuntressOptions
+	// huntressURL replaces the fake's URL (a dead address).
+	huntressURL string
+	auditor     proxy.Auditor
+}
+
+const defaultCallers = `
+callers:
+  - name: soar
+    key_sha256: %s
+  - name: siem
+    key_sha256: %s
+    allow:
+      - upstream: huntress
+        methods: [GET]
+        paths: [/v1/agents/**, /v1/incident_reports/*]
+`
+
+func newHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), auditBuf: &syncBuffer{}}
+	h.huntress = vendortest.NewHuntress(huntressKey, huntressSecret, o.huntress)
+	t.Cleanup(h.huntress.Close)
+	h.infocyte = vendortest.NewInfocyte(infocyteToken)
+	t.Cleanup(h.infocyte.Close)
+	h.writeSecret("huntress.json", map[string]string{"api_key": huntressKey, "api_secret": huntressSecret})
+	h.writeSecret("infocyte.json", map[string]string{"token": infocyteToken})
+
+	callersYAML := o.callersYAML
+	if callersYAML == "" {
+		callersYAML = fmt.Sprintf(defaultCallers, callers.HashKey(soarKey), callers.HashKey(siemKey))
+	}
+	doc := `
+upstreams:
+  - name: huntress
+    preset: huntress
+    url: ${HUNTRESS_URL}
+    credential: {file: {path: "${DIR}/huntress.json"}}
+` + o.huntressYAML + `
+  - name: infocyte
+    preset: infocyte
+    url: ${INFOCYTE_URL}
+    credential: {file: {path: "${DIR}/infocyte.json"}}
+` + o.infocyteYAML + callersYAML
+	hURL := h.huntress.URL
+	if o.huntressURL != "" {
+		hURL = o.huntressURL
+	}
+	env := map[string]string{"HUNTRESS_URL": hURL, "INFOCYTE_URL": h.infocyte.BaseURL(), "DIR": h.dir}
+	cfg, err := config.Parse([]byte(doc), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+
+	core, logs := observer.New(zap.DebugLevel)
+	h.logs = logs
+	log := zap.New(core)
+	var specs []secrets.Spec
+	for _, u := range cfg.Upstreams {
+		specs = append(specs, secrets.Spec{Name: u.Name, Source: secrets.NewFileSource(u.Credential.File.Path), Required: u.Auth.Fields()})
+	}
+	h.cache, err = secrets.NewCache(specs, secrets.Options{Log: log, MinReread: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.auditor = audit.NewWriter(h.auditBuf)
+	var aud proxy.Auditor = h.auditor
+	if o.auditor != nil {
+		aud = o.auditor
+	}
+	h.proxy, err = proxy.New(proxy.Routes{
+		Upstreams:  cfg.Upstreams,
+		Callers:    callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
+		ReportOnly: cfg.PolicyMode == "report",
+	}, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = httptest.NewServer(h.proxy)
+	t.Cleanup(h.srv.Close)
+	t.Cleanup(h.checkNoLeaks)
+	return h
+}
+
+func (h *harness) writeSecret(name string, v map[string]string) {
+	h.t.Helper()
+	b, _ := json.Marshal(v)
+	tmp := filepath.Join(h.dir, name+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(h.dir, name)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// do sends a request through keybroker and returns the reply with its
+// body read.
+func (h *harness) do(method, path string, body io.Reader, hdr map[string]string) (*http.Response, string) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.srv.URL+path, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	return h.send(req)
+}
+
+func (h *harness) send(req *http.Request) (*http.Response, string) {
+	h.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	h.mu.Lock()
+	h.bodies = append(h.bodies, string(b)+fmt.Sprint(resp.Header))
+	h.mu.Unlock()
+	return resp, string(b)
+}
+
+func bearer(key string) map[string]string {
+	return map[string]string{"Proxy-Authorization": "Bearer " + key}
+}
+
+// records returns the audit records of type call, in order.
+func (h *harness) records() []map[string]any {
+	h.t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(h.auditBuf.String()))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			h.t.Fatalf("audit line is not JSON: %v", err)
+		}
+		if m["type"] == "call" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// lastRecord waits briefly for the audit record of the last call (it is
+// written after the reply is sent) and returns it.
+func (h *harness) lastRecord(requestID string) map[string]any {
+	h.t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range h.records() {
+			if r["request_id"] == requestID {
+				return r
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.t.Fatalf("no audit record for request %s", requestID)
+	return nil
+}
+
+// checkNoLeaks searches the audit trail, every log entry and every reply a
+// caller got for the planted secrets.
+func (h *harness) checkNoLeaks() {
+	var all strings.Builder
+	all.WriteString(h.auditBuf.String())
+	for _, e := range h.logs.All() {
+		fmt.Fprintf(&all, "%s %v %s\n", e.Message, e.ContextMap(), e.Stack)
+	}
+	h.mu.Lock()
+	for _, b := range h.bodies {
+		all.WriteString(b)
+	}
+	h.mu.Unlock()
+	for _, s := range planted {
+		if strings.Contains(all.String(), s) {
+			h.t.Errorf("planted secret %q leaked into audit, logs or a reply", s[:8]+"…")
+		}
+	}
+}
+
+func mustJSON(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("not JSON: %q", s)
+	}
+	return m
+}
+
+// contractError checks keybroker's error reply: status, Keybroker-Error,
+// JSON body with code, message and the request id.
+func contractError(t *testing.T, resp *http.Response, body string, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d (body %s)", resp.StatusCode, status, body)
+	}
+	if got := resp.Header.Get("Keybroker-Error"); got != code {
+		t.Errorf("Keybroker-Error %q, want %q", got, code)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	e, _ := mustJSON(t, body)["error"].(map[string]any)
+	if e["code"] != code || e["message"] == "" || e["request_id"] != resp.Header.Get("X-Request-Id") || e["request_id"] == "" {
+		t.Errorf("error body %s does not follow the contract", body)
+	}
+}

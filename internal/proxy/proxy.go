@@ -1,0 +1,238 @@
+// Package proxy is keybroker's request path: the router, request hygiene,
+// caller identity and policy decisions, rate limits, credential injection,
+// forwarding with httputil.ReverseProxy, the retry after a vendor 401, the
+// contract's error replies, and the audit record of every call. It does not
+// read configuration files, talk to Vault or Redis, or write files: those
+// arrive through the small interfaces below.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/ratelimit"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// Credentials returns the current credential for an upstream.
+type Credentials interface {
+	Get(ctx context.Context, upstream string) (secrets.Credential, error)
+	// Reread asks for a fresh read after the vendor refused the credential.
+	Reread(ctx context.Context, upstream string) (secrets.Credential, error)
+}
+
+// Limiter admits calls under a quota, waiting up to the limit's MaxWait.
+type Limiter interface {
+	Wait(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error)
+	// Pause holds every call under key until until (a vendor said 429).
+	Pause(key string, until time.Time)
+}
+
+// Auditor writes audit records.
+type Auditor interface {
+	Write(rec *audit.Record) error
+	// Check returns an error while records cannot be written.
+	Check() error
+}
+
+// Observer is told about every call, for metrics. Its methods must be cheap.
+type Observer interface {
+	CallStarted()
+	CallFinished(rec *audit.Record)
+}
+
+// Options are the proxy's collaborators. Credentials and Auditor are
+// required.
+type Options struct {
+	Credentials Credentials
+	Auditor     Auditor
+	// CallerLimiter keeps callers' own limits. Default: a local limiter.
+	CallerLimiter Limiter
+	// UpstreamLimiter keeps vendor quotas (local, or Redis for replicas).
+	// Default: a local limiter.
+	UpstreamLimiter Limiter
+	// Observer, when set, sees every call.
+	Observer Observer
+	// Log is the operational log. Default: none.
+	Log *zap.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Routes is the part of the configuration the proxy serves, swapped whole
+// by Update on a reload.
+type Routes struct {
+	Upstreams []config.Upstream
+	Callers   *callers.Registry
+	// ReportOnly forwards calls the policy would refuse, marking them
+	// "would_deny" in the audit (policy_mode: report).
+	ReportOnly bool
+	// MaxHeaderCount bounds request header fields. Default 100.
+	MaxHeaderCount int
+}
+
+// Proxy is the caller-facing handler.
+type Proxy struct {
+	opts    Options
+	state   atomic.Pointer[state]
+	handler http.Handler
+}
+
+type state struct {
+	upstreams      map[string]*upstream
+	callers        *callers.Registry
+	reportOnly     bool
+	maxHeaderCount int
+}
+
+// New returns a proxy serving routes.
+func New(routes Routes, opts Options) (*Proxy, error) {
+	if opts.Credentials == nil || opts.Auditor == nil {
+		return nil, errors.New("proxy: Credentials and Auditor are required")
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.CallerLimiter == nil {
+		opts.CallerLimiter = ratelimit.NewLocal(opts.Now)
+	}
+	if opts.UpstreamLimiter == nil {
+		opts.UpstreamLimiter = ratelimit.NewLocal(opts.Now)
+	}
+	p := &Proxy{opts: opts}
+	if err := p.Update(routes); err != nil {
+		return nil, err
+	}
+	r := chi.NewRouter()
+	r.Use(p.begin, p.recoverer)
+	r.Handle("/*", http.HandlerFunc(p.serve))
+	// chi answers unknown methods itself; keep the contract instead.
+	r.MethodNotAllowed(p.serve)
+	r.NotFound(p.serve)
+	p.handler = r
+	return p, nil
+}
+
+// Update swaps in new routes atomically: calls already running finish on
+// the routes they started with. Upstreams whose URL and timeout did not
+// change keep their connection pools.
+func (p *Proxy) Update(routes Routes) error {
+	if routes.Callers == nil {
+		return errors.New("proxy: Routes.Callers is required")
+	}
+	if routes.MaxHeaderCount <= 0 {
+		routes.MaxHeaderCount = config.DefaultMaxHeaderCount
+	}
+	old := p.state.Load()
+	st := &state{
+		upstreams:      map[string]*upstream{},
+		callers:        routes.Callers,
+		reportOnly:     routes.ReportOnly,
+		maxHeaderCount: routes.MaxHeaderCount,
+	}
+	for _, u := range routes.Upstreams {
+		if u.Target == nil {
+			return fmt.Errorf("proxy: upstream %s has no target", u.Name)
+		}
+		var prev *upstream
+		if old != nil {
+			prev = old.upstreams[u.Name]
+		}
+		st.upstreams[u.Name] = p.newUpstream(u, prev)
+	}
+	p.state.Store(st)
+	return nil
+}
+
+// ServeHTTP serves one caller request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.handler.ServeHTTP(w, r)
+}
+
+// begin starts the call: request id, record, recorder, and the audit record
+// written when the call ends, whatever way it ends.
+func (p *Proxy) begin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &call{id: requestID(r), start: p.opts.Now()}
+		c.rec = audit.Record{
+			Type:       audit.TypeCall,
+			Time:       audit.Time(c.start),
+			RequestID:  c.id,
+			RemoteAddr: r.RemoteAddr,
+			Method:     r.Method,
+		}
+		w.Header().Set("X-Request-Id", c.id)
+		rw := &recorder{ResponseWriter: w}
+		if p.opts.Observer != nil {
+			p.opts.Observer.CallStarted()
+		}
+		defer p.finish(c, rw, r)
+		next.ServeHTTP(rw, r.WithContext(withCall(r.Context(), c)))
+		c.completed = true
+	})
+}
+
+// recoverer turns a panic into a 500 internal_error, logging where it
+// happened but not the panic's value (it could hold anything).
+// http.ErrAbortHandler, which ReverseProxy uses to cut a broken stream, is
+// passed on so that the server drops the connection.
+func (p *Proxy) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			c := callFrom(r.Context())
+			p.opts.Log.Error("panic serving a call", zap.String("request_id", c.id),
+				zap.String("panic_type", fmt.Sprintf("%T", v)), zap.StackSkip("stack", 1))
+			if rw, ok := w.(*recorder); !ok || rw.status == 0 {
+				fail(w, c, CodeInternal, "internal error; see the operational log")
+			}
+			c.completed = true
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (p *Proxy) finish(c *call, rw *recorder, r *http.Request) {
+	rec := &c.rec
+	rec.Status = rw.status
+	rec.BytesOut = rw.bytes
+	rec.BytesIn = c.bytesIn.Load()
+	rec.DurationMS = ms(p.opts.Now().Sub(c.start))
+	switch {
+	case r.Context().Err() != nil && (rec.Outcome == "" || rec.Outcome == audit.OutcomeFailed):
+		rec.Outcome = audit.OutcomeCancelled
+		if rec.Status == 0 || rec.Status == http.StatusBadGateway {
+			rec.Status = 499 // nginx's "client closed request"
+		}
+	case !c.completed:
+		rec.Outcome = audit.OutcomeFailed
+		rec.Error = "reply aborted: the vendor's stream broke or the caller went away"
+	case rec.Outcome == "" && c.reached:
+		rec.Outcome = audit.OutcomeForwarded
+	}
+	if err := p.opts.Auditor.Write(rec); err != nil {
+		p.opts.Log.Error("audit record not written", zap.String("request_id", c.id), zap.Error(err))
+	}
+	if p.opts.Observer != nil {
+		p.opts.Observer.CallFinished(rec)
+	}
+}

@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// checkForm refuses request forms a reverse proxy must never act on: CONNECT,
+// absolute-form or authority-form targets ("GET http://other/..."), the
+// asterisk form, and requests with too many header fields.
+func checkForm(r *http.Request, maxHeaderCount int) error {
+	if r.Method == http.MethodConnect {
+		return errors.New("CONNECT is not supported: keybroker forwards only to its configured upstreams")
+	}
+	if !strings.HasPrefix(r.RequestURI, "/") {
+		return errors.New("request target must be a path (absolute-form is not accepted)")
+	}
+	n := 0
+	for _, v := range r.Header {
+		n += len(v)
+	}
+	if n > maxHeaderCount {
+		return errors.New("too many header fields")
+	}
+	for _, c := range r.URL.RawQuery {
+		if c < 0x20 || c == 0x7f {
+			return errors.New("control character in query")
+		}
+	}
+	return nil
+}
+
+// cleanPath checks the raw (still percent-encoded) request path and returns
+// it decoded. It refuses, rather than normalises, anything that could make
+// the path keybroker decides on differ from the path a vendor resolves:
+// dot segments, empty segments (//), backslashes, control characters and
+// NUL, and percent-encoded slash, backslash, dot or control characters.
+// A path it accepts is its own clean form, so the policy is decided on
+// exactly the path forwarded.
+func cleanPath(raw string) (string, error) {
+	if !strings.HasPrefix(raw, "/") {
+		return "", errors.New("path must start with /")
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '%' {
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				return "", errors.New("malformed percent-encoding in path")
+			}
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+			switch {
+			case c == '/' || c == '\\':
+				return "", errors.New("encoded slash or backslash in path")
+			case c == '.':
+				return "", errors.New("encoded dot in path")
+			case c < 0x20 || c == 0x7f:
+				return "", errors.New("encoded control character in path")
+			}
+			b.WriteByte(c)
+			continue
+		}
+		switch {
+		case c == '\\':
+			return "", errors.New("backslash in path")
+		case c < 0x20 || c == 0x7f:
+			return "", errors.New("control character in path")
+		case c == '?' || c == '#':
+			return "", errors.New("malformed path")
+		}
+		b.WriteByte(c)
+	}
+	p := b.String()
+	segs := strings.Split(p[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == "." || s == "..":
+			return "", errors.New("dot segment in path")
+		case s == "" && i != len(segs)-1:
+			return "", errors.New("empty segment (//) in path")
+		}
+	}
+	return p, nil
+}
+
+// splitUpstream splits /name/rest into name and /rest ("" for /name).
+func splitUpstream(p string) (name, rest string) {
+	p = strings.TrimPrefix(p, "/")
+	name, rest, found := strings.Cut(p, "/")
+	if found {
+		rest = "/" + rest
+	}
+	return name, rest
+}
+
+// rawPath returns the request target's path, still percent-encoded.
+func rawPath(r *http.Request) string {
+	p, _, _ := strings.Cut(r.RequestURI, "?")
+	return p
+}
+
+func isHex(c byte) bool {
+	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
