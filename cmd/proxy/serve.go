@@ -49,6 +49,7 @@ func newLogger(level string, out io.Writer) *zap.Logger {
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "time"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(out)), lvl)
 	return zap.New(core)
 }
@@ -122,7 +123,7 @@ func (a *app) credentialEvent(ev secrets.Event) {
 }
 
 func (a *app) event(ev audit.Event) {
-	if err := a.auditor.Write(&audit.Record{Type: audit.TypeEvent, Time: audit.Time(time.Now()), Event: &ev}); err != nil {
+	if err := a.auditor.WriteEvent(ev, time.Now()); err != nil {
 		a.log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
 	}
 }

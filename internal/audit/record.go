@@ -58,9 +58,6 @@ type Record struct {
 	Credential      *CredentialRef `json:"credential,omitempty"`
 	Retried         bool           `json:"retried"`
 	Error           string         `json:"error"`
-
-	// Event fields (type "event").
-	Event *Event `json:"event,omitempty"`
 }
 
 // CredentialRef says which credential served a call: never its value.

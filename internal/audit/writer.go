@@ -112,11 +112,35 @@ func hashLine(line []byte) string {
 
 // Write sets rec's Seq and Prev and appends it as one line.
 func (w *Writer) Write(rec *Record) error {
+	return w.append(func(seq uint64, prev string) any {
+		rec.Seq, rec.Prev = seq, prev
+		return rec
+	})
+}
+
+// eventLine is the shape of an event record: the chain links, the type, the
+// time and the event, without a call's fields.
+type eventLine struct {
+	Seq   uint64 `json:"seq"`
+	Prev  string `json:"prev"`
+	Type  string `json:"type"`
+	Time  Time   `json:"time"`
+	Event *Event `json:"event"`
+}
+
+// WriteEvent appends a lifecycle event record.
+func (w *Writer) WriteEvent(ev Event, at time.Time) error {
+	return w.append(func(seq uint64, prev string) any {
+		return &eventLine{Seq: seq, Prev: prev, Type: TypeEvent, Time: Time(at), Event: &ev}
+	})
+}
+
+// append encodes the value build returns for the next link and writes it
+// as one line.
+func (w *Writer) append(build func(seq uint64, prev string) any) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	rec.Seq = w.seq + 1
-	rec.Prev = w.prev
-	line, err := json.Marshal(rec)
+	line, err := json.Marshal(build(w.seq+1, w.prev))
 	if err != nil {
 		return fmt.Errorf("encode audit record: %w", err)
 	}
@@ -127,7 +151,7 @@ func (w *Writer) Write(rec *Record) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	w.failed = nil
-	w.seq = rec.Seq
+	w.seq++
 	w.prev = hashLine(line[:len(line)-1])
 	w.written.Add(1)
 	return nil

@@ -1,0 +1,40 @@
+# keybroker — common tasks. `make run` tries it, `make test` tests it.
+SHELL := /bin/bash
+BIN      := .run/bin
+VAULTDEV := $(BIN)/vaultdev
+GO       ?= go
+
+.PHONY: run build test deps bench fuzz demo clean
+
+## build: the static keybroker binary in .run/bin/proxy
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/proxy ./cmd/proxy
+
+## run: keybroker on the embedded dev config (file secrets, no Vault needed)
+run: build
+	@bash scripts/dev-run.sh
+
+## deps: install redis-server, Go modules and the Vault test server
+deps:
+	@bash scripts/install-deps.sh
+
+$(VAULTDEV): tools/vaultdev/main.go tools/vaultdev/go.mod tools/vaultdev/go.sum
+	@mkdir -p $(BIN)
+	cd tools/vaultdev && $(GO) build -o ../../$(VAULTDEV) .
+
+## test: every test, with the race detector, against a real Vault and Redis
+test: $(VAULTDEV)
+	KEYBROKER_VAULTDEV=$(CURDIR)/$(VAULTDEV) $(GO) test -race -count=1 ./...
+
+## bench: the benchmarks (limiter decisions, proxy overhead)
+bench: $(VAULTDEV)
+	KEYBROKER_VAULTDEV=$(CURDIR)/$(VAULTDEV) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: run each fuzz target for a while (FUZZTIME, default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzCleanPath -fuzztime $(FUZZTIME) ./internal/proxy
+	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $(FUZZTIME) ./internal/config
+
+clean:
+	rm -rf .run

@@ -1,0 +1,245 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) LookupEnv {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const base = `
+upstreams:
+  - name: huntress
+    preset: huntress
+    credential:
+      vault: {mount: secret, path: vendors/huntress}
+  - name: infocyte
+    preset: infocyte
+    url: https://acme.infocyte.com/api
+    credential:
+      vault: {mount: secret, path: vendors/infocyte}
+callers:
+  - name: soar
+    key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+vault:
+  address: https://vault.internal:8200
+  auth: {method: token, token_file: /dev/null}
+`
+
+func TestLoad_PresetsFillAndExplicitFieldsOverride(t *testing.T) {
+	doc := base + `
+`
+	cfg, err := Parse([]byte(strings.Replace(doc, "    preset: huntress\n", "    preset: huntress\n    rate_limit: {requests: 30}\n    timeout: 5s\n", 1)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := cfg.Upstream("huntress")
+	if h.Target.String() != "https://api.huntress.io" {
+		t.Errorf("huntress url %s", h.Target)
+	}
+	if h.Auth.Type != "basic" || h.Auth.UsernameField != "api_key" || h.Auth.PasswordField != "api_secret" {
+		t.Errorf("huntress auth %+v", h.Auth)
+	}
+	rl := h.RateLimit
+	if rl.Requests != 30 || rl.Per.D() != time.Minute || rl.Burst != 1 || rl.MaxWait.D() != DefaultMaxWait {
+		t.Errorf("huntress rate limit %+v (requests overridden, the rest from the preset)", rl)
+	}
+	if h.Timeout.D() != 5*time.Second || h.VendorRetryAfter != time.Minute {
+		t.Errorf("timeout %v, vendor retry-after %v", h.Timeout.D(), h.VendorRetryAfter)
+	}
+	i := cfg.Upstream("infocyte")
+	if i.Auth.Type != "header" || i.Auth.Header != "Authorization" || i.Auth.Field != "token" || i.Auth.Prefix != "" {
+		t.Errorf("infocyte auth %+v", i.Auth)
+	}
+	if i.RateLimit != nil || i.Target.Path != "/api" || len(i.DropinQuery) != 1 || i.DropinQuery[0] != "access_token" {
+		t.Errorf("infocyte: rate %v path %q dropin %v", i.RateLimit, i.Target.Path, i.DropinQuery)
+	}
+	if cfg.Listen != DefaultListen || cfg.Admin.Listen != DefaultAdminListen || cfg.Secrets.RefreshInterval.D() != time.Minute ||
+		cfg.Secrets.MaxStale.D() != time.Hour || cfg.PolicyMode != "enforce" || cfg.RateLimit.Backend != "local" || cfg.Log.Level != "info" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+	if len(cfg.Callers[0].Key) != 32 {
+		t.Errorf("key_sha256 not decoded")
+	}
+}
+
+func TestLoad_ExpandsEnvironmentInsideValuesOnly(t *testing.T) {
+	doc := strings.Replace(base, "https://acme.infocyte.com/api", "${INFOCYTE_URL}", 1) + "log: {level: \"${LEVEL:-warn}\"}\nvault_extra: 1\n"
+	doc = strings.Replace(doc, "vault_extra: 1\n", "", 1)
+	// A value that looks like YAML structure stays one string.
+	cfg, err := Parse([]byte(doc), env(map[string]string{"INFOCYTE_URL": "https://x.infocyte.com/api"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstream("infocyte").URL != "https://x.infocyte.com/api" || cfg.Log.Level != "warn" {
+		t.Errorf("expansion: url %q level %q", cfg.Upstream("infocyte").URL, cfg.Log.Level)
+	}
+	_, err = Parse([]byte(doc), env(map[string]string{"INFOCYTE_URL": "https://x\nlisten: 0.0.0.0:1"}))
+	if err == nil || !strings.Contains(err.Error(), "upstreams[1].url") {
+		t.Errorf("an injected newline must stay inside the value and fail as a bad URL, got %v", err)
+	}
+	_, err = Parse([]byte(doc), nil)
+	if err == nil || err.Error() != "upstreams[1].url: environment variable INFOCYTE_URL is not set" {
+		t.Errorf("missing variable: %v", err)
+	}
+}
+
+func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"unknown key", "callers:", "colers: []\ncallers:", "colers: unknown field"},
+		{"unknown nested key", "    preset: infocyte\n", "    preset: infocyte\n    auth: {fild: x}\n", "upstreams[1].auth.fild: unknown field"},
+		{"bad duration", "    preset: infocyte\n", "    preset: infocyte\n    timeout: soon\n", "upstreams[1].timeout: expected a duration"},
+		{"unknown preset", "preset: infocyte", "preset: crowdstrike", "upstreams[1].preset: unknown preset"},
+		{"header auth without field", "    preset: infocyte\n", "    auth: {type: header, header: X-Key}\n", "upstreams[1].auth.field: required for type header"},
+		{"infocyte without url", "    url: https://acme.infocyte.com/api\n", "", "upstreams[1].url: required (for this preset: https://<instance>.infocyte.com/api)"},
+		{"plain http to a remote host", "https://acme.infocyte.com/api", "http://acme.infocyte.com/api", "upstreams[1].url: must be https"},
+		{"credentials in url", "https://acme.infocyte.com/api", "https://u:p@acme.infocyte.com/api", "upstreams[1].url: must not carry credentials"},
+		{"two credential sources", "      vault: {mount: secret, path: vendors/infocyte}\n", "      vault: {mount: secret, path: vendors/infocyte}\n      env: {key: X}\n", "upstreams[1].credential: set exactly one of vault, file or env"},
+		{"vault path missing", "path: vendors/infocyte", "path: \"\"", "upstreams[1].credential.vault.path: required"},
+		{"bad kv version", "path: vendors/infocyte}", "path: vendors/infocyte, kv_version: 3}", "upstreams[1].credential.vault.kv_version: must be 1 or 2"},
+		{"burst breaks the window", "    preset: huntress\n", "    preset: huntress\n    rate_limit: {requests: 10, per: 1s, burst: 10}\n", "upstreams[0].rate_limit.burst: must be less than requests"},
+		{"duplicate upstream", "name: infocyte", "name: huntress", "upstreams[1].name: duplicate upstream"},
+		{"bad upstream name", "name: infocyte", "name: Info/Cyte", "upstreams[1].name: required"},
+		{"bad key hash", "key_sha256: 9f86", "key_sha256: zz86", "callers[0].key_sha256: must be 64 hex digits"},
+		{"allow names unknown upstream", "    key_sha256:", "    allow: [{upstream: nope}]\n    key_sha256:", "callers[0].allow[0].upstream: no upstream named \"nope\""},
+		{"bad path pattern", "    key_sha256:", "    allow: [{upstream: huntress, paths: [/v1/**/x]}]\n    key_sha256:", "callers[0].allow[0].paths[0]: ** is allowed only as a trailing /**"},
+		{"client cert without CA", "    key_sha256:", "    client_cert: {common_name: x}\n    key_sha256:", "callers[0].client_cert: needs tls.client_ca_file"},
+		{"no vault address", "  address: https://vault.internal:8200\n", "", "vault.address: required when an upstream reads from vault"},
+		{"approle without role_id", "method: token, token_file: /dev/null", "method: approle, secret_id_file: /dev/null", "vault.auth.role_id: required for method approle"},
+		{"bad auth method", "method: token", "method: ldap", "vault.auth.method: must be token, approle or kubernetes"},
+		{"tls file missing", "callers:", "tls: {cert_file: " + filepath.Join(dir, "none.crt") + ", key_file: /dev/null}\ncallers:", "tls.cert_file: cannot read"},
+		{"bad policy mode", "callers:", "policy_mode: maybe\ncallers:", "policy_mode: must be enforce or report"},
+		{"bad backend", "callers:", "ratelimit: {backend: memcached}\ncallers:", "ratelimit.backend: must be local or redis"},
+		{"bad log level", "callers:", "log: {level: loud}\ncallers:", "log.level: must be debug, info, warn or error"},
+		{"admin on the caller port", "callers:", "listen: 127.0.0.1:9090\ncallers:", "admin.listen: must differ from listen"},
+		{"max_stale under refresh", "callers:", "secrets: {refresh_interval: 10m, max_stale: 1m}\ncallers:", "secrets.max_stale: must be at least refresh_interval"},
+		{"refresh too short", "callers:", "secrets: {refresh_interval: 10ms}\ncallers:", "secrets.refresh_interval: must be at least 1s"},
+		{"wrong type", "callers:", "allow_anonymous: perhaps\ncallers:", "allow_anonymous: expected true or false"},
+		{"list where a mapping goes", "callers:", "admin: [1]\ncallers:", "admin: expected a mapping"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := base
+			if !strings.Contains(doc, tc.from) {
+				t.Fatalf("test setup: %q not in the base document", tc.from)
+			}
+			doc = strings.Replace(doc, tc.from, tc.to, 1)
+			_, err := Parse([]byte(doc), nil)
+			if err == nil {
+				t.Fatalf("accepted; want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoad_SecureDefaultNeedsCallersOrAnonymous(t *testing.T) {
+	doc := base[:strings.Index(base, "callers:")] + base[strings.Index(base, "\nvault:")+1:]
+	_, err := Parse([]byte(doc), nil)
+	if err == nil || !strings.Contains(err.Error(), "callers: no callers configured") {
+		t.Fatalf("want refusal without callers, got %v", err)
+	}
+	if _, err := Parse([]byte(doc+"allow_anonymous: true\n"), nil); err != nil {
+		t.Errorf("allow_anonymous: true should start: %v", err)
+	}
+}
+
+func TestLoad_ReportsEveryError(t *testing.T) {
+	doc := strings.Replace(base, "preset: infocyte", "preset: nope", 1) + "log: {level: loud}\n"
+	_, err := Parse([]byte(doc), nil)
+	if err == nil || !strings.Contains(err.Error(), "upstreams[1].preset") || !strings.Contains(err.Error(), "log.level") {
+		t.Errorf("want both errors, got %v", err)
+	}
+}
+
+func TestLoad_ErrorsNeverEchoValues(t *testing.T) {
+	doc := strings.Replace(base, "callers:", "server: {max_header_count: \"${SECRETISH}\"}\ncallers:", 1)
+	_, err := Parse([]byte(doc), env(map[string]string{"SECRETISH": "s3cr3t-value"}))
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("error must name the field, not the value: %v", err)
+	}
+}
+
+func TestLoad_ExampleConfigIsValid(t *testing.T) {
+	vars := map[string]string{"KEYBROKER_ROLE_ID": "role", "VAULT_ADDR": "https://vault:8200"}
+	for _, f := range []string{"../../config.example.yaml", "../../dev/keybroker.yaml"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vars["KEYBROKER_DEV_KEY_SHA256"] = strings.Repeat("ab", 32)
+		if _, err := parseWithoutFiles(data, env(vars)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// parseWithoutFiles parses, ignoring errors about files absent here.
+func parseWithoutFiles(data []byte, e LookupEnv) (*Config, error) {
+	cfg, err := Parse(data, e)
+	if err == nil {
+		return cfg, nil
+	}
+	var kept []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if !strings.Contains(line, "cannot read") {
+			kept = append(kept, line)
+		}
+	}
+	if len(kept) == 0 {
+		return nil, nil
+	}
+	return nil, &multiErr{strings.Join(kept, "\n")}
+}
+
+type multiErr struct{ s string }
+
+func (m *multiErr) Error() string { return m.s }
+
+func TestCheckPathPattern(t *testing.T) {
+	for _, ok := range []string{"/", "/**", "/v1/agents", "/v1/agents/**", "/v1/*/x", "/v1/incident_reports/*"} {
+		if err := CheckPathPattern(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "v1", "/v1//x", "/v1/../x", "/v1/**/x", "/v1/a*", "/v1/./x"} {
+		if err := CheckPathPattern(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzConfig(f *testing.F) {
+	f.Add([]byte(base))
+	f.Add([]byte("upstreams: [{name: a, url: 'https://x', auth: {type: query, param: k, field: k}, credential: {env: {key: K}}}]\nallow_anonymous: true\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data, env(map[string]string{"X": "1"}))
+		if err != nil {
+			if strings.Contains(err.Error(), "panic") {
+				t.Fatal(err)
+			}
+			return
+		}
+		// A config that loads is complete: every upstream has a target and
+		// a known auth type, and there are callers or anonymous access.
+		for _, u := range cfg.Upstreams {
+			if u.Target == nil || (u.Auth.Type != "basic" && u.Auth.Type != "header" && u.Auth.Type != "query") {
+				t.Fatalf("incomplete upstream %+v", u)
+			}
+		}
+		if len(cfg.Callers) == 0 && !cfg.AllowAnonymous {
+			t.Fatal("no callers and not anonymous")
+		}
+	})
+}
