@@ -1,0 +1,169 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeN(t *testing.T, w *Writer, n int) {
+	t.Helper()
+	for i := range n {
+		rec := &Record{Type: TypeCall, Time: Time(time.Unix(int64(i), 0)), RequestID: "r", Status: 200}
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestWriter_ChainsAndVerifies(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	writeN(t, w, 5)
+	if err := w.WriteEvent(Event{Name: "credential_rotated", Version: 2, OldVersion: 1}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Verify(bytes.NewReader(buf.Bytes()))
+	if err != nil || n != 6 {
+		t.Fatalf("verify: %d %v", n, err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var ev map[string]any
+	_ = json.Unmarshal([]byte(lines[5]), &ev)
+	if ev["type"] != "event" || ev["seq"] != float64(6) || ev["event"].(map[string]any)["name"] != "credential_rotated" {
+		t.Errorf("event line %s", lines[5])
+	}
+	if _, has := ev["status"]; has {
+		t.Errorf("event line carries call fields: %s", lines[5])
+	}
+}
+
+func TestVerify_CatchesTampering(t *testing.T) {
+	var buf bytes.Buffer
+	writeN(t, NewWriter(&buf), 6)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	join := func(ls []string) string { return strings.Join(ls, "\n") + "\n" }
+	edited := append([]string(nil), lines...)
+	edited[2] = strings.Replace(edited[2], `"status":200`, `"status":201`, 1)
+	deleted := append(append([]string(nil), lines[:3]...), lines[4:]...)
+	reordered := append([]string(nil), lines...)
+	reordered[2], reordered[3] = reordered[3], reordered[2]
+	cases := []struct {
+		name     string
+		doc      string
+		wantLine int
+	}{
+		{"edited field", join(edited), 4},
+		{"deleted line", join(deleted), 4},
+		{"reordered lines", join(reordered), 3},
+		{"garbage line", join(append(append([]string(nil), lines[:2]...), "not json")), 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Verify(strings.NewReader(tc.doc))
+			var ve *VerifyError
+			if !errors.As(err, &ve) || ve.Line != tc.wantLine {
+				t.Errorf("got %v, want a break at line %d", err, tc.wantLine)
+			}
+		})
+	}
+}
+
+func TestOpen_ContinuesTheChainAcrossRestartsAndRotation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	w, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, w, 3)
+	w.Close()
+	w, err = Open(path) // a restart
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, w, 2)
+	if n, err := verifyFile(path); err != nil || n != 5 {
+		t.Fatalf("after restart: %d %v", n, err)
+	}
+	// logrotate: move the file away, SIGHUP reopens a new one; the new
+	// file's first record links to the old file's last.
+	rotated := path + ".1"
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, w, 1)
+	w.Close()
+	old, _ := os.ReadFile(rotated)
+	cur, _ := os.ReadFile(path)
+	if n, err := Verify(bytes.NewReader(append(old, cur...))); err != nil || n != 6 {
+		t.Errorf("rotated files together: %d %v", n, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit file mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func verifyFile(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return Verify(f)
+}
+
+type failingWriter struct{ fail bool }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.fail {
+		return 0, errors.New("disk full")
+	}
+	return len(p), nil
+}
+
+func TestWriter_FailureIsStickyUntilAWriteSucceeds(t *testing.T) {
+	fw := &failingWriter{}
+	w := NewWriter(fw)
+	if w.Check() != nil {
+		t.Fatal("new writer unhealthy")
+	}
+	fw.fail = true
+	if err := w.Write(&Record{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("write: %v", err)
+	}
+	if err := w.Check(); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("check after a failed write: %v", err)
+	}
+	fw.fail = false
+	if err := w.Write(&Record{}); err != nil || w.Check() != nil {
+		t.Errorf("recovery: %v %v", err, w.Check())
+	}
+	if written, errs := w.Stats(); written != 1 || errs != 1 {
+		t.Errorf("stats %d %d", written, errs)
+	}
+}
+
+func TestRedactQuery(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"", ""},
+		{"limit=10&page_token=abc", "limit=10&page_token=abc"},
+		{"access_token=t0k&filter=%7B%7D", "access_token=REDACTED&filter=%7B%7D"},
+		{"Token=x&SIGNATURE=y&key=z&secret=s&password=p", "SIGNATURE=REDACTED&Token=REDACTED&key=REDACTED&password=REDACTED&secret=REDACTED"},
+		{"apikey=1&custom=2", "apikey=REDACTED&custom=REDACTED"},
+		{"a=%zz", "REDACTED"},
+	}
+	for _, tc := range cases {
+		if got := RedactQuery(tc.in, "custom"); got != tc.want {
+			t.Errorf("RedactQuery(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
