@@ -51,7 +51,7 @@ func (c *Config) complete(env LookupEnv) error {
 	def(&c.Admin.Listen, DefaultAdminListen)
 	checkAddr(&e, "listen", c.Listen)
 	checkAddr(&e, "admin.listen", c.Admin.Listen)
-	if c.Listen == c.Admin.Listen {
+	if c.Listen == c.Admin.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		e.add("admin.listen", "must differ from listen")
 	}
 	c.completeTLS(&e)

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/vendortest"
+)
+
+// lockedBuffer collects a command's stderr while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestRun_ExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("upstreams: []\ncolers: 1\n"), 0o600)
+	cases := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"version"}, 0, "keybroker"},
+		{[]string{"nonsense"}, 2, "unknown command"},
+		{[]string{"validate"}, 2, "-config FILE is required"},
+		{[]string{"validate", "-config", bad}, 2, "colers: unknown field"},
+		{[]string{"validate", "-config", filepath.Join(dir, "none.yaml")}, 2, "no such file"},
+		{[]string{"serve", "-config", bad}, 2, "colers: unknown field"},
+		{[]string{"audit", "verify"}, 2, "usage"},
+		{[]string{"audit", "verify", filepath.Join(dir, "none.log")}, 1, "no such file"},
+	}
+	for _, tc := range cases {
+		var out, errb bytes.Buffer
+		code := run(tc.args, strings.NewReader(""), &out, &errb)
+		if code != tc.code || !strings.Contains(out.String()+errb.String(), tc.out) {
+			t.Errorf("%v: exit %d, output %q; want %d and %q", tc.args, code, out.String()+errb.String(), tc.code, tc.out)
+		}
+	}
+}
+
+func TestHashKey(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"hash-key"}, nil, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	m := regexp.MustCompile(`key:\s+(kbk_\S+)\nkey_sha256: ([0-9a-f]{64})`).FindStringSubmatch(out.String())
+	if m == nil || callers.HashKey(m[1]) != m[2] {
+		t.Fatalf("output %q", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"hash-key", "-stdin"}, strings.NewReader(m[1]+"\n"), &out, &out); code != 0 || !strings.Contains(out.String(), m[2]) {
+		t.Errorf("-stdin: %q", out.String())
+	}
+}
+
+// TestServe_EndToEnd runs the real command: config file, listeners on free
+// loopback ports, a call through to the fake vendor, readiness, SIGTERM-like
+// shutdown, and an audit file that verifies.
+func TestServe_EndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	hunt := vendortest.NewHuntress("hk_key", "hs_PLANTED_cmd_secret", vendortest.HuntressOptions{})
+	defer hunt.Close()
+	key, sum, _ := callers.NewKey()
+	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk_key","api_secret":"hs_PLANTED_cmd_secret"}`), 0o600)
+	cfgPath := filepath.Join(dir, "k.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
+upstreams:
+  - name: huntress
+    preset: huntress
+    url: %s
+    credential: {file: {path: %s}}
+callers:
+  - name: soar
+    key_sha256: %s
+audit: {path: %s}
+`, hunt.URL, filepath.Join(dir, "h.json"), sum, filepath.Join(dir, "audit.log"))), 0o600)
+
+	var out bytes.Buffer
+	if code := run([]string{"validate", "-config", cfgPath, "--check-secrets"}, nil, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "api_key=present,api_secret=present") {
+		t.Fatalf("validate --check-secrets: %s", out.String())
+	}
+	if strings.Contains(out.String(), "PLANTED") {
+		t.Error("validate printed a secret")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr) }()
+
+	var listen, admin string
+	deadline := time.Now().Add(10 * time.Second)
+	for listen == "" && time.Now().Before(deadline) {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "keybroker serving" {
+				listen, admin = m["listen"].(string), m["admin"].(string)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if listen == "" {
+		t.Fatalf("not serving: %s", stderr.String())
+	}
+	waitReady(t, "http://"+admin+"/readyz")
+
+	req, _ := http.NewRequest("GET", "http://"+listen+"/huntress/v1/account", nil)
+	req.Header.Set("Proxy-Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("call: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if h, _ := http.Get("http://" + admin + "/healthz"); h == nil || h.StatusCode != 200 {
+		t.Error("healthz")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	f, _ := os.Open(filepath.Join(dir, "audit.log"))
+	n, err := audit.Verify(f)
+	f.Close()
+	if err != nil || n < 3 { // credential_loaded, the call, shutdown
+		t.Errorf("audit: %d records, %v", n, err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "audit.log"))
+	if strings.Contains(string(raw)+stderr.String(), "PLANTED") || strings.Contains(string(raw)+stderr.String(), key) {
+		t.Error("a secret leaked into the audit file or the log")
+	}
+	if !strings.Contains(string(raw), `"caller":"soar"`) {
+		t.Errorf("no call record: %s", raw)
+	}
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, err := http.Get(url); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never ready", url)
+}
