@@ -83,7 +83,7 @@ type entry struct {
 
 	mu        sync.Mutex
 	inflight  *load
-	lastTry   time.Time
+	lastForce time.Time // last read forced by Reread (a vendor 401)
 	lastErr   error
 	staleSent bool
 
@@ -158,9 +158,22 @@ func (c *Cache) Reread(ctx context.Context, name string) (Credential, error) {
 		return Credential{}, fmt.Errorf("%s: %w", name, ErrUnknown)
 	}
 	e.mu.Lock()
-	recent := c.opts.Now().Sub(e.lastTry) < c.opts.MinReread
+	inflight := e.inflight
+	recent := c.opts.Now().Sub(e.lastForce) < c.opts.MinReread
+	if inflight == nil && !recent {
+		e.lastForce = c.opts.Now()
+	}
 	e.mu.Unlock()
-	if !recent {
+	switch {
+	case inflight != nil:
+		// Another 401 (or the refresh) is reading already: wait for that
+		// read, so this call can retry with what it finds.
+		select {
+		case <-inflight.done:
+		case <-ctx.Done():
+			return Credential{}, ctx.Err()
+		}
+	case !recent:
 		if _, err := c.load(ctx, e); err != nil {
 			c.opts.Log.Warn("credential re-read after vendor 401 failed",
 				zap.String("upstream", name), zap.Error(err))
@@ -184,7 +197,6 @@ func (c *Cache) load(ctx context.Context, e *entry) (*Credential, error) {
 	}
 	l := &load{done: make(chan struct{})}
 	e.inflight = l
-	e.lastTry = c.opts.Now()
 	e.mu.Unlock()
 
 	// The read is not tied to one caller's context: others may be waiting

@@ -205,14 +205,20 @@ func TestCache_RereadIsRateLimited(t *testing.T) {
 	c := newTestCache(t, src, Options{MinReread: 5 * time.Second, Now: clk.Now})
 	ctx := context.Background()
 	_, _ = c.Get(ctx, "huntress")
+	// The first 401 re-reads at once, even right after a background read.
 	src.set(good, 2, nil)
+	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 || src.reads.Load() != 2 {
+		t.Fatalf("first reread: version %d, reads %d", cred.Version, src.reads.Load())
+	}
+	// Another within MinReread does not touch the source.
+	src.set(good, 3, nil)
 	clk.Add(time.Second)
-	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 1 || src.reads.Load() != 1 {
+	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 || src.reads.Load() != 2 {
 		t.Errorf("reread within MinReread read the source (version %d, reads %d)", cred.Version, src.reads.Load())
 	}
 	clk.Add(5 * time.Second)
-	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 {
-		t.Errorf("reread after MinReread: version %d, want 2", cred.Version)
+	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 3 {
+		t.Errorf("reread after MinReread: version %d, want 3", cred.Version)
 	}
 }
 
