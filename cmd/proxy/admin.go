@@ -23,6 +23,9 @@ type credentialState struct {
 	Stale    bool   `json:"stale,omitempty"`
 	Expired  bool   `json:"expired,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// Reads counts source reads since start (one per refresh interval in
+	// steady state, whatever the load).
+	Reads int64 `json:"reads"`
 }
 
 // adminHandler serves /healthz (the process answers), /readyz (every
@@ -54,7 +57,7 @@ func (a *app) readiness() readiness {
 	now := time.Now()
 	for _, s := range sts {
 		cs := credentialState{Upstream: s.Name, Source: s.Source, Ref: s.Ref, Loaded: s.Loaded,
-			Version: s.Version, Stale: s.Stale, Expired: s.Expired, Error: s.LastErr}
+			Version: s.Version, Stale: s.Stale, Expired: s.Expired, Error: s.LastErr, Reads: s.Reads}
 		if s.Loaded {
 			cs.AgeS = int64(now.Sub(s.ReadAt).Seconds())
 		}

@@ -112,25 +112,7 @@ audit: {path: %s}
 		t.Error("validate printed a secret")
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	stderr := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr) }()
-
-	var listen, admin string
-	deadline := time.Now().Add(10 * time.Second)
-	for listen == "" && time.Now().Before(deadline) {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "keybroker serving" {
-				listen, admin = m["listen"].(string), m["admin"].(string)
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if listen == "" {
-		t.Fatalf("not serving: %s", stderr.String())
-	}
+	listen, admin, stop, stderr := startServe(t, cfgPath)
 	waitReady(t, "http://"+admin+"/readyz")
 
 	req, _ := http.NewRequest("GET", "http://"+listen+"/huntress/v1/account", nil)
@@ -144,14 +126,8 @@ audit: {path: %s}
 		t.Error("healthz")
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := stop(); err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 	f, _ := os.Open(filepath.Join(dir, "audit.log"))
 	n, err := audit.Verify(f)
@@ -166,6 +142,45 @@ audit: {path: %s}
 	if !strings.Contains(string(raw), `"caller":"soar"`) {
 		t.Errorf("no call record: %s", raw)
 	}
+}
+
+// startServe runs serveCmd on cfgPath and returns its addresses, a stop
+// function (the SIGTERM path) and its operational log.
+func startServe(t *testing.T, cfgPath string) (listen, admin string, stop func() error, stderr *lockedBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr = &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for listen == "" && time.Now().Before(deadline) {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "keybroker serving" {
+				listen, admin = m["listen"].(string), m["admin"].(string)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(20 * time.Second):
+			return fmt.Errorf("serve did not stop")
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	if listen == "" {
+		t.Fatalf("not serving: %s", stderr.String())
+	}
+	return listen, admin, stop, stderr
 }
 
 func waitReady(t *testing.T, url string) {

@@ -1,0 +1,26 @@
+# keybroker's Vault policy: read the vendor credentials it serves, and their
+# KV v2 metadata (versions), nothing else. One pair of paths per upstream's
+# credential.vault entry; add a pair when you add a vendor.
+
+path "secret/data/vendors/huntress" {
+  capabilities = ["read"]
+}
+path "secret/metadata/vendors/huntress" {
+  capabilities = ["read"]
+}
+
+path "secret/data/vendors/infocyte" {
+  capabilities = ["read"]
+}
+path "secret/metadata/vendors/infocyte" {
+  capabilities = ["read"]
+}
+
+# keybroker renews and looks up its own token (granted by Vault's default
+# policy too; listed so the intent is explicit if default is not attached).
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
