@@ -173,7 +173,9 @@ func (a *app) run(ctx context.Context) error {
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
 		IdleTimeout:       cfg.Server.IdleTimeout.D(),
 		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(a.log.Named("http")),
+		// OPTIONS * is refused by the proxy (400), not answered by net/http.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     zap.NewStdLog(a.log.Named("http")),
 	}
 	a.adminSrv = &http.Server{
 		Handler:           a.adminHandler(),

@@ -79,6 +79,8 @@ type harnessOpts struct {
 	// topYAML replaces the callers section.
 	callersYAML string
 	huntress    vendortest.HuntressOptions
+	// topYAML is appended at the top level (policy_mode, ...).
+	topYAML string
 	// huntressURL replaces the fake's URL (a dead address).
 	huntressURL string
 	auditor     proxy.Auditor
@@ -121,7 +123,7 @@ upstreams:
     preset: infocyte
     url: ${INFOCYTE_URL}
     credential: {file: {path: "${DIR}/infocyte.json"}}
-` + o.infocyteYAML + callersYAML
+` + o.infocyteYAML + callersYAML + o.topYAML
 	hURL := h.huntress.URL
 	if o.huntressURL != "" {
 		hURL = o.huntressURL
@@ -156,7 +158,11 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = httptest.NewServer(h.proxy)
+	// As cmd/proxy runs it: 64 KiB of headers, OPTIONS * to the proxy.
+	h.srv = httptest.NewUnstartedServer(h.proxy)
+	h.srv.Config.MaxHeaderBytes = config.DefaultMaxHeaderBytes
+	h.srv.Config.DisableGeneralOptionsHandler = true
+	h.srv.Start()
 	t.Cleanup(h.srv.Close)
 	t.Cleanup(h.checkNoLeaks)
 	return h
