@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -205,6 +206,27 @@ func parseWithoutFiles(data []byte, e LookupEnv) (*Config, error) {
 type multiErr struct{ s string }
 
 func (m *multiErr) Error() string { return m.s }
+
+func TestLoad_AliasBombFailsFast(t *testing.T) {
+	// 200 callers each reusing a 1,000-rule allow list: 200,000 values.
+	var b strings.Builder
+	b.WriteString("allow_anonymous: true\nupstreams: [{name: u, url: 'https://x', auth: {type: header, header: X, field: k}, credential: {env: {key: K}}}]\ncallers:\n  - name: c0\n    allow: &r [")
+	for i := range 1000 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("{upstream: u}")
+	}
+	b.WriteString("]\n")
+	for i := 1; i < 200; i++ {
+		fmt.Fprintf(&b, "  - {name: c%d, allow: *r}\n", i)
+	}
+	start := time.Now()
+	_, err := Parse([]byte(b.String()), nil)
+	if err == nil || !strings.Contains(err.Error(), "too many values") || time.Since(start) > 5*time.Second {
+		t.Errorf("alias bomb: %v after %v", err, time.Since(start))
+	}
+}
 
 func TestCheckPathPattern(t *testing.T) {
 	for _, ok := range []string{"/", "/**", "/v1/agents", "/v1/agents/**", "/v1/*/x", "/v1/incident_reports/*"} {

@@ -20,7 +20,13 @@ type LookupEnv func(name string) (string, bool)
 // from the environment can never change the structure of the document.
 type decoder struct {
 	env LookupEnv
+	// nodes counts nodes visited, aliases expanded each time they are
+	// used, so that an alias bomb fails fast instead of running away.
+	nodes int
 }
+
+// maxNodes bounds a configuration's expanded size; real ones use hundreds.
+const maxNodes = 100_000
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
@@ -54,6 +60,9 @@ func (d *decoder) expand(path, s string) (string, error) {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
+	if d.nodes++; d.nodes > maxNodes {
+		return fmt.Errorf("%s: the document expands to too many values (YAML aliases?)", orRoot(path))
+	}
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
 			return nil
