@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/proxy"
+	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -62,8 +64,10 @@ type app struct {
 	cache   *secrets.Cache
 	proxy   *proxy.Proxy
 	vault   *secrets.Vault
-	metrics http.Handler
-	closers []func()
+	// redisLimiter is set with ratelimit.backend: redis.
+	redisLimiter *ratelimit.Redis
+	metrics      http.Handler
+	closers      []func()
 
 	callerSrv *http.Server
 	adminSrv  *http.Server
@@ -95,10 +99,16 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		return nil, err
 	}
 
+	upstreamLimiter, err := a.upstreamLimiter()
+	if err != nil {
+		a.close()
+		return nil, err
+	}
 	a.proxy, err = proxy.New(routesOf(cfg), proxy.Options{
-		Credentials: a.cache,
-		Auditor:     a.auditor,
-		Log:         log.Named("proxy"),
+		Credentials:     a.cache,
+		Auditor:         a.auditor,
+		UpstreamLimiter: upstreamLimiter,
+		Log:             log.Named("proxy"),
 	})
 	if err != nil {
 		a.close()
@@ -114,6 +124,37 @@ func routesOf(cfg *config.Config) proxy.Routes {
 		ReportOnly:     cfg.PolicyMode == "report",
 		MaxHeaderCount: cfg.Server.MaxHeaderCount,
 	}
+}
+
+// upstreamLimiter keeps vendor quotas: locally, or in Redis for replicas.
+func (a *app) upstreamLimiter() (proxy.Limiter, error) {
+	rl := a.cfg.RateLimit
+	if rl.Backend != "redis" {
+		return ratelimit.NewLocal(nil), nil
+	}
+	password := ""
+	if rl.Redis.PasswordFile != "" {
+		b, err := os.ReadFile(rl.Redis.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit.redis.password_file: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	ratelimit.RouteRedisLogs(a.log.Named("redis"))
+	r := ratelimit.NewRedis(ratelimit.RedisOptions{
+		Address: rl.Redis.Address, Password: password, TLS: rl.Redis.TLS, Replicas: rl.Replicas,
+		Log: a.log.Named("ratelimit"),
+		OnFallback: func(on bool, reason string) {
+			name := "limiter_recovered"
+			if on {
+				name = "limiter_fallback"
+			}
+			a.event(audit.Event{Name: name, Detail: reason})
+		},
+	})
+	a.redisLimiter = r
+	a.closers = append(a.closers, func() { _ = r.Close() })
+	return r, nil
 }
 
 // credentialEvent writes a credential lifecycle event to the audit trail.

@@ -79,6 +79,10 @@ type harnessOpts struct {
 	// topYAML replaces the callers section.
 	callersYAML string
 	huntress    vendortest.HuntressOptions
+	// shareHuntress reuses another harness's Huntress fake (replicas).
+	shareHuntress *vendortest.Huntress
+	// upstreamLimiter replaces the local one (Redis for replicas).
+	upstreamLimiter proxy.Limiter
 	// topYAML is appended at the top level (policy_mode, ...).
 	topYAML string
 	// huntressURL replaces the fake's URL (a dead address).
@@ -101,8 +105,12 @@ callers:
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), auditBuf: &syncBuffer{}}
-	h.huntress = vendortest.NewHuntress(huntressKey, huntressSecret, o.huntress)
-	t.Cleanup(h.huntress.Close)
+	if o.shareHuntress != nil {
+		h.huntress = o.shareHuntress
+	} else {
+		h.huntress = vendortest.NewHuntress(huntressKey, huntressSecret, o.huntress)
+		t.Cleanup(h.huntress.Close)
+	}
 	h.infocyte = vendortest.NewInfocyte(infocyteToken)
 	t.Cleanup(h.infocyte.Close)
 	h.writeSecret("huntress.json", map[string]string{"api_key": huntressKey, "api_secret": huntressSecret})
@@ -154,7 +162,7 @@ upstreams:
 		Upstreams:  cfg.Upstreams,
 		Callers:    callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
 		ReportOnly: cfg.PolicyMode == "report",
-	}, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log})
+	}, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,16 +117,26 @@ func NewLocal(now func() time.Time) *Local {
 // Wait admits one call under key's limit, waiting up to lim.MaxWait. The
 // wait ends early, giving the slot back, when ctx ends.
 func (l *Local) Wait(ctx context.Context, key string, lim Limit) (Result, error) {
+	res, cancel, err := l.reserve(key, lim)
+	if err != nil {
+		return res, err
+	}
+	return res, sleepFor(ctx, res.Waited, cancel)
+}
+
+// reserve takes key's next slot and says how long until it; cancel gives
+// the slot back.
+func (l *Local) reserve(key string, lim Limit) (Result, func(), error) {
 	now := l.now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	b := l.bucketLocked(key, lim, now)
 	var pause time.Duration
 	if b.pausedUntil.After(now) {
 		pause = b.pausedUntil.Sub(now)
 	}
 	if pause > lim.MaxWait {
-		l.mu.Unlock()
-		return Result{}, &RefusedError{RetryAfter: pause, Limit: lim.Requests, Reset: pause, Paused: true}
+		return Result{}, nil, &RefusedError{RetryAfter: pause, Limit: lim.Requests, Reset: pause, Paused: true}
 	}
 	// Reserve at the end of the pause, so that a paused bucket's calls are
 	// spaced by its rate when the pause ends.
@@ -137,25 +147,28 @@ func (l *Local) Wait(ctx context.Context, key string, lim Limit) (Result, error)
 		if r.OK() {
 			r.CancelAt(at)
 		}
-		reset := l.resetLocked(b, now)
-		l.mu.Unlock()
-		return Result{}, &RefusedError{RetryAfter: max(delay, time.Millisecond), Limit: lim.Requests, Reset: reset}
+		return Result{}, nil, &RefusedError{RetryAfter: max(delay, time.Millisecond), Limit: lim.Requests, Reset: l.resetLocked(b, now)}
 	}
 	res := Result{Waited: delay, Limit: lim.Requests, Reset: l.resetLocked(b, now)}
 	res.Remaining = max(0, int(math.Floor(b.lim.TokensAt(now))))
-	l.mu.Unlock()
+	return res, func() { r.CancelAt(l.now()) }, nil
+}
 
-	if delay <= 0 {
-		return res, nil
+// sleepFor waits d, or until ctx ends (then it calls cancel).
+func sleepFor(ctx context.Context, d time.Duration, cancel func()) error {
+	if d <= 0 {
+		return nil
 	}
-	t := time.NewTimer(delay)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return res, nil
+		return nil
 	case <-ctx.Done():
-		r.CancelAt(l.now())
-		return Result{}, ctx.Err()
+		if cancel != nil {
+			cancel()
+		}
+		return ctx.Err()
 	}
 }
 
@@ -163,7 +176,13 @@ func (l *Local) Wait(ctx context.Context, key string, lim Limit) (Result, error)
 func (l *Local) Pause(key string, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b, ok := l.buckets[key]; ok && until.After(b.pausedUntil) {
+	b, ok := l.buckets[key]
+	if !ok {
+		// No call yet: a placeholder that takes its limit on first use.
+		b = &bucket{lim: rate.NewLimiter(rate.Inf, 1), lastUsed: l.now()}
+		l.buckets[key] = b
+	}
+	if until.After(b.pausedUntil) {
 		b.pausedUntil = until
 	}
 }
