@@ -11,6 +11,7 @@ type readiness struct {
 	Ready       bool              `json:"ready"`
 	Credentials []credentialState `json:"credentials"`
 	Audit       string            `json:"audit"`
+	Vault       string            `json:"vault,omitempty"`
 }
 
 type credentialState struct {
@@ -46,7 +47,7 @@ func (a *app) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(rd)
 	})
 	if a.metrics != nil {
-		mux.Handle("GET /metrics", a.metrics)
+		mux.Handle("GET /metrics", a.metrics.Handler())
 	}
 	return mux
 }
@@ -66,6 +67,14 @@ func (a *app) readiness() readiness {
 	if err := a.auditor.Check(); err != nil {
 		rd.Ready = false
 		rd.Audit = err.Error()
+	}
+	if a.vault != nil {
+		// Credentials are served from the cache while Vault is away, so a
+		// Vault outage alone does not make keybroker unready.
+		rd.Vault = "logged in"
+		if _, ok := a.vault.TokenExpiry(); !ok {
+			rd.Vault = "not logged in (see the operational log)"
+		}
 	}
 	return rd
 }

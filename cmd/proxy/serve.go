@@ -23,6 +23,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/metrics"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -66,7 +67,7 @@ type app struct {
 	vault   *secrets.Vault
 	// redisLimiter is set with ratelimit.backend: redis.
 	redisLimiter *ratelimit.Redis
-	metrics      http.Handler
+	metrics      *metrics.Metrics
 	closers      []func()
 
 	callerSrv *http.Server
@@ -83,6 +84,19 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 	}
 	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
 
+	a.metrics = metrics.New(upstreamNames(cfg), callerNames(cfg), metrics.State{
+		Credentials: func() []secrets.Status { return a.cache.Status() },
+		VaultToken: func() (time.Time, bool) {
+			if a.vault == nil {
+				return time.Time{}, false
+			}
+			return a.vault.TokenExpiry()
+		},
+		Audit: a.auditor.Stats,
+		LimiterFallback: func() bool {
+			return a.redisLimiter != nil && a.redisLimiter.InFallback()
+		},
+	})
 	specs, err := a.credentialSpecs(ctx)
 	if err != nil {
 		a.close()
@@ -108,6 +122,7 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		Credentials:     a.cache,
 		Auditor:         a.auditor,
 		UpstreamLimiter: upstreamLimiter,
+		Observer:        a.metrics,
 		Log:             log.Named("proxy"),
 	})
 	if err != nil {
@@ -115,6 +130,22 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		return nil, err
 	}
 	return a, nil
+}
+
+func upstreamNames(cfg *config.Config) []string {
+	var n []string
+	for _, u := range cfg.Upstreams {
+		n = append(n, u.Name)
+	}
+	return n
+}
+
+func callerNames(cfg *config.Config) []string {
+	var n []string
+	for _, c := range cfg.Callers {
+		n = append(n, c.Name)
+	}
+	return n
 }
 
 func routesOf(cfg *config.Config) proxy.Routes {
@@ -159,6 +190,7 @@ func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 
 // credentialEvent writes a credential lifecycle event to the audit trail.
 func (a *app) credentialEvent(ev secrets.Event) {
+	a.metrics.CredentialEvent(ev)
 	a.event(audit.Event{Name: "credential_" + ev.Type, Upstream: ev.Upstream, Source: ev.Source,
 		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: ev.Error})
 }
@@ -200,6 +232,9 @@ func (a *app) run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
+	// The first record is written before any call is accepted: an audit
+	// sink that cannot be written is found now, and calls get 503.
+	a.event(audit.Event{Name: "started", Detail: "keybroker " + buildVersion()})
 	callerLn, err := a.listenCallers()
 	if err != nil {
 		return err

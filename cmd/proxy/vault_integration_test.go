@@ -142,8 +142,23 @@ func TestVault_RotationUnderLoadFailsNoCall(t *testing.T) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	reads := s.reads(t) - readsBefore
+	mresp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawMetrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(string(rawMetrics), "keybroker_vault_logged_in 1") || !strings.Contains(string(rawMetrics), "keybroker_vault_token_ttl_seconds") {
+		t.Error("vault token metrics missing")
+	}
+	auditRaw, _ := os.ReadFile(s.audit)
+	for _, secret := range []string{s.vs.RootToken, "hs_PLANTED_v1", "hs_PLANTED_v2", s.key} {
+		if strings.Contains(s.stderr.String()+string(auditRaw)+string(rawMetrics), secret) {
+			t.Errorf("secret %s… in the log, audit or metrics", secret[:6])
+		}
 	}
 
 	if failed.Load() != 0 {

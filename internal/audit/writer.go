@@ -140,6 +140,10 @@ func (w *Writer) WriteEvent(ev Event, at time.Time) error {
 func (w *Writer) append(build func(seq uint64, prev string) any) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.appendLocked(build)
+}
+
+func (w *Writer) appendLocked(build func(seq uint64, prev string) any) error {
 	line, err := json.Marshal(build(w.seq+1, w.prev))
 	if err != nil {
 		return fmt.Errorf("encode audit record: %w", err)
@@ -157,18 +161,26 @@ func (w *Writer) append(build func(seq uint64, prev string) any) error {
 	return nil
 }
 
-// Check returns nil when the trail can be written. After a failure it tries
-// to reopen the file, at most once a second.
+// Check returns nil when the trail can be written. After a failure it
+// tries, at most once a second, to reopen the file and write an
+// audit_recovered event: only a record actually written proves the trail
+// works again.
 func (w *Writer) Check() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.failed == nil {
 		return nil
 	}
-	if w.path != "" && time.Since(w.lastProbe) > time.Second {
+	failed := w.failed
+	if time.Since(w.lastProbe) > time.Second {
 		w.lastProbe = time.Now()
-		if err := w.open(); err == nil {
-			w.failed = nil
+		if w.path != "" {
+			_ = w.open()
+		}
+		ev := Event{Name: "audit_recovered", Detail: "after: " + failed.Error()}
+		if w.appendLocked(func(seq uint64, prev string) any {
+			return &eventLine{Seq: seq, Prev: prev, Type: TypeEvent, Time: Time(time.Now()), Event: &ev}
+		}) == nil {
 			return nil
 		}
 	}

@@ -1,0 +1,222 @@
+// Package metrics exports keybroker's Prometheus metrics: per-call counters
+// and histograms fed by the proxy's Observer hook, and state read at scrape
+// time (credentials, Vault token, audit trail, limiter backend). It owns its
+// registry (no global one) and keeps every label bounded: upstream and
+// caller labels only take configured names, anything else is "other".
+// No metric carries a secret, a path or a query.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// State is where scrape-time values come from. Nil funcs are skipped.
+type State struct {
+	Credentials func() []secrets.Status
+	// VaultToken returns the token's expiry and whether keybroker is
+	// logged in; a zero expiry means the token does not expire.
+	VaultToken func() (time.Time, bool)
+	// Audit returns records written and write failures.
+	Audit func() (written, failed int64)
+	// LimiterFallback reports whether Redis quotas fell back to local.
+	LimiterFallback func() bool
+}
+
+// Metrics is the registry and the collectors.
+type Metrics struct {
+	reg   *prometheus.Registry
+	names atomic.Pointer[names]
+
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	upstreamTime  *prometheus.HistogramVec
+	waits         *prometheus.HistogramVec
+	refusals      *prometheus.CounterVec
+	vendor429     *prometheus.CounterVec
+	inflight      prometheus.Gauge
+	refreshErrors *prometheus.CounterVec
+}
+
+type names struct {
+	upstreams map[string]bool
+	callers   map[string]bool
+}
+
+// New registers every metric. upstreams and callers are the configured
+// names (SetNames changes them on reload).
+func New(upstreams, callers []string, st State) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.SetNames(upstreams, callers)
+	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_requests_total",
+		Help: "Calls by upstream, caller, status class and outcome."}, []string{"upstream", "caller", "status_class", "outcome"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybroker_request_duration_seconds",
+		Help: "Whole call duration, as the caller sees it.", Buckets: buckets}, []string{"upstream"})
+	m.upstreamTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybroker_upstream_duration_seconds",
+		Help: "Time to the vendor's response headers.", Buckets: buckets}, []string{"upstream"})
+	m.waits = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybroker_ratelimit_wait_seconds",
+		Help: "Time calls waited for a rate-limit slot.", Buckets: []float64{0, .01, .1, .5, 1, 2, 5, 10}}, []string{"upstream"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_ratelimit_refusals_total",
+		Help: "Calls refused with 429 by keybroker, by the limit that refused (caller or upstream)."}, []string{"upstream", "by"})
+	m.vendor429 = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_vendor_429_total",
+		Help: "429 answers from vendors (each pauses the upstream)."}, []string{"upstream"})
+	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybroker_inflight_requests", Help: "Calls in progress."})
+	m.refreshErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_credential_refresh_errors_total",
+		Help: "Failed credential reads from their source."}, []string{"upstream"})
+	m.reg.MustRegister(m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+		&stateCollector{st: st, m: m}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetNames replaces the configured upstream and caller names.
+func (m *Metrics) SetNames(upstreams, callers []string) {
+	n := &names{upstreams: map[string]bool{}, callers: map[string]bool{}}
+	for _, u := range upstreams {
+		n.upstreams[u] = true
+	}
+	for _, c := range callers {
+		n.callers[c] = true
+	}
+	m.names.Store(n)
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// CallStarted counts a call in flight.
+func (m *Metrics) CallStarted() { m.inflight.Inc() }
+
+// CallFinished records a finished call from its audit record.
+func (m *Metrics) CallFinished(rec *audit.Record) {
+	m.inflight.Dec()
+	n := m.names.Load()
+	up := bounded(rec.Upstream, n.upstreams)
+	caller := rec.Caller
+	switch {
+	case caller == "" && rec.CallerAuth == "anonymous":
+		caller = "anonymous"
+	case caller == "":
+		caller = "none"
+	default:
+		caller = bounded(caller, n.callers)
+	}
+	m.requests.WithLabelValues(up, caller, statusClass(rec.Status), rec.Outcome).Inc()
+	m.duration.WithLabelValues(up).Observe(rec.DurationMS / 1000)
+	if rec.Outcome == audit.OutcomeForwarded {
+		m.upstreamTime.WithLabelValues(up).Observe(rec.UpstreamMS / 1000)
+		if rec.Status == http.StatusTooManyRequests {
+			m.vendor429.WithLabelValues(up).Inc()
+		}
+	}
+	if rec.RateLimitWaitMS > 0 || rec.Outcome == audit.OutcomeForwarded {
+		m.waits.WithLabelValues(up).Observe(rec.RateLimitWaitMS / 1000)
+	}
+	if rec.RateLimitedBy != "" && rec.Outcome == audit.OutcomeRefused {
+		m.refusals.WithLabelValues(up, rec.RateLimitedBy).Inc()
+	}
+}
+
+// CredentialEvent counts refresh failures (secrets.Options.OnEvent).
+func (m *Metrics) CredentialEvent(ev secrets.Event) {
+	if ev.Type == "refresh_failed" {
+		m.refreshErrors.WithLabelValues(bounded(ev.Upstream, m.names.Load().upstreams)).Inc()
+	}
+}
+
+func bounded(v string, known map[string]bool) string {
+	if known[v] {
+		return v
+	}
+	return "other"
+}
+
+func statusClass(s int) string {
+	if s < 100 || s > 599 {
+		return "other"
+	}
+	return strconv.Itoa(s/100) + "xx"
+}
+
+// stateCollector reads state at scrape time.
+type stateCollector struct {
+	st State
+	m  *Metrics
+	mu sync.Mutex
+}
+
+var (
+	descCredAge     = prometheus.NewDesc("keybroker_credential_age_seconds", "Time since the credential was last read from its source.", []string{"upstream", "source"}, nil)
+	descCredVersion = prometheus.NewDesc("keybroker_credential_version", "Version of the credential in use.", []string{"upstream", "source"}, nil)
+	descCredStale   = prometheus.NewDesc("keybroker_credential_stale", "1 while the last good copy is served because its source fails.", []string{"upstream"}, nil)
+	descCredLoaded  = prometheus.NewDesc("keybroker_credential_usable", "1 when the credential is loaded and within max_stale.", []string{"upstream"}, nil)
+	descCredReads   = prometheus.NewDesc("keybroker_credential_reads_total", "Reads of the credential's source.", []string{"upstream"}, nil)
+	descVaultTTL    = prometheus.NewDesc("keybroker_vault_token_ttl_seconds", "Time left on keybroker's Vault token (-1: does not expire).", nil, nil)
+	descVaultLogin  = prometheus.NewDesc("keybroker_vault_logged_in", "1 when keybroker holds a Vault token.", nil, nil)
+	descAuditOK     = prometheus.NewDesc("keybroker_audit_records_total", "Audit records written.", nil, nil)
+	descAuditErr    = prometheus.NewDesc("keybroker_audit_write_errors_total", "Audit records that could not be written.", nil, nil)
+	descFallback    = prometheus.NewDesc("keybroker_ratelimit_fallback", "1 while Redis is unreachable and quotas are kept locally.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if c.st.Credentials != nil {
+		for _, s := range c.st.Credentials() {
+			if s.Loaded {
+				gauge(descCredAge, now.Sub(s.ReadAt).Seconds(), s.Name, s.Source)
+				gauge(descCredVersion, float64(s.Version), s.Name, s.Source)
+			}
+			gauge(descCredStale, b2f(s.Stale), s.Name)
+			gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)
+			ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
+		}
+	}
+	if c.st.VaultToken != nil {
+		exp, ok := c.st.VaultToken()
+		gauge(descVaultLogin, b2f(ok))
+		if ok {
+			ttl := -1.0
+			if !exp.IsZero() {
+				ttl = exp.Sub(now).Seconds()
+			}
+			gauge(descVaultTTL, ttl)
+		}
+	}
+	if c.st.Audit != nil {
+		w, f := c.st.Audit()
+		ch <- prometheus.MustNewConstMetric(descAuditOK, prometheus.CounterValue, float64(w))
+		ch <- prometheus.MustNewConstMetric(descAuditErr, prometheus.CounterValue, float64(f))
+	}
+	if c.st.LimiterFallback != nil {
+		gauge(descFallback, b2f(c.st.LimiterFallback()))
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
