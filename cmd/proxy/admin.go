@@ -53,7 +53,7 @@ func (a *app) adminHandler() http.Handler {
 }
 
 func (a *app) readiness() readiness {
-	ok, sts := a.cache.Ready()
+	ok, sts := a.creds.current().Ready()
 	rd := readiness{Ready: ok, Audit: "ok"}
 	now := time.Now()
 	for _, s := range sts {

@@ -42,6 +42,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	app.cfgPath = fs.Lookup("config").Value.String()
 	defer app.close()
 	return app.run(ctx)
 }
@@ -60,9 +61,11 @@ func newLogger(level string, out io.Writer) *zap.Logger {
 // app is one running keybroker: every part wired, owned and stopped here.
 type app struct {
 	cfg     *config.Config
+	cfgPath string
 	log     *zap.Logger
 	auditor *audit.Writer
-	cache   *secrets.Cache
+	cache   *secrets.Cache // the current one; a reload may replace it
+	creds   *liveCredentials
 	proxy   *proxy.Proxy
 	vault   *secrets.Vault
 	// redisLimiter is set with ratelimit.backend: redis.
@@ -72,6 +75,11 @@ type app struct {
 
 	callerSrv *http.Server
 	adminSrv  *http.Server
+
+	// Background work, owned by run.
+	bg        context.Context
+	wg        *sync.WaitGroup
+	stopCache func()
 }
 
 func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, error) {
@@ -85,7 +93,7 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
 
 	a.metrics = metrics.New(upstreamNames(cfg), callerNames(cfg), metrics.State{
-		Credentials: func() []secrets.Status { return a.cache.Status() },
+		Credentials: func() []secrets.Status { return a.creds.current().Status() },
 		VaultToken: func() (time.Time, bool) {
 			if a.vault == nil {
 				return time.Time{}, false
@@ -102,12 +110,7 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		a.close()
 		return nil, err
 	}
-	a.cache, err = secrets.NewCache(specs, secrets.Options{
-		RefreshInterval: cfg.Secrets.RefreshInterval.D(),
-		MaxStale:        cfg.Secrets.MaxStale.D(),
-		Log:             log.Named("secrets"),
-		OnEvent:         a.credentialEvent,
-	})
+	a.cache, err = a.newCache(cfg, specs)
 	if err != nil {
 		a.close()
 		return nil, err
@@ -119,7 +122,7 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		return nil, err
 	}
 	a.proxy, err = proxy.New(routesOf(cfg), proxy.Options{
-		Credentials:     a.cache,
+		Credentials:     a.creds,
 		Auditor:         a.auditor,
 		UpstreamLimiter: upstreamLimiter,
 		Observer:        a.metrics,
@@ -130,6 +133,23 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		return nil, err
 	}
 	return a, nil
+}
+
+func (a *app) newCache(cfg *config.Config, specs []secrets.Spec) (*secrets.Cache, error) {
+	c, err := secrets.NewCache(specs, secrets.Options{
+		RefreshInterval: cfg.Secrets.RefreshInterval.D(),
+		MaxStale:        cfg.Secrets.MaxStale.D(),
+		Log:             a.log.Named("secrets"),
+		OnEvent:         a.credentialEvent,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if a.creds == nil {
+		a.creds = &liveCredentials{}
+		a.creds.cur.Store(c)
+	}
+	return c, nil
 }
 
 func upstreamNames(cfg *config.Config) []string {
@@ -215,11 +235,8 @@ func (a *app) run(ctx context.Context) error {
 	cfg := a.cfg
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = a.cache.Run(bg)
-	}()
+	a.bg, a.wg = bg, &wg
+	a.stopCache = a.runCache(a.cache)
 	if a.vault != nil {
 		wg.Add(1)
 		go func() {
@@ -333,13 +350,4 @@ func (a *app) shutdown() error {
 	}
 	a.event(audit.Event{Name: "shutdown"})
 	return nil
-}
-
-// reload re-opens the audit file (logrotate moved it).
-func (a *app) reload() {
-	if err := a.auditor.Reopen(); err != nil {
-		a.log.Error("audit file reopen failed", zap.Error(err))
-		return
-	}
-	a.log.Info("audit file reopened")
 }
