@@ -20,6 +20,7 @@ deps:
 
 $(VAULTDEV): tools/vaultdev/main.go tools/vaultdev/go.mod tools/vaultdev/go.sum
 	@mkdir -p $(BIN)
+	@echo "==> building the Vault test server (the first build downloads ~500 MB and takes a few minutes)"
 	cd tools/vaultdev && $(GO) build -o ../../$(VAULTDEV) .
 
 ## test: every test, with the race detector, against a real Vault and Redis
@@ -35,6 +36,11 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCleanPath -fuzztime $(FUZZTIME) ./internal/proxy
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $(FUZZTIME) ./internal/config
+
+## demo: the whole flow offline: Vault, fake vendors, keybroker, two callers, a rotation
+demo: build $(VAULTDEV)
+	@echo "==> built keybroker and the Vault test server"
+	$(GO) run ./tools/demo -proxy $(BIN)/proxy -vaultdev $(VAULTDEV)
 
 clean:
 	rm -rf .run

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keybroker/keybroker/internal/vaulttest"
+)
+
+// TestDemo_RunsToCompletion runs `make demo`'s flow non-interactively with
+// the real binaries, as CI does.
+func TestDemo_RunsToCompletion(t *testing.T) {
+	vs := vaulttest.Start(t) // finds (or, in CI, insists on) the vaultdev binary
+	vaultBin := os.Getenv("KEYBROKER_VAULTDEV")
+	if vaultBin == "" {
+		vaultBin, _ = filepath.Abs("../../.run/bin/vaultdev")
+	}
+	vs.Stop()
+	proxyBin := filepath.Join(t.TempDir(), "proxy")
+	if out, err := exec.Command("go", "build", "-o", proxyBin, "../../cmd/proxy").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var out strings.Builder
+	if err := run(context.Background(), &out, proxyBin, vaultBin, false); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	s := out.String()
+	for _, want := range []string{
+		"soar-workflows  GET /huntress/v1/account         -> 200",
+		"siem-collector  GET /infocyte/Version            -> 403",
+		"Authorization: Basic <redacted",
+		"Authorization: <redacted raw token, 64 chars>",
+		"event credential_rotated huntress v2",
+		"retried=true",
+		"chain intact",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "demo-secret") || strings.Contains(s, strings.Repeat("d", 64)) {
+		t.Error("the demo printed a vendor secret")
+	}
+	if t.Failed() {
+		t.Log(s)
+	}
+}
