@@ -1,0 +1,109 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/metrics"
+	"github.com/keybroker/keybroker/internal/proxy"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// BenchmarkProxy compares, in one run on loopback against a stand-in
+// vendor, a bare httputil.ReverseProxy that only sets the Authorization
+// header (the Go floor) with keybroker with every feature on: caller key,
+// policy, a limiter with room, audit to a file, metrics. The conns
+// sub-benchmarks set how many client connections run in parallel.
+func BenchmarkProxy(b *testing.B) {
+	body := []byte(`{"agents":[{"id":1,"hostname":"host-1"}],"pagination":{}}`)
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	defer vendor.Close()
+	target, _ := url.Parse(vendor.URL)
+
+	bare := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set("Authorization", "Basic aGs6aHM=")
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 128},
+	})
+	defer bare.Close()
+
+	dir := b.TempDir()
+	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600)
+	key := "kbk_bench_key"
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+upstreams:
+  - name: huntress
+    preset: huntress
+    url: %s
+    rate_limit: {requests: 1000000000, per: 1s, burst: 1000000}
+    credential: {file: {path: %q}}
+callers:
+  - name: soar
+    key_sha256: %s
+    allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
+`, vendor.URL, filepath.Join(dir, "h.json"), callers.HashKey(key))), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, _ := secrets.NewCache([]secrets.Spec{{Name: "huntress", Source: secrets.NewFileSource(filepath.Join(dir, "h.json")), Required: []string{"api_key", "api_secret"}}}, secrets.Options{})
+	aud, err := audit.Open(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer aud.Close()
+	p, err := proxy.New(proxy.Routes{Upstreams: cfg.Upstreams, Callers: callers.NewRegistry(cfg.Callers, false)},
+		proxy.Options{Credentials: cache, Auditor: aud, Observer: metrics.New([]string{"huntress"}, []string{"soar"}, metrics.State{})})
+	if err != nil {
+		b.Fatal(err)
+	}
+	kb := httptest.NewServer(p)
+	defer kb.Close()
+
+	for _, conns := range []int{1, 64} {
+		for _, s := range []struct {
+			name, url string
+			hdr       string
+		}{{"bare", bare.URL + "/v1/agents", ""}, {"keybroker", kb.URL + "/huntress/v1/agents", "Bearer " + key}} {
+			b.Run(fmt.Sprintf("%s/conns=%d", s.name, conns), func(b *testing.B) {
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
+				b.ReportAllocs()
+				b.SetParallelism(max(1, conns/2)) // GOMAXPROCS 2 on the reference machine
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						req, _ := http.NewRequest("GET", s.url, nil)
+						if s.hdr != "" {
+							req.Header.Set("Proxy-Authorization", s.hdr)
+						}
+						resp, err := client.Do(req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							b.Errorf("status %d", resp.StatusCode)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
