@@ -130,9 +130,13 @@ type eventLine struct {
 
 // WriteEvent appends a lifecycle event record.
 func (w *Writer) WriteEvent(ev Event, at time.Time) error {
-	return w.append(func(seq uint64, prev string) any {
+	return w.append(eventAt(ev, at))
+}
+
+func eventAt(ev Event, at time.Time) func(seq uint64, prev string) any {
+	return func(seq uint64, prev string) any {
 		return &eventLine{Seq: seq, Prev: prev, Type: TypeEvent, Time: Time(at), Event: &ev}
-	})
+	}
 }
 
 // append encodes the value build returns for the next link and writes it
@@ -178,9 +182,7 @@ func (w *Writer) Check() error {
 			_ = w.open()
 		}
 		ev := Event{Name: "audit_recovered", Detail: "after: " + failed.Error()}
-		if w.appendLocked(func(seq uint64, prev string) any {
-			return &eventLine{Seq: seq, Prev: prev, Type: TypeEvent, Time: Time(time.Now()), Event: &ev}
-		}) == nil {
+		if w.appendLocked(eventAt(ev, time.Now())) == nil {
 			return nil
 		}
 	}

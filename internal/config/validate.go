@@ -142,12 +142,7 @@ func (c *Config) completeUpstreams(e *errs) {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		p := fmt.Sprintf("upstreams[%d]", i)
-		if !nameRE.MatchString(u.Name) {
-			e.add(p+".name", "required: lower-case letters, digits, - and _ (it is the path prefix)")
-		} else if seen[u.Name] {
-			e.add(p+".name", "duplicate upstream %s", quote(u.Name))
-		}
-		seen[u.Name] = true
+		checkName(e, p+".name", u.Name, "upstream", " (it is the path prefix)", seen)
 
 		hint := ""
 		if u.Preset != "" {
@@ -320,12 +315,7 @@ func (c *Config) completeCallers(e *errs) {
 	for i := range c.Callers {
 		cl := &c.Callers[i]
 		p := fmt.Sprintf("callers[%d]", i)
-		if !nameRE.MatchString(cl.Name) {
-			e.add(p+".name", "required: lower-case letters, digits, - and _")
-		} else if names[cl.Name] {
-			e.add(p+".name", "duplicate caller %s", quote(cl.Name))
-		}
-		names[cl.Name] = true
+		checkName(e, p+".name", cl.Name, "caller", "", names)
 
 		if cl.KeySHA256 != "" {
 			k, err := hex.DecodeString(strings.ToLower(cl.KeySHA256))
@@ -453,6 +443,16 @@ func (c *Config) completeRest(e *errs) {
 	defDur(&s.ReadHeaderTimeout, DefaultReadHeader)
 	defDur(&s.IdleTimeout, DefaultIdle)
 	defDur(&s.ShutdownTimeout, DefaultShutdown)
+}
+
+// checkName checks a name's form and that it is unique among seen.
+func checkName(e *errs, path, name, kind, hint string, seen map[string]bool) {
+	if !nameRE.MatchString(name) {
+		e.add(path, "required: lower-case letters, digits, - and _%s", hint)
+	} else if seen[name] {
+		e.add(path, "duplicate %s %s", kind, quote(name))
+	}
+	seen[name] = true
 }
 
 func checkAddr(e *errs, path, addr string) {
