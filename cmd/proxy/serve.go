@@ -249,6 +249,12 @@ func (a *app) run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
+	// SIGHUP is caught before anything is served, so an early reload can
+	// never hit the default action (terminate).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	// The first record is written before any call is accepted: an audit
 	// sink that cannot be written is found now, and calls get 503.
 	a.event(audit.Event{Name: "started", Detail: "keybroker " + buildVersion()})
@@ -282,9 +288,6 @@ func (a *app) run(ctx context.Context) error {
 		zap.String("admin", adminLn.Addr().String()), zap.Int("upstreams", len(cfg.Upstreams)),
 		zap.String("version", buildVersion()))
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
