@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,7 +10,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
+	metrics2 "runtime/metrics"
 	"testing"
+	"time"
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
@@ -106,4 +110,70 @@ callers:
 			})
 		}
 	}
+}
+
+// BenchmarkProxy_Stream512MiB streams a 512 MiB vendor reply through
+// keybroker and reports the peak heap growth while it flows (DESIGN: under
+// 16 MiB) and the throughput.
+func BenchmarkProxy_Stream512MiB(b *testing.B) {
+	const size = 512 << 20
+	chunk := bytes.Repeat([]byte("x"), 1<<20)
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < size/len(chunk); i++ {
+			_, _ = w.Write(chunk)
+		}
+	}))
+	defer vendor.Close()
+	dir := b.TempDir()
+	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600)
+	cfg, err := config.Parse([]byte(fmt.Sprintf("upstreams: [{name: v, preset: huntress, url: %q, credential: {file: {path: %q}}}]\nallow_anonymous: true\n",
+		vendor.URL, filepath.Join(dir, "h.json"))), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, _ := secrets.NewCache([]secrets.Spec{{Name: "v", Source: secrets.NewFileSource(filepath.Join(dir, "h.json"))}}, secrets.Options{})
+	p, _ := proxy.New(proxy.Routes{Upstreams: cfg.Upstreams, Callers: callers.NewRegistry(nil, true)},
+		proxy.Options{Credentials: cache, Auditor: audit.NewWriter(io.Discard)})
+	kb := httptest.NewServer(p)
+	defer kb.Close()
+
+	b.SetBytes(size)
+	b.ReportAllocs()
+	peak := 0.0
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		base := heapBytes()
+		stop := make(chan struct{})
+		done := make(chan float64)
+		go func() {
+			top := 0.0
+			for {
+				select {
+				case <-stop:
+					done <- top
+					return
+				case <-time.After(5 * time.Millisecond):
+					top = max(top, heapBytes()-base)
+				}
+			}
+		}()
+		resp, err := http.Get(kb.URL + "/v/big")
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		close(stop)
+		peak = max(peak, <-done)
+		if n != size {
+			b.Fatalf("%d bytes", n)
+		}
+	}
+	b.ReportMetric(peak/(1<<20), "peak-heap-growth-MiB")
+}
+
+func heapBytes() float64 {
+	s := []metrics2.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics2.Read(s)
+	return float64(s[0].Value.Uint64())
 }
