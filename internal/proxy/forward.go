@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -149,7 +150,7 @@ func (u *upstream) filterQuery(raw string) string {
 	var kept []string
 	for _, pair := range strings.Split(raw, "&") {
 		k, _, _ := strings.Cut(pair, "=")
-		if uk, err := urlUnescape(k); err == nil && u.stripQuery[uk] {
+		if uk, err := url.QueryUnescape(k); err == nil && u.stripQuery[uk] {
 			continue
 		}
 		kept = append(kept, pair)

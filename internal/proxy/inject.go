@@ -52,5 +52,3 @@ func dropParam(raw, param string, keep int) string {
 	}
 	return strings.Join(out, "&")
 }
-
-func urlUnescape(s string) (string, error) { return url.QueryUnescape(s) }

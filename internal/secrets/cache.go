@@ -2,7 +2,6 @@ package secrets
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -378,9 +377,4 @@ func sameFields(a, b map[string]Secret) bool {
 		}
 	}
 	return true
-}
-
-// IsUnavailable reports whether err means no usable credential.
-func IsUnavailable(err error) bool {
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnknown)
 }

@@ -60,7 +60,6 @@ type Vault struct {
 	expires   time.Time // zero: never
 	lastLogin time.Time
 	auth      *api.Secret // the login's auth, for the watcher
-	renewed   chan struct{}
 }
 
 // NewVault returns a Vault client. It makes no request; call Login or Run.
@@ -115,7 +114,7 @@ func NewVault(opts VaultOptions) (*Vault, error) {
 	} else {
 		client.ClearNamespace()
 	}
-	return &Vault{opts: opts, client: client, renewed: make(chan struct{}, 1)}, nil
+	return &Vault{opts: opts, client: client}, nil
 }
 
 // Login authenticates with the configured method and keeps the token.
@@ -289,10 +288,6 @@ func (v *Vault) watch(ctx context.Context, auth *api.Secret) {
 				v.mu.Unlock()
 			}
 			v.event(Event{Type: "vault_renewed", Source: "vault", Ref: v.opts.Method})
-			select {
-			case v.renewed <- struct{}{}:
-			default:
-			}
 		}
 	}
 }
