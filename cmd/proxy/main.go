@@ -160,6 +160,10 @@ func auditCmd(args []string, stdout io.Writer) error {
 	}
 	defer f.Close()
 	n, err := audit.Verify(f)
+	var ve *audit.VerifyError
+	if errors.As(err, &ve) && ve.Torn {
+		return fmt.Errorf("%s: %d record(s) intact, then a torn final line: %w", args[1], n, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: chain broken after %d good record(s): %w", args[1], n, err)
 	}

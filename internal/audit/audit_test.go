@@ -159,17 +159,30 @@ func TestWriter_FailureIsStickyUntilAWriteSucceeds(t *testing.T) {
 }
 
 func TestRedactQuery(t *testing.T) {
+	const key = "kbk_PLANTED_presented_key"
 	cases := []struct{ in, want string }{
 		{"", ""},
-		{"limit=10&page_token=abc", "limit=10&page_token=abc"},
+		{"limit=10&page=2", "limit=10&page=2"},
 		{"access_token=t0k&filter=%7B%7D", "access_token=REDACTED&filter=%7B%7D"},
 		{"Token=x&SIGNATURE=y&key=z&secret=s&password=p", "SIGNATURE=REDACTED&Token=REDACTED&key=REDACTED&password=REDACTED&secret=REDACTED"},
 		{"apikey=1&custom=2", "apikey=REDACTED&custom=REDACTED"},
+		// Names that contain a credential word, in any case.
+		{"refresh_token=a&id_token=b&client_secret=c&x-api-key=d&api-key=e&Session_ID=f&X-Amz-Credential=g&oauth_verifier=h&Sig=i",
+			"Session_ID=REDACTED&Sig=REDACTED&X-Amz-Credential=REDACTED&api-key=REDACTED&client_secret=REDACTED&id_token=REDACTED&oauth_verifier=REDACTED&refresh_token=REDACTED&x-api-key=REDACTED"},
+		// infocyteapiquery appends ?access_token= to a query that has one.
+		{"filter={}?access_token=" + key, "filter=%7B%7D%3Faccess_token%3DREDACTED"},
+		{"q=a%26token%3D" + key + "%3Bx%3D1", "q=a%26token%3DREDACTED%3Bx%3D1"},
+		// A presented key is never written, in any parameter or name.
+		{"note=" + key + "&" + key + "=1", "REDACTED=REDACTED&note=REDACTED"},
 		{"a=%zz", "REDACTED"},
 	}
 	for _, tc := range cases {
-		if got := RedactQuery(tc.in, "custom"); got != tc.want {
+		got := RedactQuery(tc.in, []string{"custom"}, []string{key})
+		if got != tc.want {
 			t.Errorf("RedactQuery(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if strings.Contains(got, key) {
+			t.Errorf("RedactQuery(%q) wrote the presented key", tc.in)
 		}
 	}
 }

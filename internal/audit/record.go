@@ -77,6 +77,10 @@ type Event struct {
 	Version    int    `json:"version,omitempty"`
 	OldVersion int    `json:"old_version,omitempty"`
 	Detail     string `json:"detail,omitempty"`
+	// RemoteAddr and Count summarise refused requests that were not
+	// recorded one by one (event unauthenticated_summary).
+	RemoteAddr string `json:"remote_addr,omitempty"`
+	Count      int64  `json:"count,omitempty"`
 }
 
 // Time is a time written in UTC with milliseconds, as in DESIGN.md.
@@ -87,18 +91,37 @@ func (t Time) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + time.Time(t).UTC().Format("2006-01-02T15:04:05.000Z07:00") + `"`), nil
 }
 
-// credentialParams are query parameters whose values are written as
-// REDACTED: DESIGN.md's list and their common spellings.
-var credentialParams = map[string]bool{
-	"access_token": true, "token": true, "key": true, "secret": true,
-	"password": true, "signature": true, "api_key": true, "apikey": true,
-	"client_secret": true, "sig": true, "passwd": true, "auth": true,
+// credentialWords mark a query parameter as credential-like when its name
+// contains one of them, whatever the case: access_token, refresh_token,
+// id_token, client_secret, x-api-key, api-key, session_id, Signature, ...
+var credentialWords = []string{"token", "key", "secret", "password", "passwd", "signature", "auth", "session", "credential"}
+
+// credentialNames are short credential-like names no word above covers.
+var credentialNames = map[string]bool{"sig": true, "pwd": true, "pass": true, "jwt": true}
+
+// IsCredentialName reports whether a query parameter named name is written
+// as REDACTED.
+func IsCredentialName(name string) bool {
+	n := strings.ToLower(name)
+	if credentialNames[n] {
+		return true
+	}
+	for _, w := range credentialWords {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
-// RedactQuery returns raw with the values of credential-like parameters,
-// and of the extra names given, replaced by REDACTED. Parameter order is
-// kept sorted for stable records.
-func RedactQuery(raw string, extra ...string) string {
+// RedactQuery returns raw with the values of credential-like parameters
+// (IsCredentialName), and of the extra names given, replaced by REDACTED.
+// A value that itself holds name=value pairs (a client that appended
+// "?access_token=..." to a query that already had one) has those redacted
+// too. Every occurrence of a string in secrets (the keys a caller
+// presented) is replaced, wherever it sits. Parameters are sorted for
+// stable records; a query that does not parse is written as REDACTED.
+func RedactQuery(raw string, extra []string, secrets []string) string {
 	if raw == "" {
 		return ""
 	}
@@ -113,7 +136,7 @@ func RedactQuery(raw string, extra ...string) string {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
-		redact := credentialParams[strings.ToLower(k)]
+		redact := IsCredentialName(k)
 		for _, e := range extra {
 			if strings.EqualFold(e, k) {
 				redact = true
@@ -123,14 +146,50 @@ func RedactQuery(raw string, extra ...string) string {
 			if b.Len() > 0 {
 				b.WriteByte('&')
 			}
-			b.WriteString(url.QueryEscape(k))
+			b.WriteString(url.QueryEscape(Scrub(k, secrets)))
 			b.WriteByte('=')
 			if redact {
 				b.WriteString("REDACTED")
 			} else {
-				b.WriteString(url.QueryEscape(v))
+				b.WriteString(url.QueryEscape(Scrub(redactNested(v), secrets)))
 			}
 		}
 	}
 	return b.String()
+}
+
+// redactNested redacts name=value pairs inside a value, split at ? & and ;.
+func redactNested(v string) string {
+	if !strings.Contains(v, "=") {
+		return v
+	}
+	var b strings.Builder
+	start := 0
+	for i := 0; i <= len(v); i++ {
+		if i < len(v) && v[i] != '?' && v[i] != '&' && v[i] != ';' {
+			continue
+		}
+		piece := v[start:i]
+		if name, _, ok := strings.Cut(piece, "="); ok && IsCredentialName(name) {
+			piece = name + "=REDACTED"
+		}
+		b.WriteString(piece)
+		if i < len(v) {
+			b.WriteByte(v[i])
+		}
+		start = i + 1
+	}
+	return b.String()
+}
+
+// Scrub replaces every occurrence of each secret in s by REDACTED. Secrets
+// shorter than 6 bytes are ignored: no real key is that short, and
+// scrubbing them would mangle ordinary text.
+func Scrub(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if len(sec) >= 6 && strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, "REDACTED")
+		}
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -12,11 +13,20 @@ type VerifyError struct {
 	Line   int    // 1-based line number in the file
 	Seq    uint64 // the record's seq, if it could be read
 	Reason string
+	// Torn is set when the failure is a torn final line: bytes with no
+	// newline that are not a record, left by a write cut short (a full
+	// disk or a crash). keybroker cuts such a line off when it next opens
+	// the file, and records that in an audit_torn_tail event.
+	Torn bool
 }
 
 func (e *VerifyError) Error() string {
 	return fmt.Sprintf("line %d (seq %d): %s", e.Line, e.Seq, e.Reason)
 }
+
+// maxVerifyLine is the longest line Verify reads: far above MaxLine, the
+// longest the writer produces.
+const maxVerifyLine = 1 << 20
 
 // Verify reads an audit file and checks that every record follows the one
 // before it: seq goes up by one and prev is the SHA-256 of the previous
@@ -27,21 +37,30 @@ func (e *VerifyError) Error() string {
 // line after it. An edit of the very last line can only be seen against a
 // copy of its hash kept elsewhere (for example the next file's first prev).
 func Verify(r io.Reader) (int, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		n        int
 		prevSeq  uint64
 		prevHash string
 	)
-	for sc.Scan() {
-		line := sc.Bytes()
+	for {
+		line, complete, err := readLine(br)
+		if err != nil {
+			return n, &VerifyError{Line: n + 1, Reason: err.Error()}
+		}
+		if line == nil {
+			return n, nil
+		}
 		n++
 		var link struct {
 			Seq  uint64 `json:"seq"`
 			Prev string `json:"prev"`
 		}
 		if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
+			if !complete {
+				return n - 1, &VerifyError{Line: n, Torn: true, Reason: fmt.Sprintf(
+					"torn final line: %d bytes with no newline, not a complete record (a write cut short by a full disk or a crash; keybroker cuts it off on its next start)", len(line))}
+			}
 			return n - 1, &VerifyError{Line: n, Reason: "not an audit record"}
 		}
 		if n > 1 {
@@ -55,8 +74,30 @@ func Verify(r io.Reader) (int, error) {
 		}
 		prevSeq, prevHash = link.Seq, hashLine(line)
 	}
-	if err := sc.Err(); err != nil {
-		return n, &VerifyError{Line: n + 1, Reason: err.Error()}
+}
+
+// readLine returns the next line without its newline, whether it had one,
+// and nil at the end of input. A line over maxVerifyLine is an error.
+func readLine(br *bufio.Reader) ([]byte, bool, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > maxVerifyLine {
+			return nil, false, fmt.Errorf("line longer than %d bytes: not a record keybroker writes", maxVerifyLine)
+		}
+		switch {
+		case err == nil:
+			return line[:len(line)-1], true, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF):
+			if len(line) == 0 {
+				return nil, false, nil
+			}
+			return line, false, nil
+		default:
+			return nil, false, err
+		}
 	}
-	return n, nil
 }

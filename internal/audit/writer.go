@@ -25,13 +25,17 @@ var ErrUnavailable = errors.New("audit trail unavailable")
 //
 // After a failed write the writer is marked failed: Check reports it, so the
 // proxy refuses calls, and tries to reopen the file (at most once a second)
-// until a write succeeds again.
+// until a write succeeds again. A failed or short write is cut back off
+// the file, so the chain never ends in a torn line; a torn line found when
+// the file is opened (a crash mid-write) is cut off too, and the cut is
+// recorded in an audit_torn_tail event.
 type Writer struct {
 	path string // empty: out is not a file we own (stdout, a test buffer)
 
 	mu        sync.Mutex
 	out       io.Writer
 	file      *os.File
+	size      int64 // file offset after the last good record
 	seq       uint64
 	prev      string
 	failed    error
@@ -54,12 +58,23 @@ func Open(path string) (*Writer, error) {
 // NewWriter writes records to out, starting a new chain (stdout, tests).
 func NewWriter(out io.Writer) *Writer { return &Writer{out: out} }
 
+// open (re)opens the file, cuts off a torn trailing line, and continues the
+// chain from the last record. The caller holds mu or owns w alone. A torn
+// tail is recorded in an event once the chain is known.
 func (w *Writer) open() error {
 	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
 	}
-	seq, prev, err := lastLink(f)
+	tail, err := readTail(f)
+	if err == nil && tail.torn > 0 {
+		err = f.Truncate(tail.size)
+	}
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit file %s: %w", w.path, err)
+	}
+	seq, prev, err := tail.link()
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("audit file %s: %w", w.path, err)
@@ -67,42 +82,81 @@ func (w *Writer) open() error {
 	if w.file != nil {
 		w.file.Close()
 	}
-	w.file, w.out = f, f
+	w.file, w.out, w.size = f, f, tail.size
 	// A reopened file after rotation is empty: the chain goes on from the
 	// last record written to the old one.
 	if seq > 0 {
 		w.seq, w.prev = seq, prev
 	}
+	if tail.torn > 0 {
+		ev := Event{Name: "audit_torn_tail", Detail: fmt.Sprintf(
+			"cut off a torn trailing line (a write cut short by a full disk or a crash): %d bytes at offset %d", tail.torn, tail.size)}
+		if err := w.appendLocked(eventAt(ev, time.Now())); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// lastLink reads the sequence number and hash of the last complete record.
-func lastLink(f *os.File) (uint64, string, error) {
+// tail is the end of an audit file: its last complete line, where that
+// line ends, and how many bytes of a torn line follow it.
+type tail struct {
+	last []byte
+	size int64 // offset just after the last complete line
+	torn int64 // bytes after it with no newline
+}
+
+// readTail reads the end of f. A line is complete when it ends in a
+// newline: the writer writes a record and its newline in one write(2) and
+// cuts back any write that fails, so only a crash or a full disk mid-write
+// leaves bytes after the last newline.
+func readTail(f *os.File) (tail, error) {
 	st, err := f.Stat()
 	if err != nil || st.Size() == 0 {
-		return 0, "", err
+		return tail{}, err
 	}
 	size := st.Size()
 	const chunk = 1 << 20
 	start := max(0, size-chunk)
 	buf := make([]byte, size-start)
 	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
-		return 0, "", err
+		return tail{}, err
 	}
-	buf = bytes.TrimRight(buf, "\n")
-	line := buf
+	t := tail{size: size}
+	if buf[len(buf)-1] != '\n' {
+		i := bytes.LastIndexByte(buf, '\n')
+		if i < 0 && start > 0 {
+			return tail{}, errors.New("last line longer than 1 MiB; move the file aside")
+		}
+		t.size = start + int64(i) + 1
+		t.torn = size - t.size
+		buf = buf[:i+1]
+	}
+	buf = bytes.TrimSuffix(buf, []byte("\n"))
+	if len(buf) == 0 {
+		return t, nil
+	}
+	t.last = buf
 	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
-		line = buf[i+1:]
+		t.last = buf[i+1:]
 	} else if start > 0 {
-		return 0, "", errors.New("last record longer than 1 MiB")
+		return tail{}, errors.New("last record longer than 1 MiB; move the file aside")
+	}
+	return t, nil
+}
+
+// link returns the sequence number and hash of the last complete record.
+func (t tail) link() (uint64, string, error) {
+	if t.last == nil {
+		return 0, "", nil
 	}
 	var link struct {
 		Seq uint64 `json:"seq"`
 	}
-	if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
+	if err := json.Unmarshal(t.last, &link); err != nil || link.Seq == 0 {
 		return 0, "", errors.New("last line is not an audit record; move the file aside")
 	}
-	return link.Seq, hashLine(line), nil
+	return link.Seq, hashLine(t.last), nil
 }
 
 func hashLine(line []byte) string {
@@ -111,7 +165,9 @@ func hashLine(line []byte) string {
 }
 
 // Write sets rec's Seq and Prev and appends it as one line.
+// Every field is first cut to its bound (Record.Bound).
 func (w *Writer) Write(rec *Record) error {
+	rec.Bound()
 	return w.append(func(seq uint64, prev string) any {
 		rec.Seq, rec.Prev = seq, prev
 		return rec
@@ -130,6 +186,7 @@ type eventLine struct {
 
 // WriteEvent appends a lifecycle event record.
 func (w *Writer) WriteEvent(ev Event, at time.Time) error {
+	ev.bound()
 	return w.append(eventAt(ev, at))
 }
 
@@ -156,9 +213,15 @@ func (w *Writer) appendLocked(build func(seq uint64, prev string) any) error {
 	if _, err := w.out.Write(line); err != nil {
 		w.failed = err
 		w.writeErrors.Add(1)
+		if w.file != nil {
+			// A short write must not leave a torn line as the chain's
+			// end; if this fails too, the next open cuts it.
+			_ = w.file.Truncate(w.size)
+		}
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	w.failed = nil
+	w.size += int64(len(line))
 	w.seq++
 	w.prev = hashLine(line[:len(line)-1])
 	w.written.Add(1)

@@ -140,7 +140,9 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
 		if v, ok := cutScheme(auth, "Basic"); ok {
 			raw, err := base64.StdEncoding.DecodeString(v)
 			if err == nil {
-				if name, key, ok := strings.Cut(string(raw), ":"); ok {
+				// The contract is <caller name>:<key>: a name is required,
+				// so ":<key>" identifies nobody.
+				if name, key, ok := strings.Cut(string(raw), ":"); ok && name != "" {
 					return r.byKey(key, name)
 				}
 			}

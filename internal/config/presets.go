@@ -11,6 +11,7 @@ type preset struct {
 	stripHeaders     []string
 	vendorRetryAfter time.Duration
 	urlHint          string
+	rewriteLinks     []string
 }
 
 // presets are the vendors keybroker knows by name. Everything else is one
@@ -24,6 +25,8 @@ var presets = map[string]preset{
 		auth:             Auth{Type: "basic", UsernameField: "api_key", PasswordField: "api_secret"},
 		rateLimit:        &RateLimit{Requests: 60, Per: Duration(time.Minute), Burst: 1},
 		vendorRetryAfter: time.Minute,
+		// List replies carry an absolute link to the next page.
+		rewriteLinks: []string{"pagination.next_page_url"},
 	},
 	// Infocyte HUNT (LoopBack 3): the raw token in Authorization (a Bearer
 	// scheme is refused by the vendor). Its own clients also send the token
@@ -73,6 +76,9 @@ func applyPreset(u *Upstream, p preset) {
 	u.DropinQuery = append(u.DropinQuery, p.dropinQuery...)
 	u.StripHeaders = append(u.StripHeaders, p.stripHeaders...)
 	u.VendorRetryAfter = p.vendorRetryAfter
+	if u.RewriteLinks == nil {
+		u.RewriteLinks = p.rewriteLinks
+	}
 }
 
 func fill(dst *string, v string) {

@@ -107,6 +107,12 @@ type Upstream struct {
 	Timeout Duration `yaml:"timeout"`
 	// MaxRequestBytes bounds a request body. Default 10 MiB.
 	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// RewriteLinks names fields of JSON replies that hold links to the
+	// vendor ("pagination.next_page_url": dotted object keys; arrays on the
+	// way are walked). A link on the upstream's own origin is rewritten to
+	// keybroker's URL, so a client that follows it stays behind keybroker.
+	// The huntress preset names pagination.next_page_url.
+	RewriteLinks []string `yaml:"rewrite_links"`
 
 	// Target is URL parsed; set by Load.
 	Target *url.URL `yaml:"-"`

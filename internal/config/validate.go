@@ -38,6 +38,9 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // headerTokenRE is RFC 9110's token, the form of a header name or a method.
 var headerTokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
+// linkPathRE is a rewrite_links entry: object keys joined by dots.
+var linkPathRE = regexp.MustCompile(`^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$`)
+
 // errs collects validation errors so that one run reports all of them.
 type errs []error
 
@@ -168,6 +171,11 @@ func (c *Config) completeUpstreams(e *errs) {
 			u.MaxRequestBytes = DefaultMaxRequestBytes
 		} else if u.MaxRequestBytes < 0 {
 			e.add(p+".max_request_bytes", "must be positive")
+		}
+		for j, l := range u.RewriteLinks {
+			if !linkPathRE.MatchString(l) {
+				e.add(fmt.Sprintf("%s.rewrite_links[%d]", p, j), "must be dotted JSON object keys, such as pagination.next_page_url")
+			}
 		}
 	}
 }

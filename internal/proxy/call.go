@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -21,8 +23,8 @@ type call struct {
 	start time.Time
 	rec   audit.Record
 
-	up   *upstream
-	rest string // the path below the upstream, clean, as forwarded
+	in   *http.Request // the caller's request (its Host and TLS shape links)
+	rest string        // the path below the upstream, clean, as forwarded
 	cred secrets.Credential
 
 	// body holds a small request body so it can be replayed after a vendor
@@ -30,6 +32,18 @@ type call struct {
 	body       []byte
 	replayable bool
 	bytesIn    atomic.Int64
+
+	// hasBody: the request came with a body; bodyDone: all of it was read;
+	// bodyTimedOut: it did not arrive within read_body_timeout. rc lifts
+	// that deadline once the body is in.
+	hasBody      bool
+	bodyDone     atomic.Bool
+	bodyTimedOut atomic.Bool
+	rc           *http.ResponseController
+
+	// unrecorded: the call was refused over the unidentified limits and
+	// is counted in a summary instead of a record of its own.
+	unrecorded bool
 
 	sentAt    time.Time // when the request went to the vendor
 	reached   bool      // the vendor answered
@@ -106,15 +120,28 @@ func (w *recorder) Flush() {
 // Unwrap gives http.ResponseController the underlying writer.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the request bytes read from the caller.
+// countingBody counts the request bytes read from the caller, lifts the
+// body's read deadline once it has all come, and notes a timeout.
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	c *call
 }
 
 func (b countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
+	b.c.bytesIn.Add(int64(n))
+	switch {
+	case err == io.EOF:
+		b.c.bodyDone.Store(true)
+		if b.c.rc != nil {
+			_ = b.c.rc.SetReadDeadline(time.Time{})
+		}
+	case err != nil:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			b.c.bodyTimedOut.Store(true)
+		}
+	}
 	return n, err
 }
 

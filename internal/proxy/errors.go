@@ -80,6 +80,11 @@ func fail(w http.ResponseWriter, c *call, code, message string) {
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="keybroker"`)
 	}
+	if c.hasBody && !c.bodyDone.Load() {
+		// The body was not read and will not be: close the connection
+		// rather than wait for (or read) a body that may never come.
+		h.Set("Connection", "close")
+	}
 	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message, RequestID: c.id}})
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,21 +32,61 @@ type upstream struct {
 	rp        *httputil.ReverseProxy
 	p         *Proxy
 
-	// stripHeaders never reach the vendor: the caller's credentials and
-	// anything that would tell the vendor about internal addresses.
-	stripHeaders []string
+	// stripHeaders never reach the vendor (canonical names): alwaysStrip
+	// and the headers this upstream's vendor reads as credentials.
+	stripHeaders map[string]bool
 	// stripQuery are query parameters that may carry a caller's key or a
 	// credential and never reach the vendor.
 	stripQuery map[string]bool
 	// secretParams are redacted in the audit record beyond the usual names.
 	secretParams []string
+	// links are the rewrite_links paths, split into object keys.
+	links [][]string
+	// leaks caches the injected values for the current credential version,
+	// which no reply header may carry.
+	leaks atomic.Pointer[leakSet]
 }
 
-// alwaysStrip are request headers no vendor ever receives from a caller.
+// alwaysStrip are request headers no vendor ever receives from a caller:
+// the caller's credentials, anything that tells the vendor about internal
+// addresses, and the headers that common vendor frameworks read as a
+// different method or path than the one the policy judged.
 var alwaysStrip = []string{
 	"Authorization", "Proxy-Authorization", "Cookie",
-	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-	"X-Real-Ip", "Via",
+	"Forwarded", "Via", "X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "X-Host",
+	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+}
+
+// stripPrefixes are header families stripped whole: X-Forwarded-* (For,
+// Host, Proto, Port, Prefix, Server, ...), X-Original-* (URL, URI, Method)
+// and X-Rewrite-* (URL).
+var stripPrefixes = []string{"X-Forwarded-", "X-Original-", "X-Rewrite-"}
+
+// headerName is how a vendor framework may read a header name: CGI, WSGI
+// and Rack turn "_" into "-", so X_Forwarded_For counts as X-Forwarded-For.
+func headerName(k string) string {
+	if strings.IndexByte(k, '_') < 0 {
+		return k
+	}
+	return http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+}
+
+// stripRequestHeaders deletes from h every header in strip (canonical
+// names) or in a stripped family, however the caller spelled it.
+func stripRequestHeaders(h http.Header, strip map[string]bool) {
+	for k := range h {
+		n := headerName(k)
+		if strip[n] {
+			delete(h, k)
+			continue
+		}
+		for _, p := range stripPrefixes {
+			if len(n) >= len(p) && strings.EqualFold(n[:len(p)], p) {
+				delete(h, k)
+				break
+			}
+		}
+	}
 }
 
 func (p *Proxy) newUpstream(cfg config.Upstream, prev *upstream) *upstream {
@@ -55,9 +96,11 @@ func (p *Proxy) newUpstream(cfg config.Upstream, prev *upstream) *upstream {
 	} else {
 		u.limit = ratelimit.Limit{MaxWait: config.DefaultMaxWait}
 	}
-	u.stripHeaders = append(append([]string{}, alwaysStrip...), cfg.StripHeaders...)
-	if cfg.Auth.Type == "header" {
-		u.stripHeaders = append(u.stripHeaders, cfg.Auth.Header)
+	u.stripHeaders = map[string]bool{}
+	for _, h := range append(append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], cfg.StripHeaders...), cfg.Auth.Header) {
+		if h != "" {
+			u.stripHeaders[http.CanonicalHeaderKey(h)] = true
+		}
 	}
 	for _, q := range cfg.DropinQuery {
 		u.stripQuery[q] = true
@@ -66,6 +109,9 @@ func (p *Proxy) newUpstream(cfg config.Upstream, prev *upstream) *upstream {
 	if cfg.Auth.Type == "query" {
 		u.stripQuery[cfg.Auth.Param] = true
 		u.secretParams = append(u.secretParams, cfg.Auth.Param)
+	}
+	for _, l := range cfg.RewriteLinks {
+		u.links = append(u.links, strings.Split(l, "."))
 	}
 
 	if prev != nil && prev.cfg.Target.String() == cfg.Target.String() && prev.cfg.Timeout == cfg.Timeout {
@@ -106,6 +152,15 @@ func newTransport(responseTimeout time.Duration) *http.Transport {
 	}
 }
 
+// auditSecretParams are the query parameters the audit redacts for this
+// upstream beyond the credential-like names (none for an unknown one).
+func (u *upstream) auditSecretParams() []string {
+	if u == nil {
+		return nil
+	}
+	return u.secretParams
+}
+
 // dropinSlot says where a drop-in caller's key sits for this upstream.
 func (u *upstream) dropinSlot() callers.Slot {
 	if u == nil {
@@ -133,10 +188,17 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.RawPath = ""
 	out.URL.RawQuery = u.filterQuery(pr.In.URL.RawQuery)
 	out.Host = ""
-	for _, h := range u.stripHeaders {
-		out.Header.Del(h)
-	}
+	stripRequestHeaders(out.Header, u.stripHeaders)
+	// Request trailers are never forwarded: a chunked body could otherwise
+	// carry Authorization, Cookie or anything else stripped above.
+	out.Trailer = nil
 	out.Header.Set("X-Request-Id", c.id)
+	if len(u.links) > 0 {
+		// The transport asks for gzip itself and decompresses it, so the
+		// reply's links can be read and rewritten whatever the caller
+		// accepts (a br or zstd reply could not be).
+		out.Header.Del("Accept-Encoding")
+	}
 	inject(out, u.cfg.Auth, c.cred)
 	c.sentAt = u.p.opts.Now()
 }
@@ -173,6 +235,8 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		u.vendorThrottled(resp, c)
 	}
 	u.cleanReply(resp)
+	u.guardReplyHeaders(resp, c)
+	u.rewriteBodyLinks(resp, c)
 	return nil
 }
 
@@ -288,6 +352,9 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		return
 	case errors.As(err, &tooBig):
 		fail(w, c, CodeBodyTooLarge, "request body over the limit for this upstream")
+		return
+	case c.bodyTimedOut.Load():
+		fail(w, c, CodeBadRequest, msgBodyTimeout)
 		return
 	case isDialOrTLS(err):
 		u.logTransport(c, err)

@@ -41,6 +41,7 @@ type Limiter interface {
 // Auditor writes audit records.
 type Auditor interface {
 	Write(rec *audit.Record) error
+	WriteEvent(ev audit.Event, at time.Time) error
 	// Check returns an error while records cannot be written.
 	Check() error
 }
@@ -67,6 +68,9 @@ type Options struct {
 	Log *zap.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// SummaryInterval is how often Run writes the summary of refusals that
+	// were over the unidentified limits. Default 1m.
+	SummaryInterval time.Duration
 }
 
 // Routes is the part of the configuration the proxy serves, swapped whole
@@ -79,6 +83,11 @@ type Routes struct {
 	ReportOnly bool
 	// MaxHeaderCount bounds request header fields. Default 100.
 	MaxHeaderCount int
+	// ReadBodyTimeout is how long after a request starts its body must
+	// have arrived. Default 60s.
+	ReadBodyTimeout time.Duration
+	// Unidentified bounds refusals of calls without a named caller.
+	Unidentified UnidentifiedLimits
 }
 
 // Proxy is the caller-facing handler.
@@ -86,14 +95,22 @@ type Proxy struct {
 	opts    Options
 	state   atomic.Pointer[state]
 	handler http.Handler
+	// gate keeps the unidentified limits; summary counts what they refused.
+	gate    *ratelimit.Local
+	summary summary
 }
 
 type state struct {
-	upstreams      map[string]*upstream
-	callers        *callers.Registry
-	reportOnly     bool
-	maxHeaderCount int
+	upstreams       map[string]*upstream
+	callers         *callers.Registry
+	reportOnly      bool
+	maxHeaderCount  int
+	readBodyTimeout time.Duration
+	unidentified    UnidentifiedLimits
 }
+
+// DefaultReadBodyTimeout is Routes.ReadBodyTimeout's default.
+const DefaultReadBodyTimeout = 60 * time.Second
 
 // New returns a proxy serving routes.
 func New(routes Routes, opts Options) (*Proxy, error) {
@@ -112,7 +129,10 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 	if opts.UpstreamLimiter == nil {
 		opts.UpstreamLimiter = ratelimit.NewLocal(opts.Now)
 	}
-	p := &Proxy{opts: opts}
+	if opts.SummaryInterval <= 0 {
+		opts.SummaryInterval = time.Minute
+	}
+	p := &Proxy{opts: opts, gate: ratelimit.NewLocal(opts.Now)}
 	if err := p.Update(routes); err != nil {
 		return nil, err
 	}
@@ -136,12 +156,26 @@ func (p *Proxy) Update(routes Routes) error {
 	if routes.MaxHeaderCount <= 0 {
 		routes.MaxHeaderCount = config.DefaultMaxHeaderCount
 	}
+	if routes.ReadBodyTimeout <= 0 {
+		routes.ReadBodyTimeout = DefaultReadBodyTimeout
+	}
+	if routes.Unidentified.PerSource.Requests <= 0 {
+		routes.Unidentified.PerSource = DefaultUnidentifiedPerSource
+	}
+	if routes.Unidentified.Total.Requests <= 0 {
+		routes.Unidentified.Total = DefaultUnidentifiedTotal
+	}
+	// Over the limit is refused at once: a keyless request never waits.
+	routes.Unidentified.PerSource.MaxWait = 0
+	routes.Unidentified.Total.MaxWait = 0
 	old := p.state.Load()
 	st := &state{
-		upstreams:      map[string]*upstream{},
-		callers:        routes.Callers,
-		reportOnly:     routes.ReportOnly,
-		maxHeaderCount: routes.MaxHeaderCount,
+		upstreams:       map[string]*upstream{},
+		callers:         routes.Callers,
+		reportOnly:      routes.ReportOnly,
+		maxHeaderCount:  routes.MaxHeaderCount,
+		readBodyTimeout: routes.ReadBodyTimeout,
+		unidentified:    routes.Unidentified,
 	}
 	for _, u := range routes.Upstreams {
 		if u.Target == nil {
@@ -174,6 +208,7 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 			RemoteAddr: r.RemoteAddr,
 			Method:     r.Method,
 		}
+		c.hasBody = r.Body != nil && r.Body != http.NoBody
 		w.Header().Set("X-Request-Id", c.id)
 		rw := &recorder{ResponseWriter: w}
 		if p.opts.Observer != nil {
@@ -229,7 +264,9 @@ func (p *Proxy) finish(c *call, rw *recorder, r *http.Request) {
 	case rec.Outcome == "" && c.reached:
 		rec.Outcome = audit.OutcomeForwarded
 	}
-	if err := p.opts.Auditor.Write(rec); err != nil {
+	if c.unrecorded {
+		// Counted in the unidentified summary instead.
+	} else if err := p.opts.Auditor.Write(rec); err != nil {
 		p.opts.Log.Error("audit record not written", zap.String("request_id", c.id), zap.Error(err))
 	}
 	if p.opts.Observer != nil {

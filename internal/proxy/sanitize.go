@@ -8,13 +8,17 @@ import (
 
 // checkForm refuses request forms a reverse proxy must never act on: CONNECT,
 // absolute-form or authority-form targets ("GET http://other/..."), the
-// asterisk form, and requests with too many header fields.
+// asterisk form, protocol upgrades (a tunnel would carry calls that no
+// policy or audit record sees), and requests with too many header fields.
 func checkForm(r *http.Request, maxHeaderCount int) error {
 	if r.Method == http.MethodConnect {
 		return errors.New("CONNECT is not supported: keybroker forwards only to its configured upstreams")
 	}
 	if !strings.HasPrefix(r.RequestURI, "/") {
 		return errors.New("request target must be a path (absolute-form is not accepted)")
+	}
+	if isUpgrade(r.Header) {
+		return errors.New("protocol upgrades (Upgrade, h2c) are not supported: every call must pass policy and audit")
 	}
 	n := 0
 	for _, v := range r.Header {
@@ -31,11 +35,30 @@ func checkForm(r *http.Request, maxHeaderCount int) error {
 	return nil
 }
 
+// isUpgrade reports whether a request asks to switch protocols: any Upgrade
+// or HTTP2-Settings header, or an "upgrade" token in Connection, whatever
+// the case or spacing.
+func isUpgrade(h http.Header) bool {
+	if len(h["Upgrade"]) > 0 || len(h["Http2-Settings"]) > 0 {
+		return true
+	}
+	for _, v := range h["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // cleanPath checks the raw (still percent-encoded) request path and returns
 // it decoded. It refuses, rather than normalises, anything that could make
 // the path keybroker decides on differ from the path a vendor resolves:
 // dot segments, empty segments (//), backslashes, control characters and
-// NUL, and percent-encoded slash, backslash, dot or control characters.
+// NUL, percent-encoded slash, backslash, dot or control characters, and a
+// semicolon in any form (Tomcat, Jetty and Spring read "..;" as "..", and
+// neither vendor uses matrix parameters).
 // A path it accepts is its own clean form, so the policy is decided on
 // exactly the path forwarded.
 func cleanPath(raw string) (string, error) {
@@ -57,6 +80,8 @@ func cleanPath(raw string) (string, error) {
 				return "", errors.New("encoded slash or backslash in path")
 			case c == '.':
 				return "", errors.New("encoded dot in path")
+			case c == ';':
+				return "", errors.New("semicolon in path")
 			case c < 0x20 || c == 0x7f:
 				return "", errors.New("encoded control character in path")
 			}
@@ -70,6 +95,8 @@ func cleanPath(raw string) (string, error) {
 			return "", errors.New("control character in path")
 		case c == '?' || c == '#':
 			return "", errors.New("malformed path")
+		case c == ';':
+			return "", errors.New("semicolon in path")
 		}
 		b.WriteByte(c)
 	}

@@ -2,14 +2,18 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 )
@@ -23,41 +27,46 @@ const replayLimit = 64 << 10
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	c := callFrom(r.Context())
 	st := p.state.Load()
+	c.in = r
+	if c.hasBody && st.readBodyTimeout > 0 {
+		// A body must arrive within read_body_timeout of the request's
+		// start; countingBody lifts the deadline once it has all come.
+		c.rc = http.NewResponseController(w)
+		_ = c.rc.SetReadDeadline(c.start.Add(st.readBodyTimeout))
+	}
 
 	if err := checkForm(r, st.maxHeaderCount); err != nil {
-		fail(w, c, CodeBadRequest, err.Error())
+		p.refuse(w, r, c, st, CodeBadRequest, err.Error())
 		return
 	}
 	path, err := cleanPath(rawPath(r))
 	if err != nil {
-		fail(w, c, CodeBadRequest, err.Error())
+		p.refuse(w, r, c, st, CodeBadRequest, err.Error())
 		return
 	}
 	name, rest := splitUpstream(path)
 	c.rest = rest
-	c.rec.Path = rest
 	if len(name) <= 64 {
 		c.rec.Upstream = name
 	}
 	up := st.upstreams[name]
-	if up != nil {
-		c.up = up
-		c.rec.Query = audit.RedactQuery(r.URL.RawQuery, up.secretParams...)
-	} else {
-		c.rec.Query = audit.RedactQuery(r.URL.RawQuery)
-	}
+	slot := up.dropinSlot()
+	// The audit has the path as the vendor gets it (escapes kept) and the
+	// query redacted; neither ever holds a key the caller presented.
+	presented := presentedKeys(r, slot)
+	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
+	c.rec.Query = audit.RedactQuery(r.URL.RawQuery, up.auditSecretParams(), presented)
 
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
-	var slot = up.dropinSlot()
 	id, err := st.callers.Identify(r, slot)
 	c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	if err != nil {
-		fail(w, c, CodeCallerUnauthenticated, "no valid caller identity: send Proxy-Authorization: Bearer <key> or a client certificate")
+		p.refuse(w, r, c, st, CodeCallerUnauthenticated, "no valid caller identity: send Proxy-Authorization: Bearer <key> or a client certificate")
 		return
 	}
 	if up == nil {
-		fail(w, c, CodeUnknownUpstream, "no upstream named "+quoteName(name))
+		p.refuse(w, r, c, st, CodeUnknownUpstream, "no upstream named "+quoteName(name))
 		return
 	}
 
@@ -68,19 +77,19 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.opts.Log.Info("policy would deny (report mode)", zap.String("request_id", c.id), zap.String("reason", d.Reason))
 	} else {
 		c.rec.Policy = "denied"
-		fail(w, c, CodeCallerForbidden, d.Reason)
+		p.refuse(w, r, c, st, CodeCallerForbidden, d.Reason)
 		return
 	}
 
 	if r.ContentLength > up.cfg.MaxRequestBytes {
-		fail(w, c, CodeBodyTooLarge, "request body over the limit for this upstream")
+		p.refuse(w, r, c, st, CodeBodyTooLarge, "request body over the limit for this upstream")
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, up.cfg.MaxRequestBytes), n: &c.bytesIn}
+	if c.hasBody {
+		r.Body = countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, up.cfg.MaxRequestBytes), c: c}
 	}
 
-	if !p.admit(w, r, c, id.Name, id.RateLimit(), up) {
+	if !p.admit(w, r, c, st, id.Name, id.RateLimit(), up) {
 		return
 	}
 	if err := p.opts.Auditor.Check(); err != nil {
@@ -115,7 +124,7 @@ type quota struct {
 // admit applies the caller's own limit, then the upstream's quota, so that
 // one noisy caller waits on its own bucket and cannot starve the others.
 // It writes the 429 itself and returns false when the call may not go.
-func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, caller string, own *config.RateLimit, up *upstream) bool {
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state, caller string, own *config.RateLimit, up *upstream) bool {
 	steps := make([]quota, 0, 2)
 	if own != nil {
 		steps = append(steps, quota{"caller", "caller:" + caller, toLimit(own), p.opts.CallerLimiter})
@@ -135,7 +144,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, caller st
 			if ref.Paused {
 				msg = "the vendor answered 429; calls to this upstream are paused; retry after Retry-After seconds"
 			}
-			fail(w, c, CodeRateLimited, msg)
+			p.refuse(w, r, c, st, CodeRateLimited, msg)
 			return false
 		}
 		if r.Context().Err() != nil {
@@ -192,11 +201,81 @@ func holdBody(r *http.Request, c *call) error {
 
 func (p *Proxy) bodyError(w http.ResponseWriter, c *call, err error) {
 	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
+	switch {
+	case errors.As(err, &tooBig):
 		fail(w, c, CodeBodyTooLarge, "request body over the limit for this upstream")
+	case c.bodyTimedOut.Load():
+		fail(w, c, CodeBadRequest, msgBodyTimeout)
+	default:
+		fail(w, c, CodeBadRequest, "could not read the request body")
+	}
+}
+
+const msgBodyTimeout = "the request body did not arrive within server.read_body_timeout"
+
+// refuse answers a call that keybroker turns down. A call without a named
+// caller is first held to the unidentified limits (unidentified.go).
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *state, code, msg string) {
+	if c.rec.Caller == "" && p.overUnidentified(w, r, c, st) {
 		return
 	}
-	fail(w, c, CodeBadRequest, "could not read the request body")
+	fail(w, c, code, msg)
+}
+
+// escapedPath is the path as it goes on the wire: net/http escapes the
+// forwarded path the same way (RawPath is cleared in rewrite).
+func escapedPath(p string) string {
+	return (&url.URL{Path: p}).EscapedPath()
+}
+
+// presentedKeys lists what the caller sent in the places a key can sit:
+// Proxy-Authorization, Authorization (decoded for Basic), the upstream's
+// drop-in headers and query parameters. None of it is ever written to the
+// audit, whether or not it named a caller.
+func presentedKeys(r *http.Request, slot callers.Slot) []string {
+	var out []string
+	add := func(v string) {
+		if v = strings.TrimSpace(v); len(v) >= 6 {
+			out = append(out, v)
+		}
+	}
+	addAuth := func(v string) {
+		add(v)
+		scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
+		if !ok {
+			return
+		}
+		add(cred)
+		if strings.EqualFold(scheme, "basic") {
+			if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred)); err == nil {
+				add(string(raw))
+				if _, pw, ok := strings.Cut(string(raw), ":"); ok {
+					add(pw)
+				}
+			}
+		}
+	}
+	for _, h := range [...]string{"Proxy-Authorization", "Authorization"} {
+		for _, v := range r.Header.Values(h) {
+			addAuth(v)
+		}
+	}
+	for _, h := range append(slot.ExtraHeaders[:len(slot.ExtraHeaders):len(slot.ExtraHeaders)], slot.Header) {
+		if h != "" && h != "Authorization" {
+			for _, v := range r.Header.Values(h) {
+				addAuth(v)
+			}
+		}
+	}
+	if r.URL.RawQuery != "" && (slot.Param != "" || len(slot.ExtraQuery) > 0) {
+		q := r.URL.Query()
+		for _, p := range append(slot.ExtraQuery[:len(slot.ExtraQuery):len(slot.ExtraQuery)], slot.Param) {
+			for _, v := range q[p] {
+				add(v)
+			}
+		}
+	}
+	return out
 }
 
 func quoteName(s string) string {
