@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/keybroker/keybroker/internal/audit"
 )
 
 // readiness is /readyz's JSON body: why keybroker is or is not ready.
@@ -11,7 +17,16 @@ type readiness struct {
 	Ready       bool              `json:"ready"`
 	Credentials []credentialState `json:"credentials"`
 	Audit       string            `json:"audit"`
-	Vault       string            `json:"vault,omitempty"`
+	// AuditDisk warns before the audit filesystem is full; low space alone
+	// does not make keybroker unready (a failed write does).
+	AuditDisk *diskState `json:"audit_disk,omitempty"`
+	Vault     string     `json:"vault,omitempty"`
+}
+
+type diskState struct {
+	FreeBytes    uint64 `json:"free_bytes"`
+	MinFreeBytes int64  `json:"min_free_bytes"`
+	Low          bool   `json:"low"`
 }
 
 type credentialState struct {
@@ -68,6 +83,9 @@ func (a *app) readiness() readiness {
 		rd.Ready = false
 		rd.Audit = err.Error()
 	}
+	if free, low, ok := a.auditSpace(); ok {
+		rd.AuditDisk = &diskState{FreeBytes: free, MinFreeBytes: a.cfg.Audit.MinFreeBytes, Low: low}
+	}
 	if a.vault != nil {
 		// Credentials are served from the cache while Vault is away, so a
 		// Vault outage alone does not make keybroker unready.
@@ -77,4 +95,42 @@ func (a *app) readiness() readiness {
 		}
 	}
 	return rd
+}
+
+// auditSpace returns the free space on the audit filesystem and whether it
+// is below audit.min_free_bytes.
+func (a *app) auditSpace() (free uint64, low, ok bool) {
+	sp, ok := a.auditor.Space()
+	if !ok {
+		return 0, false, false
+	}
+	return sp.Free, sp.Free < uint64(a.cfg.Audit.MinFreeBytes), true
+}
+
+// watchAuditSpace logs, and records in the audit, when free space on the
+// audit filesystem falls below audit.min_free_bytes and when it recovers,
+// so operators hear of it before the disk is full and calls are refused.
+func (a *app) watchAuditSpace(ctx context.Context, every time.Duration) {
+	wasLow := false
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		free, low, ok := a.auditSpace()
+		if ok && low != wasLow {
+			wasLow = low
+			if low {
+				a.log.Warn("audit filesystem low on space: calls are refused once the audit cannot be written",
+					zap.Uint64("free_bytes", free), zap.Int64("min_free_bytes", a.cfg.Audit.MinFreeBytes))
+				a.event(audit.Event{Name: "audit_disk_low", Detail: fmt.Sprintf("%d bytes free, below audit.min_free_bytes %d", free, a.cfg.Audit.MinFreeBytes)})
+			} else {
+				a.log.Info("audit filesystem has room again", zap.Uint64("free_bytes", free))
+				a.event(audit.Event{Name: "audit_disk_ok", Detail: fmt.Sprintf("%d bytes free", free)})
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -145,6 +145,7 @@ func needsRestart(old, cur *config.Config) []string {
 	diff("audit", old.Audit, cur.Audit)
 	diff("log", old.Log, cur.Log)
 	diff("server.max_header_bytes", old.Server.MaxHeaderBytes, cur.Server.MaxHeaderBytes)
+	diff("server.max_connections", old.Server.MaxConnections, cur.Server.MaxConnections)
 	return f
 }
 
@@ -152,6 +153,7 @@ func keepRestartOnly(old, cur *config.Config) {
 	cur.Listen, cur.TLS, cur.Admin, cur.Vault = old.Listen, old.TLS, old.Admin, old.Vault
 	cur.RateLimit, cur.Audit, cur.Log = old.RateLimit, old.Audit, old.Log
 	cur.Server.MaxHeaderBytes = old.Server.MaxHeaderBytes
+	cur.Server.MaxConnections = old.Server.MaxConnections
 }
 
 // sameCredentials reports whether the credential cache can stay as it is.

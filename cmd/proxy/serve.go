@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/netutil"
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
@@ -104,6 +105,7 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		LimiterFallback: func() bool {
 			return a.redisLimiter != nil && a.redisLimiter.InFallback()
 		},
+		AuditSpace: a.auditSpace,
 	})
 	specs, err := a.credentialSpecs(ctx)
 	if err != nil {
@@ -127,6 +129,7 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 		UpstreamLimiter: upstreamLimiter,
 		Observer:        a.metrics,
 		Log:             log.Named("proxy"),
+		SummaryInterval: cfg.Server.Unidentified.SummaryInterval.D(),
 	})
 	if err != nil {
 		a.close()
@@ -169,12 +172,23 @@ func callerNames(cfg *config.Config) []string {
 }
 
 func routesOf(cfg *config.Config) proxy.Routes {
+	un := cfg.Server.Unidentified
 	return proxy.Routes{
-		Upstreams:      cfg.Upstreams,
-		Callers:        callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
-		ReportOnly:     cfg.PolicyMode == "report",
-		MaxHeaderCount: cfg.Server.MaxHeaderCount,
+		Upstreams:       cfg.Upstreams,
+		Callers:         callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
+		ReportOnly:      cfg.PolicyMode == "report",
+		MaxHeaderCount:  cfg.Server.MaxHeaderCount,
+		ReadBodyTimeout: cfg.Server.ReadBodyTimeout.D(),
+		Unidentified: proxy.UnidentifiedLimits{
+			PerSource: halfAtOnce(un.PerSource),
+			Total:     halfAtOnce(un.Total),
+		},
 	}
+}
+
+// halfAtOnce turns a quota into a limit of which half may come at once.
+func halfAtOnce(q *config.Quota) ratelimit.Limit {
+	return ratelimit.Limit{Requests: q.Requests, Per: q.Per.D(), Burst: max(1, q.Requests/2)}
 }
 
 // upstreamLimiter keeps vendor quotas: locally, or in Redis for replicas.
@@ -237,6 +251,15 @@ func (a *app) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	a.bg, a.wg = bg, &wg
 	a.stopCache = a.runCache(a.cache)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = a.proxy.Run(bg)
+	}()
+	go func() {
+		defer wg.Done()
+		a.watchAuditSpace(bg, 10*time.Second)
+	}()
 	if a.vault != nil {
 		wg.Add(1)
 		go func() {
@@ -314,6 +337,10 @@ func (a *app) listenCallers() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener: %w", err)
 	}
+	// Open connections are capped (server.max_connections): past the cap,
+	// new ones wait in the kernel's backlog until one closes, so memory
+	// stays bounded whatever a client opens.
+	ln = netutil.LimitListener(ln, a.cfg.Server.MaxConnections)
 	t := a.cfg.TLS
 	if t == nil {
 		return ln, nil
@@ -351,6 +378,7 @@ func (a *app) shutdown() error {
 	if err != nil {
 		a.log.Warn("in-flight calls cut off at shutdown_timeout", zap.Error(err))
 	}
+	a.proxy.FlushSummary()
 	a.event(audit.Event{Name: "shutdown"})
 	return nil
 }

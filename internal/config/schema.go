@@ -241,6 +241,10 @@ type Redis struct {
 type Audit struct {
 	// Path is the audit file; empty means stdout.
 	Path string `yaml:"path"`
+	// MinFreeBytes is the free space on the audit file's filesystem below
+	// which /readyz, the log and keybroker_audit_disk_low warn, before the
+	// disk is full. Default 128 MiB.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
 }
 
 // Log configures the operational log.
@@ -262,6 +266,34 @@ type Server struct {
 	// ShutdownTimeout is how long in-flight calls may finish on SIGTERM.
 	// Default 30s.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// ReadBodyTimeout is how long after a request starts its whole body
+	// must have arrived; a body that has not is cut off (400). Default 60s.
+	ReadBodyTimeout Duration `yaml:"read_body_timeout"`
+	// MaxConnections caps open caller connections; more wait to be
+	// accepted. Default 4096 (about 70 MiB of connection state).
+	MaxConnections int `yaml:"max_connections"`
+	// Unidentified limits refusals of requests without a named caller.
+	Unidentified Unidentified `yaml:"unidentified"`
+}
+
+// Unidentified limits the requests keybroker refuses before it knows who
+// sent them (no or an unknown key, a malformed request), so that nobody
+// without a key can fill the audit disk. Within the limits each gets its
+// own audit record; beyond them, a 429 and a count in one summary event per
+// source per SummaryInterval.
+type Unidentified struct {
+	// PerSource is per remote address (IPv6: per /64). Default 60 per 1m.
+	PerSource *Quota `yaml:"per_source"`
+	// Total is over all sources. Default 600 per 1m.
+	Total *Quota `yaml:"total"`
+	// SummaryInterval is how often the counts are written. Default 1m.
+	SummaryInterval Duration `yaml:"summary_interval"`
+}
+
+// Quota is Requests per Per; up to half of it may come at once.
+type Quota struct {
+	Requests int      `yaml:"requests"`
+	Per      Duration `yaml:"per"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "1m").

@@ -29,6 +29,10 @@ const (
 	DefaultReadHeader      = 10 * time.Second
 	DefaultIdle            = 2 * time.Minute
 	DefaultShutdown        = 30 * time.Second
+	DefaultReadBody        = 60 * time.Second
+	DefaultMaxConnections  = 4096
+	MaxMaxHeaderBytes      = 1 << 20
+	DefaultMinFreeBytes    = 128 << 20
 	DefaultJWTFile         = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 	DefaultRedisAddress    = "127.0.0.1:6379"
 )
@@ -440,8 +444,8 @@ func (c *Config) completeRest(e *errs) {
 	s := &c.Server
 	if s.MaxHeaderBytes == 0 {
 		s.MaxHeaderBytes = DefaultMaxHeaderBytes
-	} else if s.MaxHeaderBytes < 1024 {
-		e.add("server.max_header_bytes", "must be at least 1024")
+	} else if s.MaxHeaderBytes < 1024 || s.MaxHeaderBytes > MaxMaxHeaderBytes {
+		e.add("server.max_header_bytes", "must be between 1024 and %d", MaxMaxHeaderBytes)
 	}
 	if s.MaxHeaderCount == 0 {
 		s.MaxHeaderCount = DefaultMaxHeaderCount
@@ -451,6 +455,45 @@ func (c *Config) completeRest(e *errs) {
 	defDur(&s.ReadHeaderTimeout, DefaultReadHeader)
 	defDur(&s.IdleTimeout, DefaultIdle)
 	defDur(&s.ShutdownTimeout, DefaultShutdown)
+	defDur(&s.ReadBodyTimeout, DefaultReadBody)
+	if s.ReadBodyTimeout.D() < time.Second {
+		e.add("server.read_body_timeout", "must be at least 1s")
+	}
+	if s.MaxConnections == 0 {
+		s.MaxConnections = DefaultMaxConnections
+	} else if s.MaxConnections < 16 {
+		e.add("server.max_connections", "must be at least 16")
+	}
+	un := &s.Unidentified
+	for _, q := range []struct {
+		path string
+		q    **Quota
+		def  Quota
+	}{
+		{"server.unidentified.per_source", &un.PerSource, Quota{Requests: 60, Per: Duration(time.Minute)}},
+		{"server.unidentified.total", &un.Total, Quota{Requests: 600, Per: Duration(time.Minute)}},
+	} {
+		if *q.q == nil {
+			d := q.def
+			*q.q = &d
+			continue
+		}
+		if (*q.q).Requests < 1 {
+			e.add(q.path+".requests", "must be at least 1")
+		}
+		if (*q.q).Per.D() <= 0 {
+			e.add(q.path+".per", "must be a positive duration")
+		}
+	}
+	defDur(&un.SummaryInterval, time.Minute)
+	if un.SummaryInterval.D() < time.Second {
+		e.add("server.unidentified.summary_interval", "must be at least 1s")
+	}
+	if c.Audit.MinFreeBytes == 0 {
+		c.Audit.MinFreeBytes = DefaultMinFreeBytes
+	} else if c.Audit.MinFreeBytes < 0 {
+		e.add("audit.min_free_bytes", "must not be negative")
+	}
 }
 
 // checkName checks a name's form and that it is unique among seen.

@@ -30,6 +30,9 @@ type State struct {
 	Audit func() (written, failed int64)
 	// LimiterFallback reports whether Redis quotas fell back to local.
 	LimiterFallback func() bool
+	// AuditSpace returns the free space on the audit file's filesystem and
+	// whether it is below audit.min_free_bytes; ok is false for stdout.
+	AuditSpace func() (free uint64, low, ok bool)
 }
 
 // Metrics is the registry and the collectors.
@@ -167,10 +170,12 @@ var (
 	descAuditOK     = prometheus.NewDesc("keybroker_audit_records_total", "Audit records written.", nil, nil)
 	descAuditErr    = prometheus.NewDesc("keybroker_audit_write_errors_total", "Audit records that could not be written.", nil, nil)
 	descFallback    = prometheus.NewDesc("keybroker_ratelimit_fallback", "1 while Redis is unreachable and quotas are kept locally.", nil, nil)
+	descDiskFree    = prometheus.NewDesc("keybroker_audit_disk_free_bytes", "Free space on the audit file's filesystem.", nil, nil)
+	descDiskLow     = prometheus.NewDesc("keybroker_audit_disk_low", "1 while the audit filesystem has less than audit.min_free_bytes free.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback} {
+	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow} {
 		ch <- d
 	}
 }
@@ -211,6 +216,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.st.LimiterFallback != nil {
 		gauge(descFallback, b2f(c.st.LimiterFallback()))
+	}
+	if c.st.AuditSpace != nil {
+		if free, low, ok := c.st.AuditSpace(); ok {
+			gauge(descDiskFree, float64(free))
+			gauge(descDiskLow, b2f(low))
+		}
 	}
 }
 

@@ -33,9 +33,10 @@ const (
 	infocyteToken  = "it_PLANTED_token_0123456789abcdef0123456789abcdef0123456789abcd"
 	soarKey        = "kbk_PLANTED_soar_key_5f0e2d"
 	siemKey        = "kbk_PLANTED_siem_key_a81c44"
+	rogueKey       = "rk_PLANTED_rogue_key_77d0"
 )
 
-var planted = []string{huntressKey, huntressSecret, infocyteToken, soarKey, siemKey}
+var planted = []string{huntressKey, huntressSecret, infocyteToken, soarKey, siemKey, rogueKey}
 
 // syncBuffer is a goroutine-safe audit sink.
 type syncBuffer struct {
@@ -62,6 +63,7 @@ type harness struct {
 	dir      string
 	huntress *vendortest.Huntress
 	infocyte *vendortest.Infocyte
+	rogue    *vendortest.Rogue
 	auditBuf *syncBuffer
 	auditor  *audit.Writer
 	logs     *observer.ObservedLogs
@@ -88,6 +90,11 @@ type harnessOpts struct {
 	// huntressURL replaces the fake's URL (a dead address).
 	huntressURL string
 	auditor     proxy.Auditor
+	// readBodyTimeout and unidentified set those Routes fields.
+	readBodyTimeout time.Duration
+	unidentified    proxy.UnidentifiedLimits
+	now             func() time.Time
+	maxHeaderBytes  int
 }
 
 const defaultCallers = `
@@ -113,8 +120,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	h.infocyte = vendortest.NewInfocyte(infocyteToken)
 	t.Cleanup(h.infocyte.Close)
+	h.rogue = vendortest.NewRogue("api_key", rogueKey)
+	t.Cleanup(h.rogue.Close)
 	h.writeSecret("huntress.json", map[string]string{"api_key": huntressKey, "api_secret": huntressSecret})
 	h.writeSecret("infocyte.json", map[string]string{"token": infocyteToken})
+	h.writeSecret("rogue.json", map[string]string{"key": rogueKey})
 
 	callersYAML := o.callersYAML
 	if callersYAML == "" {
@@ -131,12 +141,18 @@ upstreams:
     preset: infocyte
     url: ${INFOCYTE_URL}
     credential: {file: {path: "${DIR}/infocyte.json"}}
-` + o.infocyteYAML + callersYAML + o.topYAML
+` + o.infocyteYAML + `
+  - name: rogue
+    url: ${ROGUE_URL}
+    auth: {type: query, param: api_key, field: key}
+    credential: {file: {path: "${DIR}/rogue.json"}}
+    rewrite_links: [pagination.next_page_url]
+` + callersYAML + o.topYAML
 	hURL := h.huntress.URL
 	if o.huntressURL != "" {
 		hURL = o.huntressURL
 	}
-	env := map[string]string{"HUNTRESS_URL": hURL, "INFOCYTE_URL": h.infocyte.BaseURL(), "DIR": h.dir}
+	env := map[string]string{"HUNTRESS_URL": hURL, "INFOCYTE_URL": h.infocyte.BaseURL(), "ROGUE_URL": h.rogue.BaseURL(), "DIR": h.dir}
 	cfg, err := config.Parse([]byte(doc), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -159,16 +175,21 @@ upstreams:
 		aud = o.auditor
 	}
 	h.proxy, err = proxy.New(proxy.Routes{
-		Upstreams:  cfg.Upstreams,
-		Callers:    callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
-		ReportOnly: cfg.PolicyMode == "report",
-	}, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter})
+		Upstreams:       cfg.Upstreams,
+		Callers:         callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
+		ReportOnly:      cfg.PolicyMode == "report",
+		ReadBodyTimeout: o.readBodyTimeout,
+		Unidentified:    o.unidentified,
+	}, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// As cmd/proxy runs it: 64 KiB of headers, OPTIONS * to the proxy.
 	h.srv = httptest.NewUnstartedServer(h.proxy)
 	h.srv.Config.MaxHeaderBytes = config.DefaultMaxHeaderBytes
+	if o.maxHeaderBytes > 0 {
+		h.srv.Config.MaxHeaderBytes = o.maxHeaderBytes
+	}
 	h.srv.Config.DisableGeneralOptionsHandler = true
 	h.srv.Start()
 	t.Cleanup(h.srv.Close)

@@ -7,6 +7,7 @@
 package vendortest
 
 import (
+	"compress/gzip"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -22,13 +23,17 @@ import (
 
 // Received is one request as the fake vendor saw it.
 type Received struct {
-	Method   string
-	Path     string
-	RawQuery string
-	Header   http.Header
-	Body     []byte
-	At       time.Time
-	Status   int
+	Method string
+	Path   string
+	// EscapedPath is the path as it came on the wire.
+	EscapedPath string
+	RawQuery    string
+	Header      http.Header
+	// Trailer holds the request trailers (read with the body).
+	Trailer http.Header
+	Body    []byte
+	At      time.Time
+	Status  int
 }
 
 // recorder is the shared request log of a fake.
@@ -40,8 +45,8 @@ type recorder struct {
 func (r *recorder) add(req *http.Request, body []byte, status int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.reqs = append(r.reqs, Received{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-		Header: req.Header.Clone(), Body: body, At: time.Now(), Status: status})
+	r.reqs = append(r.reqs, Received{Method: req.Method, Path: req.URL.Path, EscapedPath: req.URL.EscapedPath(), RawQuery: req.URL.RawQuery,
+		Header: req.Header.Clone(), Trailer: req.Trailer.Clone(), Body: body, At: time.Now(), Status: status})
 }
 
 // Requests returns a copy of every request received so far.
@@ -82,6 +87,7 @@ type Huntress struct {
 	// RetryAfter, when set, is sent with a 429 (the real vendor sends none).
 	retryAfter string
 	delay      time.Duration
+	gzip       bool
 }
 
 // HuntressOptions tune the fake. Zero values: 60 per 60 s, no delay.
@@ -92,6 +98,8 @@ type HuntressOptions struct {
 	RetryAfter string
 	// Delay holds every answer this long (a slow vendor).
 	Delay time.Duration
+	// Gzip compresses replies for requests that accept gzip.
+	Gzip bool
 }
 
 // NewHuntress starts the fake on a loopback port; t.Cleanup should Close it.
@@ -103,7 +111,7 @@ func NewHuntress(key, secret string, o HuntressOptions) *Huntress {
 		o.Window = time.Minute
 	}
 	h := &Huntress{key: key, secret: secret, limit: o.Limit, window: o.Window,
-		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay}
+		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay, gzip: o.Gzip}
 	h.Server = httptest.NewServer(http.HandlerFunc(h.serve))
 	return h
 }
@@ -136,6 +144,11 @@ func (h *Huntress) MaxInWindow() int {
 
 func (h *Huntress) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
+	if h.gzip && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		gz := &gzipWriter{ResponseWriter: w, zw: gzip.NewWriter(w)}
+		defer gz.zw.Close()
+		w = gz
+	}
 	status := h.handle(w, r)
 	h.add(r, body, status)
 }
@@ -262,7 +275,9 @@ func (h *Huntress) list(w http.ResponseWriter, r *http.Request, plural string, t
 	if offset+limit < total {
 		tok := base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(offset + limit)))
 		pag["next_page_token"] = tok
-		pag["next_page_url"] = fmt.Sprintf("https://api.huntress.io%s?limit=%d&page_token=%s", r.URL.Path, limit, tok)
+		// An absolute URL on the vendor's own origin, as api.huntress.io
+		// sends (https://api.huntress.io/v1/...).
+		pag["next_page_url"] = fmt.Sprintf("%s%s?limit=%d&page_token=%s", origin(r), r.URL.Path, limit, tok)
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{plural: items, "pagination": pag})
 }
@@ -273,3 +288,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) int {
 	_ = json.NewEncoder(w).Encode(v)
 	return status
 }
+
+// origin is the scheme and host a request reached the fake on.
+func origin(r *http.Request) string {
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
+}
+
+// gzipWriter compresses a reply, as a vendor behind a CDN does.
+type gzipWriter struct {
+	http.ResponseWriter
+	zw *gzip.Writer
+}
+
+func (g *gzipWriter) WriteHeader(code int) {
+	g.Header().Set("Content-Encoding", "gzip")
+	g.Header().Del("Content-Length")
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *gzipWriter) Write(b []byte) (int, error) { return g.zw.Write(b) }
