@@ -24,8 +24,8 @@ $(VAULTDEV): tools/vaultdev/main.go tools/vaultdev/go.mod tools/vaultdev/go.sum
 	cd tools/vaultdev && $(GO) build -o ../../$(VAULTDEV) .
 
 ## test: every test, with the race detector, against a real Vault and Redis
-test: $(VAULTDEV)
-	KEYBROKER_VAULTDEV=$(CURDIR)/$(VAULTDEV) $(GO) test -race -count=1 ./...
+test: build $(VAULTDEV)
+	KEYBROKER_VAULTDEV=$(CURDIR)/$(VAULTDEV) KEYBROKER_BIN=$(CURDIR)/$(BIN)/proxy $(GO) test -race -count=1 ./...
 
 ## bench: the benchmarks (limiter decisions, proxy overhead)
 bench: $(VAULTDEV)

@@ -84,7 +84,7 @@ func (a *app) readiness() readiness {
 		rd.Audit = err.Error()
 	}
 	if free, low, ok := a.auditSpace(); ok {
-		rd.AuditDisk = &diskState{FreeBytes: free, MinFreeBytes: a.cfg.Audit.MinFreeBytes, Low: low}
+		rd.AuditDisk = &diskState{FreeBytes: free, MinFreeBytes: a.minFree, Low: low}
 	}
 	if a.vault != nil {
 		// Credentials are served from the cache while Vault is away, so a
@@ -104,7 +104,7 @@ func (a *app) auditSpace() (free uint64, low, ok bool) {
 	if !ok {
 		return 0, false, false
 	}
-	return sp.Free, sp.Free < uint64(a.cfg.Audit.MinFreeBytes), true
+	return sp.Free, sp.Free < uint64(a.minFree), true
 }
 
 // watchAuditSpace logs, and records in the audit, when free space on the
@@ -120,8 +120,8 @@ func (a *app) watchAuditSpace(ctx context.Context, every time.Duration) {
 			wasLow = low
 			if low {
 				a.log.Warn("audit filesystem low on space: calls are refused once the audit cannot be written",
-					zap.Uint64("free_bytes", free), zap.Int64("min_free_bytes", a.cfg.Audit.MinFreeBytes))
-				a.event(audit.Event{Name: "audit_disk_low", Detail: fmt.Sprintf("%d bytes free, below audit.min_free_bytes %d", free, a.cfg.Audit.MinFreeBytes)})
+					zap.Uint64("free_bytes", free), zap.Int64("min_free_bytes", a.minFree))
+				a.event(audit.Event{Name: "audit_disk_low", Detail: fmt.Sprintf("%d bytes free, below audit.min_free_bytes %d", free, a.minFree)})
 			} else {
 				a.log.Info("audit filesystem has room again", zap.Uint64("free_bytes", free))
 				a.event(audit.Event{Name: "audit_disk_ok", Detail: fmt.Sprintf("%d bytes free", free)})

@@ -73,6 +73,9 @@ type app struct {
 	redisLimiter *ratelimit.Redis
 	metrics      *metrics.Metrics
 	closers      []func()
+	// minFree is audit.min_free_bytes (the audit block is restart-only,
+	// so it is read once, not from cfg, which a reload replaces).
+	minFree int64
 
 	callerSrv *http.Server
 	adminSrv  *http.Server
@@ -84,7 +87,7 @@ type app struct {
 }
 
 func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log}
+	a := &app{cfg: cfg, log: log, minFree: cfg.Audit.MinFreeBytes}
 	var err error
 	if cfg.Audit.Path == "" {
 		a.auditor = audit.NewWriter(os.Stdout)
@@ -258,7 +261,7 @@ func (a *app) run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		a.watchAuditSpace(bg, 10*time.Second)
+		a.watchAuditSpace(bg, 2*time.Second)
 	}()
 	if a.vault != nil {
 		wg.Add(1)

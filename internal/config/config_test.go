@@ -125,6 +125,12 @@ func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
 		{"refresh too short", "callers:", "secrets: {refresh_interval: 10ms}\ncallers:", "secrets.refresh_interval: must be at least 1s"},
 		{"wrong type", "callers:", "allow_anonymous: perhaps\ncallers:", "allow_anonymous: expected true or false"},
 		{"list where a mapping goes", "callers:", "admin: [1]\ncallers:", "admin: expected a mapping"},
+		{"header limit too large", "callers:", "server: {max_header_bytes: 2097152}\ncallers:", "server.max_header_bytes: must be between 1024 and 1048576"},
+		{"body timeout too short", "callers:", "server: {read_body_timeout: 10ms}\ncallers:", "server.read_body_timeout: must be at least 1s"},
+		{"connection cap too small", "callers:", "server: {max_connections: 3}\ncallers:", "server.max_connections: must be at least 16"},
+		{"unidentified quota without requests", "callers:", "server: {unidentified: {per_source: {per: 1m}}}\ncallers:", "server.unidentified.per_source.requests: must be at least 1"},
+		{"bad rewrite_links", "    preset: infocyte\n", "    preset: infocyte\n    rewrite_links: [\"a..b\"]\n", "upstreams[1].rewrite_links[0]: must be dotted JSON object keys"},
+		{"negative min_free_bytes", "callers:", "audit: {min_free_bytes: -1}\ncallers:", "audit.min_free_bytes: must not be negative"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

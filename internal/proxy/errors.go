@@ -81,9 +81,12 @@ func fail(w http.ResponseWriter, c *call, code, message string) {
 		h.Set("WWW-Authenticate", `Bearer realm="keybroker"`)
 	}
 	if c.hasBody && !c.bodyDone.Load() {
-		// The body was not read and will not be: close the connection
-		// rather than wait for (or read) a body that may never come.
+		// The body was not read and will not be: close the connection.
+		// net/http would otherwise try to read up to 256 KiB of it after
+		// the reply, holding the connection for a body that may never
+		// come; an expired read deadline makes it give up at once.
 		h.Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	}
 	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message, RequestID: c.id}})
 	w.WriteHeader(status)
