@@ -3,7 +3,6 @@ module github.com/keybroker/keybroker
 go 1.26.8
 
 require (
-	github.com/go-chi/chi/v5 v5.5.0
 	github.com/hashicorp/vault/api v1.22.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

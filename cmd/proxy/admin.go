@@ -86,11 +86,12 @@ func (a *app) readiness() readiness {
 	if free, low, ok := a.auditSpace(); ok {
 		rd.AuditDisk = &diskState{FreeBytes: free, MinFreeBytes: a.minFree, Low: low}
 	}
-	if a.vault != nil {
+	// Vault is reported only when the running configuration uses it.
+	if v := a.vault.Load(); v != nil {
 		// Credentials are served from the cache while Vault is away, so a
 		// Vault outage alone does not make keybroker unready.
 		rd.Vault = "logged in"
-		if _, ok := a.vault.TokenExpiry(); !ok {
+		if _, ok := v.TokenExpiry(); !ok {
 			rd.Vault = "not logged in (see the operational log)"
 		}
 	}

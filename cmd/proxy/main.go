@@ -58,7 +58,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "serve":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		err = serveCmd(ctx, args, stderr)
+		err = serveCmd(ctx, args, stderr, nil)
 	case "validate":
 		err = validateCmd(context.Background(), args, stdout)
 	case "hash-key":

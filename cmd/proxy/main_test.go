@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -151,16 +151,16 @@ func startServe(t *testing.T, cfgPath string) (listen, admin string, stop func()
 	ctx, cancel := context.WithCancel(context.Background())
 	stderr = &lockedBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for listen == "" && time.Now().Before(deadline) {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "keybroker serving" {
-				listen, admin = m["listen"].(string), m["admin"].(string)
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
+	addrs := make(chan [2]string, 1)
+	ready := func(l, a net.Addr) { addrs <- [2]string{l.String(), a.String()} }
+	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr, ready) }()
+	select {
+	case got := <-addrs:
+		listen, admin = got[0], got[1]
+	case err := <-done:
+		cancel()
+		t.Fatalf("serve ended before serving: %v\n%s", err, stderr.String())
+	case <-time.After(10 * time.Second):
 	}
 	stopped := false
 	stop = func() error {

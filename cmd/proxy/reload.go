@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -32,29 +34,15 @@ func (l *liveCredentials) Reread(ctx context.Context, upstream string) (secrets.
 	return l.cur.Load().Reread(ctx, upstream)
 }
 
-// runCache runs c's refresh until the returned stop is called.
-func (a *app) runCache(c *secrets.Cache) (stop func()) {
-	ctx, cancel := context.WithCancel(a.bg)
-	done := make(chan struct{})
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer close(done)
-		_ = c.Run(ctx)
-	}()
-	return func() { cancel(); <-done }
-}
-
 // reloadWait bounds how long new credentials may take to load on a reload.
 const reloadWait = 15 * time.Second
 
 // reload runs on SIGHUP: it reopens the audit file (logrotate), then reads
-// the configuration again. A configuration that does not validate, or whose
-// new credentials cannot be loaded, is rejected and the running one stays.
-// A good one is swapped in atomically: callers, policy, upstreams and limits
-// (rate-limit state is kept for unchanged upstreams), and the credential
-// cache when credential sources changed. Calls in flight finish on what
-// they started with; none is dropped.
+// the configuration again. A configuration that does not validate, that
+// changes a setting only a restart can change, or whose new credentials
+// cannot be loaded, is rejected and the running one stays. A good one is
+// swapped in atomically. Calls in flight finish on what they started with;
+// none is dropped.
 func (a *app) reload() {
 	if err := a.auditor.Reopen(); err != nil {
 		a.log.Error("audit file reopen failed", zap.Error(err))
@@ -77,46 +65,96 @@ func (a *app) reload() {
 	a.event(audit.Event{Name: "config_reloaded"})
 }
 
+// apply makes cfg the running configuration: restart-only check, Vault
+// client (kept, made, re-made or dropped), assembly, new credentials loaded
+// and ready; then, with every fallible step done, the swap; then the old
+// cache and Vault client are stopped.
 func (a *app) apply(cfg *config.Config) error {
-	if fields := needsRestart(a.cfg, cfg); len(fields) > 0 {
-		a.log.Warn("these changes take effect only after a restart", zap.Strings("fields", fields))
-		keepRestartOnly(a.cfg, cfg)
+	if f := restartOnlyChanges(a.cfg, cfg); len(f) > 0 {
+		return fmt.Errorf("%s changed: only a restart applies it; restart keybroker", strings.Join(f, ", "))
 	}
-	if !sameCredentials(a.cfg, cfg) {
-		specs, err := specsFor(a.bg, cfg, a.vaultClient)
+	old := a.vault.Load()
+	next := old
+	switch {
+	case !cfg.UsesVault():
+		next = nil
+	case old == nil || !reflect.DeepEqual(old.cfg, cfg.Vault):
+		v, err := a.newVault(cfg.Vault)
 		if err != nil {
 			return err
 		}
-		next, err := a.newCache(cfg, specs)
-		if err != nil {
-			return err
-		}
-		stopNext := a.runCache(next)
-		if err := waitLoaded(next); err != nil {
-			stopNext()
-			return err
-		}
-		old := a.stopCache
-		a.creds.cur.Store(next)
-		a.stopCache = stopNext
-		old()
+		a.startVault(v)
+		next = v
 	}
-	if err := a.proxy.Update(routesOf(cfg)); err != nil {
+	abandon := func() {
+		if next != old && next != nil {
+			next.stop()
+		}
+	}
+	parts, err := assemble.Assemble(cfg, next.client(), os.LookupEnv)
+	if err != nil {
+		abandon()
 		return err
 	}
-	a.metrics.SetNames(upstreamNames(cfg), callerNames(cfg))
+	var cache *secrets.Cache
+	var stopCache func()
+	if next != old || !sameCredentials(a.cfg, cfg) {
+		if cache, err = a.newCache(parts); err != nil {
+			abandon()
+			return err
+		}
+		stopCache = a.background(cache.Run)
+		ctx, cancel := context.WithTimeout(a.bg, reloadWait)
+		err = waitLoaded(ctx, cache)
+		cancel()
+		if err != nil {
+			stopCache()
+			abandon()
+			return err
+		}
+	}
+
+	// The swap. New credentials first, so that a new upstream has its
+	// credential the moment it is routed.
+	var oldCache *secrets.Cache
+	if cache != nil {
+		oldCache = a.creds.cur.Swap(cache)
+	}
+	if err := a.proxy.Update(parts.Routes); err != nil {
+		if cache != nil {
+			a.creds.cur.Store(oldCache)
+			stopCache()
+		}
+		abandon()
+		return err
+	}
+	a.vault.Store(next)
+	a.metrics.SetNames(parts.Upstreams, parts.Callers)
 	a.cfg = cfg
+
+	// The old parts end; calls in flight hold their credential already.
+	if cache != nil {
+		a.stopCache()
+		a.stopCache = stopCache
+	}
+	if old != nil && old != next {
+		old.stop()
+	}
 	return nil
 }
 
-func waitLoaded(c *secrets.Cache) error {
-	deadline := time.Now().Add(reloadWait)
+// waitLoaded waits until every credential of c is loaded, or ctx ends.
+func waitLoaded(ctx context.Context, c *secrets.Cache) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
 	for {
 		ok, sts := c.Ready()
 		if ok {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
 			for _, s := range sts {
 				if !s.Loaded || s.Expired {
 					return fmt.Errorf("credential for upstream %s (%s %s) could not be loaded: %s", s.Name, s.Source, s.Ref, s.LastErr)
@@ -124,36 +162,38 @@ func waitLoaded(c *secrets.Cache) error {
 			}
 			return errors.New("credentials could not be loaded")
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// needsRestart names what changed that a running process cannot take over:
-// listeners, TLS, Vault connection, limiter backend, audit path, log.
-func needsRestart(old, cur *config.Config) []string {
+// restartOnly are the settings a running process cannot take over: its
+// listeners and their limits, the limiter backend, the audit sink and the
+// log. Everything else, Vault included, reloads.
+var restartOnly = []struct {
+	field string
+	get   func(*config.Config) any
+}{
+	{"listen", func(c *config.Config) any { return c.Listen }},
+	{"tls", func(c *config.Config) any { return c.TLS }},
+	{"admin", func(c *config.Config) any { return c.Admin }},
+	{"ratelimit", func(c *config.Config) any { return c.RateLimit }},
+	{"audit", func(c *config.Config) any { return c.Audit }},
+	{"log", func(c *config.Config) any { return c.Log }},
+	{"server.max_header_bytes", func(c *config.Config) any { return c.Server.MaxHeaderBytes }},
+	{"server.max_connections", func(c *config.Config) any { return c.Server.MaxConnections }},
+	{"server.read_header_timeout", func(c *config.Config) any { return c.Server.ReadHeaderTimeout }},
+	{"server.idle_timeout", func(c *config.Config) any { return c.Server.IdleTimeout }},
+	{"server.unidentified.summary_interval", func(c *config.Config) any { return c.Server.Unidentified.SummaryInterval }},
+}
+
+// restartOnlyChanges names the restart-only settings that differ.
+func restartOnlyChanges(old, cur *config.Config) []string {
 	var f []string
-	diff := func(name string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			f = append(f, name)
+	for _, r := range restartOnly {
+		if !reflect.DeepEqual(r.get(old), r.get(cur)) {
+			f = append(f, r.field)
 		}
 	}
-	diff("listen", old.Listen, cur.Listen)
-	diff("tls", old.TLS, cur.TLS)
-	diff("admin", old.Admin, cur.Admin)
-	diff("vault", old.Vault, cur.Vault)
-	diff("ratelimit", old.RateLimit, cur.RateLimit)
-	diff("audit", old.Audit, cur.Audit)
-	diff("log", old.Log, cur.Log)
-	diff("server.max_header_bytes", old.Server.MaxHeaderBytes, cur.Server.MaxHeaderBytes)
-	diff("server.max_connections", old.Server.MaxConnections, cur.Server.MaxConnections)
 	return f
-}
-
-func keepRestartOnly(old, cur *config.Config) {
-	cur.Listen, cur.TLS, cur.Admin, cur.Vault = old.Listen, old.TLS, old.Admin, old.Vault
-	cur.RateLimit, cur.Audit, cur.Log = old.RateLimit, old.Audit, old.Log
-	cur.Server.MaxHeaderBytes = old.Server.MaxHeaderBytes
-	cur.Server.MaxConnections = old.Server.MaxConnections
 }
 
 // sameCredentials reports whether the credential cache can stay as it is.
@@ -161,12 +201,12 @@ func sameCredentials(old, cur *config.Config) bool {
 	type cred struct {
 		name   string
 		source config.Credential
-		fields []string
+		auth   config.Auth
 	}
 	summary := func(c *config.Config) []cred {
 		var out []cred
 		for _, u := range c.Upstreams {
-			out = append(out, cred{u.Name, u.Credential, u.Auth.Fields()})
+			out = append(out, cred{u.Name, u.Credential, u.Auth})
 		}
 		return out
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,8 +21,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/net/netutil"
 
+	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
-	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/metrics"
 	"github.com/keybroker/keybroker/internal/proxy"
@@ -30,7 +30,11 @@ import (
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+// readyFunc is told the listeners' addresses once keybroker serves (tests
+// and tools use it instead of reading the log).
+type readyFunc func(listen, admin net.Addr)
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer, ready readyFunc) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
@@ -39,13 +43,14 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newLogger(cfg.Log.Level, stderr)
 	defer func() { _ = log.Sync() }()
 
-	app, err := build(ctx, cfg, log)
+	a, err := build(cfg, log)
 	if err != nil {
 		return err
 	}
-	app.cfgPath = fs.Lookup("config").Value.String()
-	defer app.close()
-	return app.run(ctx)
+	a.cfgPath = fs.Lookup("config").Value.String()
+	a.ready = ready
+	defer a.close()
+	return a.run(ctx)
 }
 
 // newLogger returns the operational log: JSON on stderr.
@@ -60,33 +65,50 @@ func newLogger(level string, out io.Writer) *zap.Logger {
 }
 
 // app is one running keybroker: every part wired, owned and stopped here.
+// The parts one configuration assembles into (assemble.Parts) are swapped
+// whole by a reload; the rest lives as long as the process.
 type app struct {
-	cfg     *config.Config
+	cfg     *config.Config // the running configuration; the run goroutine alone swaps it
 	cfgPath string
 	log     *zap.Logger
+	ready   readyFunc
+
 	auditor *audit.Writer
-	cache   *secrets.Cache // the current one; a reload may replace it
-	creds   *liveCredentials
-	proxy   *proxy.Proxy
-	vault   *secrets.Vault
+	// minFree is audit.min_free_bytes (the audit block is restart-only,
+	// so it is read once, not from cfg).
+	minFree int64
+	metrics *metrics.Metrics
 	// redisLimiter is set with ratelimit.backend: redis.
 	redisLimiter *ratelimit.Redis
-	metrics      *metrics.Metrics
-	closers      []func()
-	// minFree is audit.min_free_bytes (the audit block is restart-only,
-	// so it is read once, not from cfg, which a reload replaces).
-	minFree int64
+	// vault is the Vault client of the running configuration, nil when it
+	// uses none; a reload may replace it, the admin and metrics goroutines
+	// read it.
+	vault atomic.Pointer[vaultClient]
+	creds liveCredentials
+	proxy *proxy.Proxy
+
+	closers []func()
 
 	callerSrv *http.Server
 	adminSrv  *http.Server
 
 	// Background work, owned by run.
 	bg        context.Context
-	wg        *sync.WaitGroup
+	wg        sync.WaitGroup
 	stopCache func()
 }
 
-func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, error) {
+// vaultClient is a Vault client with its token-keeping loop.
+type vaultClient struct {
+	*secrets.Vault
+	cfg  config.Vault
+	stop func() // ends Run; nil until started
+}
+
+// build creates the long-lived parts, in one order: audit, Vault (when the
+// configuration uses it), metrics, limiter, then the assembled parts, the
+// credential cache and the proxy. It starts nothing; run does.
+func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 	a := &app{cfg: cfg, log: log, minFree: cfg.Audit.MinFreeBytes}
 	var err error
 	if cfg.Audit.Path == "" {
@@ -96,38 +118,48 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 	}
 	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
 
-	a.metrics = metrics.New(upstreamNames(cfg), callerNames(cfg), metrics.State{
+	if cfg.UsesVault() {
+		v, err := a.newVault(cfg.Vault)
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		a.vault.Store(v)
+	}
+	a.metrics = metrics.New(nil, nil, metrics.State{
 		Credentials: func() []secrets.Status { return a.creds.current().Status() },
 		VaultToken: func() (time.Time, bool) {
-			if a.vault == nil {
-				return time.Time{}, false
+			if v := a.vault.Load(); v != nil {
+				return v.TokenExpiry()
 			}
-			return a.vault.TokenExpiry()
+			return time.Time{}, false
 		},
-		Audit: a.auditor.Stats,
+		VaultUsed: func() bool { return a.vault.Load() != nil },
+		Audit:     a.auditor.Stats,
 		LimiterFallback: func() bool {
 			return a.redisLimiter != nil && a.redisLimiter.InFallback()
 		},
 		AuditSpace: a.auditSpace,
 	})
-	specs, err := a.credentialSpecs(ctx)
-	if err != nil {
-		a.close()
-		return nil, err
-	}
-	a.cache, err = a.newCache(cfg, specs)
-	if err != nil {
-		a.close()
-		return nil, err
-	}
-
 	upstreamLimiter, err := a.upstreamLimiter()
 	if err != nil {
 		a.close()
 		return nil, err
 	}
-	a.proxy, err = proxy.New(routesOf(cfg), proxy.Options{
-		Credentials:     a.creds,
+	parts, err := assemble.Assemble(cfg, a.vault.Load().client(), os.LookupEnv)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.metrics.SetNames(parts.Upstreams, parts.Callers)
+	cache, err := a.newCache(parts)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.creds.cur.Store(cache)
+	a.proxy, err = proxy.New(parts.Routes, proxy.Options{
+		Credentials:     &a.creds,
 		Auditor:         a.auditor,
 		UpstreamLimiter: upstreamLimiter,
 		Observer:        a.metrics,
@@ -141,57 +173,45 @@ func build(ctx context.Context, cfg *config.Config, log *zap.Logger) (*app, erro
 	return a, nil
 }
 
-func (a *app) newCache(cfg *config.Config, specs []secrets.Spec) (*secrets.Cache, error) {
-	c, err := secrets.NewCache(specs, secrets.Options{
-		RefreshInterval: cfg.Secrets.RefreshInterval.D(),
-		MaxStale:        cfg.Secrets.MaxStale.D(),
-		Log:             a.log.Named("secrets"),
-		OnEvent:         a.credentialEvent,
-	})
+// newVault makes a Vault client for settings v. It does not log in: its
+// Run does, and retries, so that keybroker starts (unready) while Vault is
+// down and becomes ready when it is back.
+func (a *app) newVault(v config.Vault) (*vaultClient, error) {
+	opts, err := assemble.VaultOptions(v, os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
-	if a.creds == nil {
-		a.creds = &liveCredentials{}
-		a.creds.cur.Store(c)
+	opts.Log = a.log.Named("vault")
+	opts.OnEvent = func(ev secrets.Event) {
+		a.event(audit.Event{Name: ev.Type, Source: ev.Source, Ref: ev.Ref, Detail: ev.Error})
 	}
-	return c, nil
+	c, err := secrets.NewVault(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &vaultClient{Vault: c, cfg: v}, nil
 }
 
-func upstreamNames(cfg *config.Config) []string {
-	var n []string
-	for _, u := range cfg.Upstreams {
-		n = append(n, u.Name)
+// client is the Vault client, nil for none.
+func (v *vaultClient) client() *secrets.Vault {
+	if v == nil {
+		return nil
 	}
-	return n
+	return v.Vault
 }
 
-func callerNames(cfg *config.Config) []string {
-	var n []string
-	for _, c := range cfg.Callers {
-		n = append(n, c.Name)
-	}
-	return n
-}
-
-func routesOf(cfg *config.Config) proxy.Routes {
-	un := cfg.Server.Unidentified
-	return proxy.Routes{
-		Upstreams:       cfg.Upstreams,
-		Callers:         callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
-		ReportOnly:      cfg.PolicyMode == "report",
-		MaxHeaderCount:  cfg.Server.MaxHeaderCount,
-		ReadBodyTimeout: cfg.Server.ReadBodyTimeout.D(),
-		Unidentified: proxy.UnidentifiedLimits{
-			PerSource: halfAtOnce(un.PerSource),
-			Total:     halfAtOnce(un.Total),
-		},
+// start runs v's token loop until its stop is called.
+func (a *app) startVault(v *vaultClient) {
+	if v != nil && v.stop == nil {
+		v.stop = a.background(v.Run)
 	}
 }
 
-// halfAtOnce turns a quota into a limit of which half may come at once.
-func halfAtOnce(q *config.Quota) ratelimit.Limit {
-	return ratelimit.Limit{Requests: q.Requests, Per: q.Per.D(), Burst: max(1, q.Requests/2)}
+func (a *app) newCache(p assemble.Parts) (*secrets.Cache, error) {
+	opts := p.Cache
+	opts.Log = a.log.Named("secrets")
+	opts.OnEvent = a.credentialEvent
+	return secrets.NewCache(p.Specs, opts)
 }
 
 // upstreamLimiter keeps vendor quotas: locally, or in Redis for replicas.
@@ -228,7 +248,7 @@ func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 // credentialEvent writes a credential lifecycle event to the audit trail.
 func (a *app) credentialEvent(ev secrets.Event) {
 	a.metrics.CredentialEvent(ev)
-	a.event(audit.Event{Name: "credential_" + ev.Type, Upstream: ev.Upstream, Source: ev.Source,
+	a.event(audit.Event{Name: ev.AuditName(), Upstream: ev.Upstream, Source: ev.Source,
 		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: ev.Error})
 }
 
@@ -245,34 +265,33 @@ func (a *app) close() {
 	a.closers = nil
 }
 
+// background runs f until the returned stop is called (or run ends).
+func (a *app) background(f func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(a.bg)
+	done := make(chan struct{})
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(done)
+		_ = f(ctx)
+	}()
+	return func() { cancel(); <-done }
+}
+
 // run serves until ctx ends, then shuts down gracefully: stop accepting,
 // let in-flight calls finish up to server.shutdown_timeout, stop background
 // work, close the audit file.
 func (a *app) run(ctx context.Context) error {
 	cfg := a.cfg
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	a.bg, a.wg = bg, &wg
-	a.stopCache = a.runCache(a.cache)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		_ = a.proxy.Run(bg)
-	}()
-	go func() {
-		defer wg.Done()
-		a.watchAuditSpace(bg, 2*time.Second)
-	}()
-	if a.vault != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = a.vault.Run(bg)
-		}()
-	}
+	a.bg = bg
+	a.stopCache = a.background(a.creds.current().Run)
+	a.background(a.proxy.Run)
+	a.background(func(ctx context.Context) error { a.watchAuditSpace(ctx, 2*time.Second); return nil })
+	a.startVault(a.vault.Load())
 	defer func() {
 		stopBG()
-		wg.Wait()
+		a.wg.Wait()
 	}()
 
 	// SIGHUP is caught before anything is served, so an early reload can
@@ -313,6 +332,9 @@ func (a *app) run(ctx context.Context) error {
 	a.log.Info("keybroker serving", zap.String("listen", callerLn.Addr().String()),
 		zap.String("admin", adminLn.Addr().String()), zap.Int("upstreams", len(cfg.Upstreams)),
 		zap.String("version", buildVersion()))
+	if a.ready != nil {
+		a.ready(callerLn.Addr(), adminLn.Addr())
+	}
 
 	for {
 		select {
@@ -355,15 +377,10 @@ func (a *app) listenCallers() (net.Listener, error) {
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if t.ClientCAFile != "" {
-		pem, err := os.ReadFile(t.ClientCAFile)
+		pool, err := assemble.CAPool(t.ClientCAFile, "tls.client_ca_file")
 		if err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("tls.client_ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			ln.Close()
-			return nil, errors.New("tls.client_ca_file: no PEM certificate in it")
+			return nil, err
 		}
 		tc.ClientCAs = pool
 		// Verify a certificate when one is sent; callers with keys need none.

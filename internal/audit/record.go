@@ -30,6 +30,13 @@ const (
 	OutcomeCancelled = "cancelled"
 )
 
+// Policy decisions, as written in a call record.
+const (
+	PolicyAllowed   = "allowed"
+	PolicyDenied    = "denied"
+	PolicyWouldDeny = "would_deny" // policy_mode: report
+)
+
 // Record is one line of the audit trail. Field order is the line's order.
 type Record struct {
 	Seq  uint64 `json:"seq"`

@@ -1,8 +1,9 @@
 // Package callers owns who a caller is and what it may do: identity from a
 // verified client certificate, a Proxy-Authorization bearer key, or the
 // caller's key in the vendor's own credential slot (drop-in); and the allow
-// policy per caller. It does not read the network or the configuration
-// file; it is built from already-validated values.
+// policy per caller, with its path-pattern grammar. It does not read the
+// network or the configuration file: it declares its own types (Caller,
+// CertMatch, Rule, Slot), which cmd/proxy's assembly fills in.
 package callers
 
 import (
@@ -13,10 +14,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
-
-	"github.com/keybroker/keybroker/internal/config"
 )
 
 // Ways a caller was identified, as written in the audit record.
@@ -43,58 +43,86 @@ type Identity struct {
 	// Auth is how it was identified: cert, key, dropin or anonymous.
 	Auth string
 	// caller is the matched caller, nil for anonymous.
-	caller *Caller
+	caller *caller
 }
 
-// Caller is one known internal service.
+// Caller is one known internal service, as the registry is given it.
 type Caller struct {
-	Name   string
+	Name string
+	// KeySHA256 is the SHA-256 of the caller's key; nil: no key.
+	KeySHA256 []byte
+	// Cert identifies the caller by its verified client certificate.
+	Cert *CertMatch
+	// Allow is the caller's policy; nil allows everything.
+	Allow []Rule
+}
+
+// CertMatch identifies a caller by its verified client certificate; any one
+// field that matches is enough.
+type CertMatch struct {
+	CommonName string
+	DNS        string
+	URI        string
+}
+
+// Rule lets a caller use an upstream with some methods on some paths
+// (patterns, see ParsePattern). Empty Methods or Paths mean all.
+type Rule struct {
+	Upstream string
+	Methods  []string
+	Paths    []string
+}
+
+// caller is a Caller compiled for matching.
+type caller struct {
+	name   string
 	key    [sha256.Size]byte
 	hasKey bool
-	cert   *config.CertMatch
+	cert   *CertMatch
 	rules  []rule // nil: everything allowed
-
-	rateLimit *config.RateLimit
 }
 
 // Slot says where an upstream's vendor credential goes, which is where a
-// drop-in caller puts its own key.
+// drop-in caller puts its own key. The proxy's auth scheme says what it is.
 type Slot struct {
-	// Type is the upstream's auth type: basic, header or query.
-	Type string
-	// Header is the header of a header upstream.
-	Header string
-	// Param is the query parameter of a query upstream.
-	Param string
-	// ExtraQuery are more query parameters that may carry the key
-	// (the infocyte preset: access_token).
-	ExtraQuery []string
-	// ExtraHeaders are more headers that may carry the key
-	// (the infocyte preset: X-Access-Token).
-	ExtraHeaders []string
+	// Basic: Authorization: Basic base64(<caller name>:<key>).
+	Basic bool
+	// Headers hold the key as their value, raw or after "Bearer ".
+	Headers []string
+	// Params are query parameters that hold the key.
+	Params []string
 }
 
 // Registry identifies callers. It is immutable once built.
 type Registry struct {
-	callers        []*Caller
+	callers        []*caller
 	allowAnonymous bool
 }
 
-// NewRegistry builds a registry from validated configuration.
-func NewRegistry(cs []config.Caller, allowAnonymous bool) *Registry {
+// NewRegistry builds a registry. It fails on a malformed key hash or path
+// pattern, naming the caller and the pattern.
+func NewRegistry(cs []Caller, allowAnonymous bool) (*Registry, error) {
 	r := &Registry{allowAnonymous: allowAnonymous}
 	for _, c := range cs {
-		cl := &Caller{Name: c.Name, cert: c.ClientCert, rateLimit: c.RateLimit}
-		if len(c.Key) == sha256.Size {
-			copy(cl.key[:], c.Key)
+		cl := &caller{name: c.Name, cert: c.Cert}
+		switch len(c.KeySHA256) {
+		case 0:
+		case sha256.Size:
+			copy(cl.key[:], c.KeySHA256)
 			cl.hasKey = true
+		default:
+			return nil, fmt.Errorf("caller %s: key hash is not a SHA-256", c.Name)
 		}
 		if c.Allow != nil {
-			cl.rules = compileRules(c.Allow)
+			rules, err := compileRules(c.Allow)
+			if err != nil {
+				return nil, fmt.Errorf("caller %s: %w", c.Name, err)
+			}
+			cl.rules = rules
 		}
 		r.callers = append(r.callers, cl)
 	}
-	return r
+	return r, nil
 }
 
 // Identify finds who sent r. Order: verified client certificate, then
@@ -104,21 +132,21 @@ func NewRegistry(cs []config.Caller, allowAnonymous bool) *Registry {
 func (r *Registry) Identify(req *http.Request, slot Slot) (Identity, error) {
 	if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 && len(req.TLS.VerifiedChains[0]) > 0 {
 		if c := r.byCert(req.TLS.VerifiedChains[0][0]); c != nil {
-			return Identity{Name: c.Name, Auth: AuthCert, caller: c}, nil
+			return Identity{Name: c.name, Auth: AuthCert, caller: c}, nil
 		}
 	}
 	if vals := req.Header.Values("Proxy-Authorization"); len(vals) > 0 {
 		if len(vals) == 1 {
 			if key, ok := cutScheme(vals[0], "Bearer"); ok {
 				if c := r.byKey(key, ""); c != nil {
-					return Identity{Name: c.Name, Auth: AuthKey, caller: c}, nil
+					return Identity{Name: c.name, Auth: AuthKey, caller: c}, nil
 				}
 			}
 		}
 		return Identity{Auth: AuthNone}, ErrUnauthenticated
 	}
 	if c := r.dropin(req, slot); c != nil {
-		return Identity{Name: c.Name, Auth: AuthDropin, caller: c}, nil
+		return Identity{Name: c.name, Auth: AuthDropin, caller: c}, nil
 	}
 	if r.allowAnonymous {
 		return Identity{Auth: AuthAnonymous}, nil
@@ -126,7 +154,7 @@ func (r *Registry) Identify(req *http.Request, slot Slot) (Identity, error) {
 	return Identity{Auth: AuthNone}, ErrUnauthenticated
 }
 
-func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
+func (r *Registry) dropin(req *http.Request, slot Slot) *caller {
 	auths := req.Header.Values("Authorization")
 	if len(auths) > 1 {
 		return nil // ambiguous: never guess which one is meant
@@ -135,8 +163,7 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
 	if len(auths) == 1 {
 		auth = auths[0]
 	}
-	switch slot.Type {
-	case "basic":
+	if slot.Basic {
 		if v, ok := cutScheme(auth, "Basic"); ok {
 			raw, err := base64.StdEncoding.DecodeString(v)
 			if err == nil {
@@ -147,10 +174,10 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
 				}
 			}
 		}
-	case "header":
-		h := req.Header.Values(slot.Header)
-		if len(h) == 1 {
-			v := h[0]
+	}
+	for _, h := range slot.Headers {
+		if vs := req.Header.Values(h); len(vs) == 1 {
+			v := vs[0]
 			if k, ok := cutScheme(v, "Bearer"); ok {
 				v = k
 			}
@@ -159,22 +186,13 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
 			}
 		}
 	}
-	q := req.URL.Query()
-	params := slot.ExtraQuery
-	if slot.Type == "query" {
-		params = append([]string{slot.Param}, params...)
-	}
-	for _, p := range params {
-		if vs := q[p]; len(vs) == 1 {
-			if c := r.byKey(vs[0], ""); c != nil {
-				return c
-			}
-		}
-	}
-	for _, h := range slot.ExtraHeaders {
-		if vs := req.Header.Values(h); len(vs) == 1 {
-			if c := r.byKey(vs[0], ""); c != nil {
-				return c
+	if len(slot.Params) > 0 && req.URL.RawQuery != "" {
+		q := req.URL.Query()
+		for _, p := range slot.Params {
+			if vs := q[p]; len(vs) == 1 {
+				if c := r.byKey(vs[0], ""); c != nil {
+					return c
+				}
 			}
 		}
 	}
@@ -184,24 +202,24 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *Caller {
 // byKey returns the caller whose key hashes to key's SHA-256 (and whose name
 // is name, when name is given). Every caller is compared, in constant time,
 // so the time taken says nothing about which callers exist.
-func (r *Registry) byKey(key, name string) *Caller {
+func (r *Registry) byKey(key, name string) *caller {
 	if key == "" {
 		return nil
 	}
 	sum := sha256.Sum256([]byte(key))
-	var found *Caller
+	var found *caller
 	for _, c := range r.callers {
 		if c.hasKey && subtle.ConstantTimeCompare(sum[:], c.key[:]) == 1 && found == nil {
 			found = c
 		}
 	}
-	if found != nil && name != "" && subtle.ConstantTimeCompare([]byte(name), []byte(found.Name)) != 1 {
+	if found != nil && name != "" && subtle.ConstantTimeCompare([]byte(name), []byte(found.name)) != 1 {
 		return nil
 	}
 	return found
 }
 
-func (r *Registry) byCert(cert *x509.Certificate) *Caller {
+func (r *Registry) byCert(cert *x509.Certificate) *caller {
 	for _, c := range r.callers {
 		m := c.cert
 		if m == nil {

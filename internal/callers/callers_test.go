@@ -11,8 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-
-	"github.com/keybroker/keybroker/internal/config"
 )
 
 func sum(key string) []byte {
@@ -21,21 +19,25 @@ func sum(key string) []byte {
 }
 
 func registry(anonymous bool) *Registry {
-	return NewRegistry([]config.Caller{
-		{Name: "soar", Key: sum("kbk_soar")},
-		{Name: "siem", Key: sum("kbk_siem"), ClientCert: &config.CertMatch{CommonName: "siem-collector"},
-			Allow: []config.AllowRule{
+	r, err := NewRegistry([]Caller{
+		{Name: "soar", KeySHA256: sum("kbk_soar")},
+		{Name: "siem", KeySHA256: sum("kbk_siem"), Cert: &CertMatch{CommonName: "siem-collector"},
+			Allow: []Rule{
 				{Upstream: "huntress", Methods: []string{"GET"}, Paths: []string{"/v1/agents/**", "/v1/incident_reports/*"}},
 				{Upstream: "infocyte", Methods: []string{"POST"}, Paths: []string{"/targets/*/scan"}},
 			}},
-		{Name: "svc", ClientCert: &config.CertMatch{URI: "spiffe://corp/ns/sec/sa/svc"}},
+		{Name: "svc", Cert: &CertMatch{URI: "spiffe://corp/ns/sec/sa/svc"}},
 	}, anonymous)
+	if err != nil {
+		panic(err)
+	}
+	return r
 }
 
 func TestIdentify(t *testing.T) {
-	basic := Slot{Type: "basic"}
-	header := Slot{Type: "header", Header: "Authorization", ExtraQuery: []string{"access_token"}, ExtraHeaders: []string{"X-Access-Token"}}
-	query := Slot{Type: "query", Param: "api_key"}
+	basic := Slot{Basic: true}
+	header := Slot{Headers: []string{"Authorization", "X-Access-Token"}, Params: []string{"access_token"}}
+	query := Slot{Params: []string{"api_key"}}
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	cases := []struct {
 		name     string
@@ -185,7 +187,10 @@ func TestNewKey(t *testing.T) {
 	if b, _ := hex.DecodeString(s1); len(b) != 32 || HashKey(k1) != s1 {
 		t.Errorf("sum %q", s1)
 	}
-	reg := NewRegistry([]config.Caller{{Name: "x", Key: sum(k1)}}, false)
+	reg, err := NewRegistry([]Caller{{Name: "x", KeySHA256: sum(k1)}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("Proxy-Authorization", "Bearer "+k1)
 	if id, err := reg.Identify(r, Slot{}); err != nil || id.Name != "x" {

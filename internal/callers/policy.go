@@ -1,10 +1,9 @@
 package callers
 
 import (
+	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/keybroker/keybroker/internal/config"
 )
 
 type rule struct {
@@ -20,7 +19,7 @@ type pattern struct {
 	deep bool
 }
 
-func compileRules(allow []config.AllowRule) []rule {
+func compileRules(allow []Rule) ([]rule, error) {
 	rules := make([]rule, 0, len(allow))
 	for _, a := range allow {
 		r := rule{upstream: a.Upstream}
@@ -31,29 +30,56 @@ func compileRules(allow []config.AllowRule) []rule {
 			}
 		}
 		for _, p := range a.Paths {
-			r.paths = append(r.paths, compilePattern(p))
+			pat, err := ParsePattern(p)
+			if err != nil {
+				return nil, fmt.Errorf("path pattern %q: %w", p, err)
+			}
+			r.paths = append(r.paths, pat)
 		}
 		rules = append(rules, r)
 	}
-	return rules
+	return rules, nil
 }
 
-func compilePattern(p string) pattern {
-	pat := pattern{}
-	if p == "/**" {
-		return pattern{deep: true}
+// ParsePattern parses an allow.paths pattern: an absolute, clean path whose
+// segments are literal or *, optionally ending in /** (the path itself or
+// any depth below). This is the grammar's one definition: configuration
+// validation calls it too.
+func ParsePattern(p string) (pattern, error) {
+	if !strings.HasPrefix(p, "/") {
+		return pattern{}, errors.New("must start with /")
 	}
+	if p == "/**" {
+		return pattern{deep: true}, nil
+	}
+	pat := pattern{}
+	body := p
 	if strings.HasSuffix(p, "/**") {
 		pat.deep = true
-		p = strings.TrimSuffix(p, "/**")
+		body = strings.TrimSuffix(p, "/**")
 	}
-	pat.segs = strings.Split(strings.TrimPrefix(p, "/"), "/")
-	return pat
+	pat.segs = strings.Split(strings.TrimPrefix(body, "/"), "/")
+	for _, seg := range pat.segs {
+		switch {
+		case seg == "" && body != "/":
+			return pattern{}, errors.New("empty path segment")
+		case seg == "." || seg == "..":
+			return pattern{}, errors.New("dot segments are not allowed")
+		case strings.Contains(seg, "**"):
+			return pattern{}, errors.New("** is allowed only as a trailing /**")
+		case strings.Contains(seg, "*") && seg != "*":
+			return pattern{}, errors.New("* must be a whole segment")
+		}
+	}
+	return pat, nil
 }
 
-// Match reports whether path (clean, absolute) matches pattern text p.
-// Exported for tests and the fuzz target.
-func Match(p, path string) bool { return compilePattern(p).match(path) }
+// Match reports whether path (clean, absolute) matches pattern text p; a
+// malformed pattern matches nothing. Exported for tests and the fuzz target.
+func Match(p, path string) bool {
+	pat, err := ParsePattern(p)
+	return err == nil && pat.match(path)
+}
 
 func (p pattern) match(path string) bool {
 	if !strings.HasPrefix(path, "/") {
@@ -120,18 +146,10 @@ func (id Identity) Allow(upstream, method, path string) Decision {
 	}
 	switch {
 	case !upstreamSeen:
-		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for upstream %q", c.Name, upstream)}
+		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for upstream %q", c.name, upstream)}
 	case !methodSeen:
-		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for %s on upstream %q", c.Name, method, upstream)}
+		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for %s on upstream %q", c.name, method, upstream)}
 	default:
-		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for %s %s on upstream %q", c.Name, method, path, upstream)}
+		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for %s %s on upstream %q", c.name, method, path, upstream)}
 	}
-}
-
-// RateLimit returns the caller's own rate limit, nil when it has none.
-func (id Identity) RateLimit() *config.RateLimit {
-	if id.caller == nil {
-		return nil
-	}
-	return id.caller.rateLimit
 }

@@ -40,8 +40,8 @@ func TestLoad_PresetsFillAndExplicitFieldsOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := cfg.Upstream("huntress")
-	if h.Target.String() != "https://api.huntress.io" {
-		t.Errorf("huntress url %s", h.Target)
+	if h.TargetURL().String() != "https://api.huntress.io" || len(h.RewriteLinks) != 1 || h.RewriteLinks[0] != "pagination.next_page_url" {
+		t.Errorf("huntress url %s, rewrite_links %v", h.TargetURL(), h.RewriteLinks)
 	}
 	if h.Auth.Type != "basic" || h.Auth.UsernameField != "api_key" || h.Auth.PasswordField != "api_secret" {
 		t.Errorf("huntress auth %+v", h.Auth)
@@ -50,21 +50,21 @@ func TestLoad_PresetsFillAndExplicitFieldsOverride(t *testing.T) {
 	if rl.Requests != 30 || rl.Per.D() != time.Minute || rl.Burst != 1 || rl.MaxWait.D() != DefaultMaxWait {
 		t.Errorf("huntress rate limit %+v (requests overridden, the rest from the preset)", rl)
 	}
-	if h.Timeout.D() != 5*time.Second || h.VendorRetryAfter != time.Minute {
-		t.Errorf("timeout %v, vendor retry-after %v", h.Timeout.D(), h.VendorRetryAfter)
+	if h.Timeout.D() != 5*time.Second || h.VendorPause() != time.Minute {
+		t.Errorf("timeout %v, vendor pause %v", h.Timeout.D(), h.VendorPause())
 	}
 	i := cfg.Upstream("infocyte")
 	if i.Auth.Type != "header" || i.Auth.Header != "Authorization" || i.Auth.Field != "token" || i.Auth.Prefix != "" {
 		t.Errorf("infocyte auth %+v", i.Auth)
 	}
-	if i.RateLimit != nil || i.Target.Path != "/api" || len(i.DropinQuery) != 1 || i.DropinQuery[0] != "access_token" {
-		t.Errorf("infocyte: rate %v path %q dropin %v", i.RateLimit, i.Target.Path, i.DropinQuery)
+	if i.RateLimit != nil || i.TargetURL().Path != "/api" || len(i.DropinParams()) != 1 || i.DropinParams()[0] != "access_token" {
+		t.Errorf("infocyte: rate %v path %q dropin %v", i.RateLimit, i.TargetURL().Path, i.DropinParams())
 	}
 	if cfg.Listen != DefaultListen || cfg.Admin.Listen != DefaultAdminListen || cfg.Secrets.RefreshInterval.D() != time.Minute ||
 		cfg.Secrets.MaxStale.D() != time.Hour || cfg.PolicyMode != "enforce" || cfg.RateLimit.Backend != "local" || cfg.Log.Level != "info" {
 		t.Errorf("defaults not applied: %+v", cfg)
 	}
-	if len(cfg.Callers[0].Key) != 32 {
+	if len(cfg.Callers[0].KeyHash()) != 32 {
 		t.Errorf("key_sha256 not decoded")
 	}
 }
@@ -234,15 +234,17 @@ func TestLoad_AliasBombFailsFast(t *testing.T) {
 	}
 }
 
-func TestCheckPathPattern(t *testing.T) {
+func TestPathPatternsUseThePolicyGrammar(t *testing.T) {
 	for _, ok := range []string{"/", "/**", "/v1/agents", "/v1/agents/**", "/v1/*/x", "/v1/incident_reports/*"} {
-		if err := CheckPathPattern(ok); err != nil {
+		doc := strings.Replace(base, "    key_sha256:", "    allow: [{upstream: huntress, paths: ["+ok+"]}]\n    key_sha256:", 1)
+		if _, err := Parse([]byte(doc), nil); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "v1", "/v1//x", "/v1/../x", "/v1/**/x", "/v1/a*", "/v1/./x"} {
-		if err := CheckPathPattern(bad); err == nil {
-			t.Errorf("%q accepted", bad)
+	for _, bad := range []string{"v1", "/v1//x", "/v1/../x", "/v1/**/x", "/v1/a*", "/v1/./x"} {
+		doc := strings.Replace(base, "    key_sha256:", "    allow: [{upstream: huntress, paths: [\""+bad+"\"]}]\n    key_sha256:", 1)
+		if _, err := Parse([]byte(doc), nil); err == nil || !strings.Contains(err.Error(), "callers[0].allow[0].paths[0]") {
+			t.Errorf("%q: %v", bad, err)
 		}
 	}
 }
@@ -262,7 +264,7 @@ func FuzzConfig(f *testing.F) {
 		// A config that loads is complete: every upstream has a target and
 		// a known auth type, and there are callers or anonymous access.
 		for _, u := range cfg.Upstreams {
-			if u.Target == nil || (u.Auth.Type != "basic" && u.Auth.Type != "header" && u.Auth.Type != "query") {
+			if u.TargetURL() == nil || (u.Auth.Type != "basic" && u.Auth.Type != "header" && u.Auth.Type != "query") {
 				t.Fatalf("incomplete upstream %+v", u)
 			}
 		}

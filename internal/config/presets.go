@@ -49,12 +49,12 @@ func applyPreset(u *Upstream, p preset) {
 	if u.Auth.Type == "" || u.Auth.Type == p.auth.Type {
 		a := &u.Auth
 		a.Type = p.auth.Type
-		fill(&a.UsernameField, p.auth.UsernameField)
-		fill(&a.PasswordField, p.auth.PasswordField)
-		fill(&a.Header, p.auth.Header)
-		fill(&a.Field, p.auth.Field)
-		fill(&a.Param, p.auth.Param)
-		fill(&a.Prefix, p.auth.Prefix)
+		def(&a.UsernameField, p.auth.UsernameField)
+		def(&a.PasswordField, p.auth.PasswordField)
+		def(&a.Header, p.auth.Header)
+		def(&a.Field, p.auth.Field)
+		def(&a.Param, p.auth.Param)
+		def(&a.Prefix, p.auth.Prefix)
 	}
 	if p.rateLimit != nil {
 		if u.RateLimit == nil {
@@ -73,16 +73,7 @@ func applyPreset(u *Upstream, p preset) {
 			}
 		}
 	}
-	u.DropinQuery = append(u.DropinQuery, p.dropinQuery...)
-	u.StripHeaders = append(u.StripHeaders, p.stripHeaders...)
-	u.VendorRetryAfter = p.vendorRetryAfter
 	if u.RewriteLinks == nil {
 		u.RewriteLinks = p.rewriteLinks
-	}
-}
-
-func fill(dst *string, v string) {
-	if *dst == "" {
-		*dst = v
 	}
 }

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"encoding/hex"
 	"net/url"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -113,19 +115,32 @@ type Upstream struct {
 	// keybroker's URL, so a client that follows it stays behind keybroker.
 	// The huntress preset names pagination.next_page_url.
 	RewriteLinks []string `yaml:"rewrite_links"`
-
-	// Target is URL parsed; set by Load.
-	Target *url.URL `yaml:"-"`
-	// DropinQuery lists query parameters that may carry the caller's key and
-	// never reach the vendor (the infocyte preset: access_token). Set by Load.
-	DropinQuery []string `yaml:"-"`
-	// StripHeaders lists extra caller headers that never reach the vendor
-	// because the vendor would read them as credentials. Set by Load.
-	StripHeaders []string `yaml:"-"`
-	// VendorRetryAfter is how long to pause after a vendor 429 that carries no
-	// Retry-After. Set by Load from the preset, else 0 (use the window).
-	VendorRetryAfter time.Duration `yaml:"-"`
 }
+
+// TargetURL is URL parsed, without a trailing slash. Call it on a
+// validated configuration only.
+func (u Upstream) TargetURL() *url.URL {
+	t, err := url.Parse(u.URL)
+	if err != nil {
+		return nil
+	}
+	t.Path = strings.TrimSuffix(t.Path, "/")
+	t.RawPath = ""
+	return t
+}
+
+// DropinParams are query parameters, beyond the auth's own slot, that may
+// carry a caller's key and never reach the vendor (the infocyte preset:
+// access_token).
+func (u Upstream) DropinParams() []string { return presets[u.Preset].dropinQuery }
+
+// DropinHeaders are caller headers, beyond the auth's own slot, that the
+// vendor would read as credentials (the infocyte preset: X-Access-Token).
+func (u Upstream) DropinHeaders() []string { return presets[u.Preset].stripHeaders }
+
+// VendorPause is how long to pause after a vendor 429 that carries no
+// Retry-After: the preset's, else 0 (the quota's window).
+func (u Upstream) VendorPause() time.Duration { return presets[u.Preset].vendorRetryAfter }
 
 // Auth is how the vendor credential is injected.
 type Auth struct {
@@ -141,14 +156,6 @@ type Auth struct {
 	Field  string `yaml:"field"`
 	// Param is the query parameter (query).
 	Param string `yaml:"param"`
-}
-
-// Fields lists the secret's fields this auth needs.
-func (a Auth) Fields() []string {
-	if a.Type == "basic" {
-		return []string{a.UsernameField, a.PasswordField}
-	}
-	return []string{a.Field}
 }
 
 // Credential names exactly one source.
@@ -199,9 +206,15 @@ type Caller struct {
 	ClientCert *CertMatch  `yaml:"client_cert"`
 	Allow      []AllowRule `yaml:"allow"`
 	RateLimit  *RateLimit  `yaml:"rate_limit"`
+}
 
-	// Key is KeySHA256 decoded; set by Load.
-	Key []byte `yaml:"-"`
+// KeyHash is KeySHA256 decoded; nil when the caller has no key.
+func (c Caller) KeyHash() []byte {
+	k, err := hex.DecodeString(strings.ToLower(c.KeySHA256))
+	if err != nil || len(k) != 32 {
+		return nil
+	}
+	return k
 }
 
 // CertMatch identifies a caller by its verified client certificate; any one

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/keybroker/keybroker/internal/callers"
 )
 
 // Defaults, in one place.
@@ -161,7 +163,7 @@ func (c *Config) completeUpstreams(e *errs) {
 				hint = pr.urlHint
 			}
 		}
-		u.Target = checkUpstreamURL(e, p+".url", u.URL, hint)
+		checkUpstreamURL(e, p+".url", u.URL, hint)
 		checkAuth(e, p+".auth", &u.Auth)
 		checkCredential(e, p+".credential", &u.Credential)
 		if u.RateLimit != nil {
@@ -228,31 +230,33 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// authFields are the fields each auth type requires: the schema's only
+// knowledge of auth types (how each injects is the proxy's Scheme).
+var authFields = map[string][]string{
+	"basic":  {"username_field", "password_field"},
+	"header": {"header", "field"},
+	"query":  {"param", "field"},
+}
+
 func checkAuth(e *errs, path string, a *Auth) {
-	need := func(field, v string) {
-		if v == "" {
-			e.add(path+"."+field, "required for type %s", a.Type)
-		}
-	}
-	switch a.Type {
-	case "basic":
-		need("username_field", a.UsernameField)
-		need("password_field", a.PasswordField)
-	case "header":
-		need("header", a.Header)
-		need("field", a.Field)
-		if a.Header != "" && !headerTokenRE.MatchString(a.Header) {
-			e.add(path+".header", "not a valid header name")
-		}
-		a.Header = http.CanonicalHeaderKey(a.Header)
-	case "query":
-		need("param", a.Param)
-		need("field", a.Field)
-	case "":
+	need, ok := authFields[a.Type]
+	switch {
+	case a.Type == "":
 		e.add(path+".type", "required (basic, header or query), or use a preset")
-	default:
+	case !ok:
 		e.add(path+".type", "must be basic, header or query")
 	}
+	set := map[string]string{"username_field": a.UsernameField, "password_field": a.PasswordField,
+		"header": a.Header, "field": a.Field, "param": a.Param}
+	for _, f := range need {
+		if set[f] == "" {
+			e.add(path+"."+f, "required for type %s", a.Type)
+		}
+	}
+	if a.Header != "" && !headerTokenRE.MatchString(a.Header) {
+		e.add(path+".header", "not a valid header name")
+	}
+	a.Header = http.CanonicalHeaderKey(a.Header)
 }
 
 func checkCredential(e *errs, path string, c *Credential) {
@@ -337,7 +341,6 @@ func (c *Config) completeCallers(e *errs) {
 				e.add(p+".key_sha256", "same key as caller %s", quote(other))
 			} else {
 				keys[string(k)] = cl.Name
-				cl.Key = k
 			}
 		}
 		if cl.ClientCert != nil {
@@ -374,37 +377,10 @@ func (c *Config) checkAllow(e *errs, path string, a *AllowRule) {
 		}
 	}
 	for i, pat := range a.Paths {
-		if err := CheckPathPattern(pat); err != nil {
+		if _, err := callers.ParsePattern(pat); err != nil {
 			e.add(fmt.Sprintf("%s.paths[%d]", path, i), "%v", err)
 		}
 	}
-}
-
-// CheckPathPattern reports whether pat is a valid allow.paths pattern: an
-// absolute, clean path whose segments are literal or *, optionally ending
-// in /**.
-func CheckPathPattern(pat string) error {
-	if !strings.HasPrefix(pat, "/") {
-		return errors.New("must start with /")
-	}
-	body := strings.TrimSuffix(pat, "/**")
-	if pat == "/**" {
-		body = ""
-	}
-	for _, seg := range strings.Split(strings.TrimPrefix(body, "/"), "/") {
-		switch {
-		case body == "":
-		case seg == "" && body != "/":
-			return errors.New("empty path segment")
-		case seg == "." || seg == "..":
-			return errors.New("dot segments are not allowed")
-		case strings.Contains(seg, "**"):
-			return errors.New("** is allowed only as a trailing /**")
-		case strings.Contains(seg, "*") && seg != "*":
-			return errors.New("* must be a whole segment")
-		}
-	}
-	return nil
 }
 
 func (c *Config) completeRest(e *errs) {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -26,6 +27,9 @@ type State struct {
 	// VaultToken returns the token's expiry and whether keybroker is
 	// logged in; a zero expiry means the token does not expire.
 	VaultToken func() (time.Time, bool)
+	// VaultUsed reports whether the running configuration uses Vault; the
+	// Vault metrics are exported only then. Nil: always.
+	VaultUsed func() bool
 	// Audit returns records written and write failures.
 	Audit func() (written, failed int64)
 	// LimiterFallback reports whether Redis quotas fell back to local.
@@ -108,8 +112,8 @@ func (m *Metrics) CallFinished(rec *audit.Record) {
 	up := bounded(rec.Upstream, n.upstreams)
 	caller := rec.Caller
 	switch {
-	case caller == "" && rec.CallerAuth == "anonymous":
-		caller = "anonymous"
+	case caller == "" && rec.CallerAuth == callers.AuthAnonymous:
+		caller = callers.AuthAnonymous
 	case caller == "":
 		caller = "none"
 	default:
@@ -133,7 +137,7 @@ func (m *Metrics) CallFinished(rec *audit.Record) {
 
 // CredentialEvent counts refresh failures (secrets.Options.OnEvent).
 func (m *Metrics) CredentialEvent(ev secrets.Event) {
-	if ev.Type == "refresh_failed" {
+	if ev.Type == secrets.EventRefreshFailed {
 		m.refreshErrors.WithLabelValues(bounded(ev.Upstream, m.names.Load().upstreams)).Inc()
 	}
 }
@@ -198,7 +202,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
 		}
 	}
-	if c.st.VaultToken != nil {
+	if c.st.VaultToken != nil && (c.st.VaultUsed == nil || c.st.VaultUsed()) {
 		exp, ok := c.st.VaultToken()
 		gauge(descVaultLogin, b2f(ok))
 		if ok {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
@@ -64,14 +65,18 @@ callers:
 	if err != nil {
 		b.Fatal(err)
 	}
-	cache, _ := secrets.NewCache([]secrets.Spec{{Name: "huntress", Source: secrets.NewFileSource(filepath.Join(dir, "h.json")), Required: []string{"api_key", "api_secret"}}}, secrets.Options{})
+	parts, err := assemble.Assemble(cfg, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, _ := secrets.NewCache(parts.Specs, parts.Cache)
 	aud, err := audit.Open(filepath.Join(dir, "audit.log"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer aud.Close()
-	p, err := proxy.New(proxy.Routes{Upstreams: cfg.Upstreams, Callers: callers.NewRegistry(cfg.Callers, false)},
-		proxy.Options{Credentials: cache, Auditor: aud, Observer: metrics.New([]string{"huntress"}, []string{"soar"}, metrics.State{})})
+	p, err := proxy.New(parts.Routes,
+		proxy.Options{Credentials: cache, Auditor: aud, Observer: metrics.New(parts.Upstreams, parts.Callers, metrics.State{})})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -131,9 +136,12 @@ func BenchmarkProxy_Stream512MiB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cache, _ := secrets.NewCache([]secrets.Spec{{Name: "v", Source: secrets.NewFileSource(filepath.Join(dir, "h.json"))}}, secrets.Options{})
-	p, _ := proxy.New(proxy.Routes{Upstreams: cfg.Upstreams, Callers: callers.NewRegistry(nil, true)},
-		proxy.Options{Credentials: cache, Auditor: audit.NewWriter(io.Discard)})
+	parts, err := assemble.Assemble(cfg, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, _ := secrets.NewCache(parts.Specs, parts.Cache)
+	p, _ := proxy.New(parts.Routes, proxy.Options{Credentials: cache, Auditor: audit.NewWriter(io.Discard)})
 	kb := httptest.NewServer(p)
 	defer kb.Close()
 

@@ -45,6 +45,9 @@ type call struct {
 	// is counted in a summary instead of a record of its own.
 	unrecorded bool
 
+	// code is the contract code keybroker answered with ("" if none).
+	code string
+
 	sentAt    time.Time // when the request went to the vendor
 	reached   bool      // the vendor answered
 	completed bool      // the handler returned normally

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/keybroker/keybroker/internal/audit"
 )
 
 // Error codes of the HTTP contract (DESIGN.md). Every error keybroker makes,
@@ -60,13 +58,8 @@ type errorDetail struct {
 // value, and never which callers exist.
 func fail(w http.ResponseWriter, c *call, code, message string) {
 	status := errorStatus[code]
+	c.code = code
 	c.rec.Error = code + ": " + message
-	switch {
-	case status == http.StatusTooManyRequests || status < 500:
-		c.rec.Outcome = audit.OutcomeRefused
-	default:
-		c.rec.Outcome = audit.OutcomeFailed
-	}
 	h := w.Header()
 	for k := range h {
 		if k != "X-Request-Id" && k != "Retry-After" && !isRateLimitHeader(k) {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,14 +19,13 @@ import (
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
-	"github.com/keybroker/keybroker/internal/config"
-	"github.com/keybroker/keybroker/internal/ratelimit"
 )
 
 // upstream is one vendor: its reverse proxy and its own connection pool.
 type upstream struct {
-	cfg       config.Upstream
-	limit     ratelimit.Limit // zero Requests: no quota (pauses still apply)
+	cfg       Upstream
+	limitKey  string // the quota's key in the upstream limiter
+	slot      callers.Slot
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	p         *Proxy
@@ -36,10 +34,8 @@ type upstream struct {
 	// and the headers this upstream's vendor reads as credentials.
 	stripHeaders map[string]bool
 	// stripQuery are query parameters that may carry a caller's key or a
-	// credential and never reach the vendor.
-	stripQuery map[string]bool
-	// secretParams are redacted in the audit record beyond the usual names.
-	secretParams []string
+	// credential and never reach the vendor: the slot's parameters.
+	stripQuery []string
 	// links are the rewrite_links paths, split into object keys.
 	links [][]string
 	// leaks caches the injected values for the current credential version,
@@ -89,26 +85,14 @@ func stripRequestHeaders(h http.Header, strip map[string]bool) {
 	}
 }
 
-func (p *Proxy) newUpstream(cfg config.Upstream, prev *upstream) *upstream {
-	u := &upstream{cfg: cfg, p: p, stripQuery: map[string]bool{}}
-	if cfg.RateLimit != nil {
-		u.limit = toLimit(cfg.RateLimit)
-	} else {
-		u.limit = ratelimit.Limit{MaxWait: config.DefaultMaxWait}
-	}
+// newUpstream prepares what an upstream needs per call once: the strip
+// lists from its auth scheme's slot, the link paths, its limiter key.
+func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
+	slot := cfg.Auth.Slot()
+	u := &upstream{cfg: cfg, p: p, slot: slot, limitKey: "upstream:" + cfg.Name, stripQuery: slot.Params}
 	u.stripHeaders = map[string]bool{}
-	for _, h := range append(append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], cfg.StripHeaders...), cfg.Auth.Header) {
-		if h != "" {
-			u.stripHeaders[http.CanonicalHeaderKey(h)] = true
-		}
-	}
-	for _, q := range cfg.DropinQuery {
-		u.stripQuery[q] = true
-		u.secretParams = append(u.secretParams, q)
-	}
-	if cfg.Auth.Type == "query" {
-		u.stripQuery[cfg.Auth.Param] = true
-		u.secretParams = append(u.secretParams, cfg.Auth.Param)
+	for _, h := range append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], slot.Headers...) {
+		u.stripHeaders[http.CanonicalHeaderKey(h)] = true
 	}
 	for _, l := range cfg.RewriteLinks {
 		u.links = append(u.links, strings.Split(l, "."))
@@ -117,7 +101,7 @@ func (p *Proxy) newUpstream(cfg config.Upstream, prev *upstream) *upstream {
 	if prev != nil && prev.cfg.Target.String() == cfg.Target.String() && prev.cfg.Timeout == cfg.Timeout {
 		u.transport = prev.transport
 	} else {
-		u.transport = newTransport(cfg.Timeout.D())
+		u.transport = newTransport(cfg.Timeout)
 	}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -152,27 +136,13 @@ func newTransport(responseTimeout time.Duration) *http.Transport {
 	}
 }
 
-// auditSecretParams are the query parameters the audit redacts for this
-// upstream beyond the credential-like names (none for an unknown one).
-func (u *upstream) auditSecretParams() []string {
-	if u == nil {
-		return nil
-	}
-	return u.secretParams
-}
-
-// dropinSlot says where a drop-in caller's key sits for this upstream.
+// dropinSlot says where a drop-in caller's key sits for this upstream
+// (nowhere for an unknown one).
 func (u *upstream) dropinSlot() callers.Slot {
 	if u == nil {
 		return callers.Slot{}
 	}
-	return callers.Slot{
-		Type:         u.cfg.Auth.Type,
-		Header:       u.cfg.Auth.Header,
-		Param:        u.cfg.Auth.Param,
-		ExtraQuery:   u.cfg.DropinQuery,
-		ExtraHeaders: u.cfg.StripHeaders,
-	}
+	return u.slot
 }
 
 // rewrite builds the vendor request. It runs after ReverseProxy removed
@@ -186,7 +156,7 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = t.Host
 	out.URL.Path = t.Path + c.rest
 	out.URL.RawPath = ""
-	out.URL.RawQuery = u.filterQuery(pr.In.URL.RawQuery)
+	out.URL.RawQuery = dropParams(pr.In.URL.RawQuery, u.stripQuery)
 	out.Host = ""
 	stripRequestHeaders(out.Header, u.stripHeaders)
 	// Request trailers are never forwarded: a chunked body could otherwise
@@ -199,25 +169,8 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 		// accepts (a br or zstd reply could not be).
 		out.Header.Del("Accept-Encoding")
 	}
-	inject(out, u.cfg.Auth, c.cred)
+	u.cfg.Auth.Inject(out, c.cred)
 	c.sentAt = u.p.opts.Now()
-}
-
-// filterQuery drops parameters that may carry a key, keeping the rest of
-// the query byte for byte.
-func (u *upstream) filterQuery(raw string) string {
-	if raw == "" || len(u.stripQuery) == 0 {
-		return raw
-	}
-	var kept []string
-	for _, pair := range strings.Split(raw, "&") {
-		k, _, _ := strings.Cut(pair, "=")
-		if uk, err := url.QueryUnescape(k); err == nil && u.stripQuery[uk] {
-			continue
-		}
-		kept = append(kept, pair)
-	}
-	return strings.Join(kept, "&")
 }
 
 // modifyResponse sees the vendor's reply before the caller does.
@@ -264,16 +217,16 @@ func (u *upstream) vendorThrottled(resp *http.Response, c *call) {
 	now := u.p.opts.Now()
 	wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now)
 	if !ok {
-		wait = u.cfg.VendorRetryAfter
+		wait = u.cfg.VendorPause
 		if wait <= 0 {
-			wait = u.limit.Per
+			wait = u.cfg.Quota.Per
 		}
 		if wait <= 0 {
 			wait = 5 * time.Second
 		}
 		resp.Header.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(wait))))
 	}
-	u.p.opts.UpstreamLimiter.Pause("upstream:"+u.cfg.Name, now.Add(wait))
+	u.p.opts.UpstreamLimiter.Pause(u.limitKey, now.Add(wait))
 	c.rec.Error = "vendor answered 429; upstream paused"
 	u.p.opts.Log.Warn("vendor rate limit hit; pausing upstream",
 		zap.String("upstream", u.cfg.Name), zap.Duration("pause", wait))
@@ -306,7 +259,7 @@ func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 		req.Body = io.NopCloser(bytes.NewReader(c.body))
 		req.ContentLength = int64(len(c.body))
 	}
-	inject(req, u.cfg.Auth, fresh)
+	u.cfg.Auth.Inject(req, fresh)
 	c.sentAt = u.p.opts.Now()
 	next, err := u.transport.RoundTrip(req)
 	if err != nil {
@@ -361,7 +314,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		fail(w, c, CodeUpstreamUnreachable, "could not connect to upstream "+quoteName(u.cfg.Name))
 	case isTimeout(err):
 		u.logTransport(c, err)
-		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.D().String())
+		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.String())
 	default:
 		u.logTransport(c, err)
 		fail(w, c, CodeUpstreamUnreachable, "the connection to upstream "+quoteName(u.cfg.Name)+" failed")

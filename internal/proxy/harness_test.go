@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
@@ -161,11 +162,13 @@ upstreams:
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	log := zap.New(core)
-	var specs []secrets.Spec
-	for _, u := range cfg.Upstreams {
-		specs = append(specs, secrets.Spec{Name: u.Name, Source: secrets.NewFileSource(u.Credential.File.Path), Required: u.Auth.Fields()})
+	parts, err := assemble.Assemble(cfg, nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
 	}
-	h.cache, err = secrets.NewCache(specs, secrets.Options{Log: log, MinReread: time.Millisecond})
+	cacheOpts := parts.Cache
+	cacheOpts.Log, cacheOpts.MinReread = log, time.Millisecond
+	h.cache, err = secrets.NewCache(parts.Specs, cacheOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,13 +177,14 @@ upstreams:
 	if o.auditor != nil {
 		aud = o.auditor
 	}
-	h.proxy, err = proxy.New(proxy.Routes{
-		Upstreams:       cfg.Upstreams,
-		Callers:         callers.NewRegistry(cfg.Callers, cfg.AllowAnonymous),
-		ReportOnly:      cfg.PolicyMode == "report",
-		ReadBodyTimeout: o.readBodyTimeout,
-		Unidentified:    o.unidentified,
-	}, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now})
+	routes := parts.Routes
+	if o.readBodyTimeout > 0 {
+		routes.ReadBodyTimeout = o.readBodyTimeout
+	}
+	if o.unidentified.PerSource.Requests > 0 {
+		routes.Unidentified = o.unidentified
+	}
+	h.proxy, err = proxy.New(routes, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,15 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
-	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -73,11 +72,36 @@ type Options struct {
 	SummaryInterval time.Duration
 }
 
-// Routes is the part of the configuration the proxy serves, swapped whole
-// by Update on a reload.
+// Upstream is one vendor API the proxy serves.
+type Upstream struct {
+	// Name is also the path prefix: /Name/...
+	Name string
+	// Target is the vendor's base URL; its path is kept as a prefix.
+	Target *url.URL
+	// Auth is how the vendor credential is injected. Required.
+	Auth Scheme
+	// Timeout bounds the wait for the vendor's response headers.
+	// Default 30s.
+	Timeout time.Duration
+	// MaxRequestBytes bounds a request body. Default 10 MiB.
+	MaxRequestBytes int64
+	// Quota is the vendor's quota; Requests 0 means none (MaxWait still
+	// bounds the wait through a pause after a vendor 429).
+	Quota ratelimit.Limit
+	// VendorPause is how long to pause after a vendor 429 that carries no
+	// Retry-After. Default: the quota's Per, else 5s.
+	VendorPause time.Duration
+	// RewriteLinks are JSON reply fields holding links to the vendor
+	// (dotted object keys), rewritten to keybroker's URL.
+	RewriteLinks []string
+}
+
+// Routes is what the proxy serves, swapped whole by Update on a reload.
 type Routes struct {
-	Upstreams []config.Upstream
+	Upstreams []Upstream
 	Callers   *callers.Registry
+	// CallerQuotas are callers' own limits, by caller name (per replica).
+	CallerQuotas map[string]ratelimit.Limit
 	// ReportOnly forwards calls the policy would refuse, marking them
 	// "would_deny" in the audit (policy_mode: report).
 	ReportOnly bool
@@ -103,14 +127,20 @@ type Proxy struct {
 type state struct {
 	upstreams       map[string]*upstream
 	callers         *callers.Registry
+	callerQuotas    map[string]ratelimit.Limit
 	reportOnly      bool
 	maxHeaderCount  int
 	readBodyTimeout time.Duration
 	unidentified    UnidentifiedLimits
 }
 
-// DefaultReadBodyTimeout is Routes.ReadBodyTimeout's default.
-const DefaultReadBodyTimeout = 60 * time.Second
+// Defaults of Routes and Upstream fields.
+const (
+	DefaultReadBodyTimeout = 60 * time.Second
+	DefaultMaxHeaderCount  = 100
+	DefaultTimeout         = 30 * time.Second
+	DefaultMaxRequestBytes = 10 << 20
+)
 
 // New returns a proxy serving routes.
 func New(routes Routes, opts Options) (*Proxy, error) {
@@ -136,13 +166,9 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 	if err := p.Update(routes); err != nil {
 		return nil, err
 	}
-	r := chi.NewRouter()
-	r.Use(p.begin, p.recoverer)
-	r.Handle("/*", http.HandlerFunc(p.serve))
-	// chi answers unknown methods itself; keep the contract instead.
-	r.MethodNotAllowed(p.serve)
-	r.NotFound(p.serve)
-	p.handler = r
+	// Every request takes the same path: the upstream is the first path
+	// segment, decided in check after the path is cleaned, so no router.
+	p.handler = p.begin(p.recoverer(http.HandlerFunc(p.serve)))
 	return p, nil
 }
 
@@ -154,7 +180,7 @@ func (p *Proxy) Update(routes Routes) error {
 		return errors.New("proxy: Routes.Callers is required")
 	}
 	if routes.MaxHeaderCount <= 0 {
-		routes.MaxHeaderCount = config.DefaultMaxHeaderCount
+		routes.MaxHeaderCount = DefaultMaxHeaderCount
 	}
 	if routes.ReadBodyTimeout <= 0 {
 		routes.ReadBodyTimeout = DefaultReadBodyTimeout
@@ -172,14 +198,21 @@ func (p *Proxy) Update(routes Routes) error {
 	st := &state{
 		upstreams:       map[string]*upstream{},
 		callers:         routes.Callers,
+		callerQuotas:    routes.CallerQuotas,
 		reportOnly:      routes.ReportOnly,
 		maxHeaderCount:  routes.MaxHeaderCount,
 		readBodyTimeout: routes.ReadBodyTimeout,
 		unidentified:    routes.Unidentified,
 	}
 	for _, u := range routes.Upstreams {
-		if u.Target == nil {
-			return fmt.Errorf("proxy: upstream %s has no target", u.Name)
+		if u.Target == nil || u.Auth == nil {
+			return fmt.Errorf("proxy: upstream %s needs a Target and an Auth scheme", u.Name)
+		}
+		if u.Timeout <= 0 {
+			u.Timeout = DefaultTimeout
+		}
+		if u.MaxRequestBytes <= 0 {
+			u.MaxRequestBytes = DefaultMaxRequestBytes
 		}
 		var prev *upstream
 		if old != nil {
@@ -252,18 +285,7 @@ func (p *Proxy) finish(c *call, rw *recorder, r *http.Request) {
 	rec.BytesOut = rw.bytes
 	rec.BytesIn = c.bytesIn.Load()
 	rec.DurationMS = ms(p.opts.Now().Sub(c.start))
-	switch {
-	case r.Context().Err() != nil && (rec.Outcome == "" || rec.Outcome == audit.OutcomeFailed):
-		rec.Outcome = audit.OutcomeCancelled
-		if rec.Status == 0 || rec.Status == http.StatusBadGateway {
-			rec.Status = 499 // nginx's "client closed request"
-		}
-	case !c.completed:
-		rec.Outcome = audit.OutcomeFailed
-		rec.Error = "reply aborted: the vendor's stream broke or the caller went away"
-	case rec.Outcome == "" && c.reached:
-		rec.Outcome = audit.OutcomeForwarded
-	}
+	rec.Outcome = outcome(c, r.Context().Err())
 	if c.unrecorded {
 		// Counted in the unidentified summary instead.
 	} else if err := p.opts.Auditor.Write(rec); err != nil {
@@ -272,4 +294,34 @@ func (p *Proxy) finish(c *call, rw *recorder, r *http.Request) {
 	if p.opts.Observer != nil {
 		p.opts.Observer.CallFinished(rec)
 	}
+}
+
+// outcome decides a finished call's outcome: the one place that does. A
+// refusal with a 4xx (or 429) code is refused; a caller that went away is
+// cancelled (status 499 if it had none); a broken reply or a 5xx code is
+// failed; a call the vendor answered is forwarded.
+func outcome(c *call, ctxErr error) string {
+	rec := &c.rec
+	status := errorStatus[c.code]
+	refused := c.code != "" && (status < 500 || status == http.StatusTooManyRequests)
+	switch {
+	case ctxErr != nil && !refused:
+		if rec.Status == 0 || rec.Status == http.StatusBadGateway {
+			rec.Status = 499 // nginx's "client closed request"
+		}
+		if rec.Error == "" {
+			rec.Error = "caller went away"
+		}
+		return audit.OutcomeCancelled
+	case !c.completed:
+		rec.Error = "reply aborted: the vendor's stream broke or the caller went away"
+		return audit.OutcomeFailed
+	case refused:
+		return audit.OutcomeRefused
+	case c.code != "":
+		return audit.OutcomeFailed
+	case c.reached:
+		return audit.OutcomeForwarded
+	}
+	return ""
 }

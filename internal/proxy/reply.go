@@ -116,7 +116,7 @@ func (u *upstream) dropCredentialParams(raw string, leaks []string) string {
 }
 
 func (u *upstream) credentialParam(name string) bool {
-	for p := range u.stripQuery {
+	for _, p := range u.stripQuery {
 		if strings.EqualFold(p, name) {
 			return true
 		}
@@ -125,9 +125,9 @@ func (u *upstream) credentialParam(name string) bool {
 }
 
 // leakValues returns the strings that must never reach a caller for this
-// credential: each field the upstream's auth injects, as injected, query-
-// and path-escaped and base64-encoded, and a basic upstream's whole
-// base64(user:pass). They are computed once per credential version.
+// credential: each value the upstream's auth scheme injects, as injected,
+// query- and path-escaped and base64-encoded. They are computed once per
+// credential version.
 func (u *upstream) leakValues(cred secrets.Credential) []string {
 	if lc := u.leaks.Load(); lc != nil && lc.ref == cred.Ref && lc.version == cred.Version && lc.source == cred.Source {
 		return lc.values
@@ -139,15 +139,8 @@ func (u *upstream) leakValues(cred secrets.Credential) []string {
 		}
 		vals = append(vals, v, url.QueryEscape(v), url.PathEscape(v), base64.StdEncoding.EncodeToString([]byte(v)))
 	}
-	a := u.cfg.Auth
-	for _, f := range a.Fields() {
-		v, _ := cred.Field(f)
-		add(v.Reveal())
-	}
-	if a.Type == "basic" {
-		user, _ := cred.Field(a.UsernameField)
-		pass, _ := cred.Field(a.PasswordField)
-		add(user.Reveal() + ":" + pass.Reveal())
+	for _, v := range u.cfg.Auth.Injected(cred) {
+		add(v)
 	}
 	vals = dedupe(vals)
 	u.leaks.Store(&leakSet{source: cred.Source, ref: cred.Ref, version: cred.Version, values: vals})

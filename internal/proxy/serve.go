@@ -14,7 +14,6 @@ import (
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
-	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 )
 
@@ -22,11 +21,35 @@ import (
 // retried once after a vendor 401. Larger bodies stream without a retry.
 const replayLimit = 64 << 10
 
-// serve runs the request path: hygiene, route, identity, policy, body
-// limit, rate limits, audit check, credential, forward.
+// refusal is why keybroker does not forward a call: a code of the error
+// contract and a message for the caller. A refusal with no code means the
+// caller went away; nobody is left to answer.
+type refusal struct {
+	code, msg string
+}
+
+// Messages used in more than one place.
+const (
+	msgBodyTooLarge = "request body over the limit for this upstream"
+	msgBodyTimeout  = "the request body did not arrive within server.read_body_timeout"
+)
+
+// serve runs the request path (check) and forwards the call, or refuses it.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	c := callFrom(r.Context())
 	st := p.state.Load()
+	up, ref := p.check(w, r, c, st)
+	if ref != nil {
+		p.refuse(w, r, c, st, ref)
+		return
+	}
+	up.rp.ServeHTTP(w, r)
+}
+
+// check is the request path up to forwarding, in order: hygiene, route,
+// identity, policy, body limit, rate limits, audit check, credential, body
+// hold. It returns the upstream to forward to, or why not.
+func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state) (*upstream, *refusal) {
 	c.in = r
 	if c.hasBody && st.readBodyTimeout > 0 {
 		// A body must arrive within read_body_timeout of the request's
@@ -34,15 +57,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		c.rc = http.NewResponseController(w)
 		_ = c.rc.SetReadDeadline(c.start.Add(st.readBodyTimeout))
 	}
-
 	if err := checkForm(r, st.maxHeaderCount); err != nil {
-		p.refuse(w, r, c, st, CodeBadRequest, err.Error())
-		return
+		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	path, err := cleanPath(rawPath(r))
 	if err != nil {
-		p.refuse(w, r, c, st, CodeBadRequest, err.Error())
-		return
+		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	name, rest := splitUpstream(path)
 	c.rest = rest
@@ -55,62 +75,68 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	// query redacted; neither ever holds a key the caller presented.
 	presented := presentedKeys(r, slot)
 	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
-	c.rec.Query = audit.RedactQuery(r.URL.RawQuery, up.auditSecretParams(), presented)
+	c.rec.Query = audit.RedactQuery(r.URL.RawQuery, slot.Params, presented)
 
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
 	id, err := st.callers.Identify(r, slot)
 	c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	if err != nil {
-		p.refuse(w, r, c, st, CodeCallerUnauthenticated, "no valid caller identity: send Proxy-Authorization: Bearer <key> or a client certificate")
-		return
+		return nil, &refusal{CodeCallerUnauthenticated, "no valid caller identity: send Proxy-Authorization: Bearer <key> or a client certificate"}
 	}
 	if up == nil {
-		p.refuse(w, r, c, st, CodeUnknownUpstream, "no upstream named "+quoteName(name))
-		return
+		return nil, &refusal{CodeUnknownUpstream, "no upstream named " + quoteName(name)}
 	}
 
 	if d := id.Allow(name, r.Method, rest); d.Allowed {
-		c.rec.Policy = "allowed"
+		c.rec.Policy = audit.PolicyAllowed
 	} else if st.reportOnly {
-		c.rec.Policy = "would_deny"
+		c.rec.Policy = audit.PolicyWouldDeny
 		p.opts.Log.Info("policy would deny (report mode)", zap.String("request_id", c.id), zap.String("reason", d.Reason))
 	} else {
-		c.rec.Policy = "denied"
-		p.refuse(w, r, c, st, CodeCallerForbidden, d.Reason)
-		return
+		c.rec.Policy = audit.PolicyDenied
+		return nil, &refusal{CodeCallerForbidden, d.Reason}
 	}
 
 	if r.ContentLength > up.cfg.MaxRequestBytes {
-		p.refuse(w, r, c, st, CodeBodyTooLarge, "request body over the limit for this upstream")
-		return
+		return nil, &refusal{CodeBodyTooLarge, msgBodyTooLarge}
 	}
 	if c.hasBody {
 		r.Body = countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, up.cfg.MaxRequestBytes), c: c}
 	}
 
-	if !p.admit(w, r, c, st, id.Name, id.RateLimit(), up) {
-		return
+	if ref := p.admit(w, r, c, st, id.Name, up); ref != nil {
+		return nil, ref
 	}
 	if err := p.opts.Auditor.Check(); err != nil {
 		p.opts.Log.Error("refusing calls: audit trail cannot be written", zap.Error(err))
-		fail(w, c, CodeAuditUnavailable, "the audit record cannot be written; no call is forwarded unaudited")
-		return
+		return nil, &refusal{CodeAuditUnavailable, "the audit record cannot be written; no call is forwarded unaudited"}
 	}
 	cred, err := p.opts.Credentials.Get(r.Context(), name)
 	if err != nil {
 		p.opts.Log.Warn("no usable credential", zap.String("upstream", name), zap.Error(err))
-		fail(w, c, CodeCredentialUnavailable, "no usable credential for upstream "+quoteName(name))
-		return
+		return nil, &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
 	}
 	c.cred = cred
 	c.rec.Credential = &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}
 
 	if err := holdBody(r, c); err != nil {
-		p.bodyError(w, c, err)
+		return nil, bodyRefusal(c, err)
+	}
+	return up, nil
+}
+
+// refuse answers a call that keybroker turns down. A call without a named
+// caller is first held to the unidentified limits (unidentified.go).
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *state, ref *refusal) {
+	if ref.code == "" {
+		c.rec.Error = ref.msg
 		return
 	}
-	up.rp.ServeHTTP(w, r)
+	if c.rec.Caller == "" && p.overUnidentified(w, r, c, st) {
+		return
+	}
+	fail(w, c, ref.code, ref.msg)
 }
 
 // quota is one limit a call must pass.
@@ -123,13 +149,13 @@ type quota struct {
 
 // admit applies the caller's own limit, then the upstream's quota, so that
 // one noisy caller waits on its own bucket and cannot starve the others.
-// It writes the 429 itself and returns false when the call may not go.
-func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state, caller string, own *config.RateLimit, up *upstream) bool {
+// Retry-After and RateLimit-* go on w for a refusal.
+func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state, caller string, up *upstream) *refusal {
 	steps := make([]quota, 0, 2)
-	if own != nil {
-		steps = append(steps, quota{"caller", "caller:" + caller, toLimit(own), p.opts.CallerLimiter})
+	if own, ok := st.callerQuotas[caller]; ok {
+		steps = append(steps, quota{"caller", "caller:" + caller, own, p.opts.CallerLimiter})
 	}
-	steps = append(steps, quota{"upstream", "upstream:" + up.cfg.Name, up.limit, p.opts.UpstreamLimiter})
+	steps = append(steps, quota{"upstream", up.limitKey, up.cfg.Quota, p.opts.UpstreamLimiter})
 	for _, s := range steps {
 		start := p.opts.Now()
 		_, err := s.l.Wait(r.Context(), s.key, s.lim)
@@ -140,34 +166,21 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 		c.rec.RateLimitedBy = s.by
 		if ref, ok := ratelimit.IsRefused(err); ok {
 			setRetryHeaders(w.Header(), ref.RetryAfter, ref.Reset, ref.Limit, 0)
-			msg := "the " + s.by + " quota is used up; retry after Retry-After seconds"
 			if ref.Paused {
-				msg = "the vendor answered 429; calls to this upstream are paused; retry after Retry-After seconds"
+				return &refusal{CodeRateLimited, "the vendor answered 429; calls to this upstream are paused; retry after Retry-After seconds"}
 			}
-			p.refuse(w, r, c, st, CodeRateLimited, msg)
-			return false
+			return &refusal{CodeRateLimited, "the " + s.by + " quota is used up; retry after Retry-After seconds"}
 		}
 		if r.Context().Err() != nil {
-			c.rec.Outcome = audit.OutcomeCancelled
-			c.rec.Error = "caller went away while waiting for a rate-limit slot"
-			return false
+			return &refusal{msg: "caller went away while waiting for a rate-limit slot"}
 		}
 		// The limiter itself failed (Redis down and no fallback): refuse
 		// politely rather than send a call that may break the vendor quota.
 		p.opts.Log.Error("rate limiter failed", zap.String("key", s.key), zap.Error(err))
 		setRetryHeaders(w.Header(), time.Second, 0, 0, 0)
-		fail(w, c, CodeRateLimited, "rate limiter unavailable; retry shortly")
-		return false
+		return &refusal{CodeRateLimited, "rate limiter unavailable; retry shortly"}
 	}
-	return true
-}
-
-func toLimit(rl *config.RateLimit) ratelimit.Limit {
-	l := ratelimit.Limit{Requests: rl.Requests, Per: rl.Per.D(), Burst: rl.Burst}
-	if rl.MaxWait != nil {
-		l.MaxWait = rl.MaxWait.D()
-	}
-	return l
+	return nil
 }
 
 // holdBody reads a small request body into memory so it can be replayed
@@ -199,27 +212,24 @@ func holdBody(r *http.Request, c *call) error {
 	return nil
 }
 
-func (p *Proxy) bodyError(w http.ResponseWriter, c *call, err error) {
+// bodyRefusal says why a request body could not be read.
+func bodyRefusal(c *call, err error) *refusal {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		fail(w, c, CodeBodyTooLarge, "request body over the limit for this upstream")
+		return &refusal{CodeBodyTooLarge, msgBodyTooLarge}
 	case c.bodyTimedOut.Load():
-		fail(w, c, CodeBadRequest, msgBodyTimeout)
+		return &refusal{CodeBadRequest, msgBodyTimeout}
 	default:
-		fail(w, c, CodeBadRequest, "could not read the request body")
+		return &refusal{CodeBadRequest, "could not read the request body"}
 	}
 }
 
-const msgBodyTimeout = "the request body did not arrive within server.read_body_timeout"
-
-// refuse answers a call that keybroker turns down. A call without a named
-// caller is first held to the unidentified limits (unidentified.go).
-func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *state, code, msg string) {
-	if c.rec.Caller == "" && p.overUnidentified(w, r, c, st) {
-		return
+func quoteName(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
 	}
-	fail(w, c, code, msg)
+	return `"` + s + `"`
 }
 
 // escapedPath is the path as it goes on the wire: net/http escapes the
@@ -260,27 +270,20 @@ func presentedKeys(r *http.Request, slot callers.Slot) []string {
 			addAuth(v)
 		}
 	}
-	for _, h := range append(slot.ExtraHeaders[:len(slot.ExtraHeaders):len(slot.ExtraHeaders)], slot.Header) {
-		if h != "" && h != "Authorization" {
+	for _, h := range slot.Headers {
+		if h != "Authorization" {
 			for _, v := range r.Header.Values(h) {
 				addAuth(v)
 			}
 		}
 	}
-	if r.URL.RawQuery != "" && (slot.Param != "" || len(slot.ExtraQuery) > 0) {
+	if r.URL.RawQuery != "" && len(slot.Params) > 0 {
 		q := r.URL.Query()
-		for _, p := range append(slot.ExtraQuery[:len(slot.ExtraQuery):len(slot.ExtraQuery)], slot.Param) {
+		for _, p := range slot.Params {
 			for _, v := range q[p] {
 				add(v)
 			}
 		}
 	}
 	return out
-}
-
-func quoteName(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return `"` + s + `"`
 }

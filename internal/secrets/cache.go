@@ -40,10 +40,23 @@ type Options struct {
 	OnEvent func(Event)
 }
 
+// Credential lifecycle event types (Event.Type).
+const (
+	EventLoaded        = "loaded"
+	EventRotated       = "rotated"
+	EventRefreshFailed = "refresh_failed"
+	EventServingStale  = "serving_stale"
+	EventRecovered     = "recovered"
+)
+
+// AuditName is the event's name in the audit trail: credential_<type>.
+// (The Vault client's own events, vault_*, are named by their type.)
+func (e Event) AuditName() string { return "credential_" + e.Type }
+
 // Event is a credential lifecycle event, for the audit stream and metrics.
 // It carries versions and error text, never a value.
 type Event struct {
-	Type       string // loaded, rotated, refresh_failed, serving_stale, recovered
+	Type       string // one of the Event* constants, or vault_login, vault_renewed, vault_login_failed
 	Upstream   string
 	Source     string
 	Ref        string
@@ -232,7 +245,7 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 		if cred.Version == 0 {
 			cred.Version = 1
 		}
-		c.event(Event{Type: "loaded", Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
+		c.event(Event{Type: EventLoaded, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
 		c.opts.Log.Info("credential loaded", zap.String("upstream", e.spec.Name),
 			zap.String("source", cred.Source), zap.String("ref", cred.Ref), zap.Int("version", cred.Version))
 	case r.Version == 0 && !sameFields(old.Fields, r.Fields):
@@ -248,7 +261,7 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 	e.staleSent = false
 	e.mu.Unlock()
 	if wasStale {
-		c.event(Event{Type: "recovered", Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
+		c.event(Event{Type: EventRecovered, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
 		c.opts.Log.Info("credential source recovered", zap.String("upstream", e.spec.Name), zap.String("ref", cred.Ref))
 	}
 	e.cur.Store(cred)
@@ -256,14 +269,14 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 }
 
 func (c *Cache) rotated(e *entry, old, cred *Credential) {
-	c.event(Event{Type: "rotated", Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, OldVersion: old.Version})
+	c.event(Event{Type: EventRotated, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, OldVersion: old.Version})
 	c.opts.Log.Info("credential rotated", zap.String("upstream", e.spec.Name),
 		zap.String("ref", cred.Ref), zap.Int("old_version", old.Version), zap.Int("version", cred.Version))
 }
 
 func (c *Cache) failed(e *entry, old *Credential, err error) {
 	src := e.spec.Source
-	c.event(Event{Type: "refresh_failed", Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Error: err.Error()})
+	c.event(Event{Type: EventRefreshFailed, Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Error: err.Error()})
 	c.opts.Log.Warn("credential read failed", zap.String("upstream", e.spec.Name),
 		zap.String("source", src.Kind()), zap.String("ref", src.Ref()), zap.Error(err))
 	if old == nil {
@@ -274,7 +287,7 @@ func (c *Cache) failed(e *entry, old *Credential, err error) {
 	e.staleSent = true
 	e.mu.Unlock()
 	if first {
-		c.event(Event{Type: "serving_stale", Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Version: old.Version, Error: err.Error()})
+		c.event(Event{Type: EventServingStale, Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Version: old.Version, Error: err.Error()})
 		c.opts.Log.Warn("serving the last good credential", zap.String("upstream", e.spec.Name),
 			zap.Int("version", old.Version), zap.Duration("max_stale", c.opts.MaxStale))
 	}

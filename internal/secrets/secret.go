@@ -76,19 +76,31 @@ func (c Credential) Field(name string) (Secret, error) {
 	return v, nil
 }
 
-// checkFields verifies that every required field is present, non-empty and
-// without surrounding white space (a pasted newline is the classic cause of
-// a vendor 401). The error names the field, never the value.
+// ErrMissing: a required field is not in the stored secret (an ErrInvalid).
+var ErrMissing = fmt.Errorf("missing: %w", ErrInvalid)
+
+// CheckField checks one required field: present, non-empty and without
+// surrounding white space (a pasted newline is the classic cause of a
+// vendor 401). The error names the field, never the value.
+func CheckField(fields map[string]Secret, name string) error {
+	v, ok := fields[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("field %q %w", name, ErrMissing)
+	case v == "":
+		return fmt.Errorf("field %q is empty: %w", name, ErrInvalid)
+	case strings.TrimSpace(string(v)) != string(v):
+		return fmt.Errorf("field %q has leading or trailing white space: %w", name, ErrInvalid)
+	}
+	return nil
+}
+
+// checkFields verifies every required field (CheckField), naming the
+// source.
 func checkFields(kind, ref string, fields map[string]Secret, required []string) error {
 	for _, name := range required {
-		v, ok := fields[name]
-		switch {
-		case !ok:
-			return fmt.Errorf("%s %s: field %q missing: %w", kind, ref, name, ErrInvalid)
-		case v == "":
-			return fmt.Errorf("%s %s: field %q is empty: %w", kind, ref, name, ErrInvalid)
-		case strings.TrimSpace(string(v)) != string(v):
-			return fmt.Errorf("%s %s: field %q has leading or trailing white space: %w", kind, ref, name, ErrInvalid)
+		if err := CheckField(fields, name); err != nil {
+			return fmt.Errorf("%s %s: %w", kind, ref, err)
 		}
 	}
 	return nil

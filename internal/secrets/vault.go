@@ -23,9 +23,8 @@ import (
 type VaultOptions struct {
 	Address   string
 	Namespace string
-	// CAFile holds the PEM CA bundle that signs Vault's certificate; empty
-	// means the system roots.
-	CAFile string
+	// RootCAs verify Vault's certificate; nil means the system roots.
+	RootCAs *x509.CertPool
 	// Method is token, approle or kubernetes.
 	Method string
 	// Token is the token for method token when TokenFile is empty.
@@ -73,18 +72,7 @@ func NewVault(opts VaultOptions) (*Vault, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if opts.CAFile != "" {
-		pem, err := os.ReadFile(opts.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("vault.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("vault.ca_file: no PEM certificate in it")
-		}
-		tc.RootCAs = pool
-	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: opts.RootCAs}
 	hc := &http.Client{
 		Transport: &http.Transport{
 			Proxy:               nil,

@@ -1,0 +1,203 @@
+// Package assemble is the one hand-over from configuration to running
+// parts: it turns a validated config.Config into the runtime types that
+// proxy, callers, secrets and ratelimit declare themselves (none of them
+// reads the YAML schema). Start, reload, validate --check-secrets and the
+// tests all assemble through here, so they build keybroker the same way.
+// It creates nothing long-lived and starts nothing: cmd/proxy owns the
+// Vault client, the cache, the limiter and their lifetimes.
+package assemble
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/proxy"
+	"github.com/keybroker/keybroker/internal/ratelimit"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// Parts are what one configuration assembles into: everything a reload
+// swaps at once.
+type Parts struct {
+	// Routes are what the proxy serves.
+	Routes proxy.Routes
+	// Specs are the credentials the cache keeps, one per upstream.
+	Specs []secrets.Spec
+	// Cache tunes the credential cache (refresh interval, max stale).
+	Cache secrets.Options
+	// Upstreams and Callers are the configured names (metric labels).
+	Upstreams, Callers []string
+}
+
+// Env looks up an environment variable (env credential sources).
+type Env func(string) (string, bool)
+
+// Assemble builds the parts of cfg. vault is the client every Vault source
+// reads through; it must be non-nil when cfg.UsesVault().
+func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) {
+	var p Parts
+	for i, u := range cfg.Upstreams {
+		up, spec, err := upstream(u, vault, env)
+		if err != nil {
+			return Parts{}, fmt.Errorf("upstreams[%d]: %w", i, err)
+		}
+		p.Routes.Upstreams = append(p.Routes.Upstreams, up)
+		p.Specs = append(p.Specs, spec)
+		p.Upstreams = append(p.Upstreams, u.Name)
+	}
+	var cs []callers.Caller
+	for _, c := range cfg.Callers {
+		cs = append(cs, caller(c))
+		p.Callers = append(p.Callers, c.Name)
+		if c.RateLimit != nil {
+			if p.Routes.CallerQuotas == nil {
+				p.Routes.CallerQuotas = map[string]ratelimit.Limit{}
+			}
+			p.Routes.CallerQuotas[c.Name] = Limit(c.RateLimit)
+		}
+	}
+	reg, err := callers.NewRegistry(cs, cfg.AllowAnonymous)
+	if err != nil {
+		return Parts{}, err
+	}
+	s := cfg.Server
+	p.Routes.Callers = reg
+	p.Routes.ReportOnly = cfg.PolicyMode == "report"
+	p.Routes.MaxHeaderCount = s.MaxHeaderCount
+	p.Routes.ReadBodyTimeout = s.ReadBodyTimeout.D()
+	p.Routes.Unidentified = proxy.UnidentifiedLimits{
+		PerSource: halfAtOnce(s.Unidentified.PerSource),
+		Total:     halfAtOnce(s.Unidentified.Total),
+	}
+	p.Cache = secrets.Options{RefreshInterval: cfg.Secrets.RefreshInterval.D(), MaxStale: cfg.Secrets.MaxStale.D()}
+	return p, nil
+}
+
+func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream, secrets.Spec, error) {
+	scheme, err := Scheme(u)
+	if err != nil {
+		return proxy.Upstream{}, secrets.Spec{}, err
+	}
+	up := proxy.Upstream{
+		Name:            u.Name,
+		Target:          u.TargetURL(),
+		Auth:            scheme,
+		Timeout:         u.Timeout.D(),
+		MaxRequestBytes: u.MaxRequestBytes,
+		Quota:           ratelimit.Limit{MaxWait: config.DefaultMaxWait},
+		VendorPause:     u.VendorPause(),
+		RewriteLinks:    u.RewriteLinks,
+	}
+	if u.RateLimit != nil {
+		up.Quota = Limit(u.RateLimit)
+	}
+	spec := secrets.Spec{Name: u.Name, Required: scheme.Fields()}
+	cr := u.Credential
+	switch {
+	case cr.Vault != nil:
+		if vault == nil {
+			return proxy.Upstream{}, secrets.Spec{}, errors.New("credential.vault: no Vault client (vault: is not configured)")
+		}
+		spec.Source = vault.Source(cr.Vault.Mount, cr.Vault.Path, cr.Vault.KVVersion)
+	case cr.File != nil:
+		spec.Source = secrets.NewFileSource(cr.File.Path)
+	case cr.Env != nil:
+		single := ""
+		if f := scheme.Fields(); len(f) == 1 {
+			single = f[0]
+		}
+		spec.Source = secrets.NewEnvSource(env, cr.Env.Key, cr.Env.Fields, single)
+	default:
+		return proxy.Upstream{}, secrets.Spec{}, errors.New("credential: no source")
+	}
+	return up, spec, nil
+}
+
+// Scheme builds an upstream's auth scheme: the one place that knows the
+// auth types by name. The preset's extra drop-in slots join the scheme's.
+func Scheme(u config.Upstream) (proxy.Scheme, error) {
+	a := u.Auth
+	var s proxy.Scheme
+	switch a.Type {
+	case "basic":
+		s = proxy.BasicAuth(a.UsernameField, a.PasswordField)
+	case "header":
+		s = proxy.HeaderAuth(a.Header, a.Prefix, a.Field)
+	case "query":
+		s = proxy.QueryAuth(a.Param, a.Field)
+	default:
+		return nil, fmt.Errorf("auth.type: %q is not an auth type", a.Type)
+	}
+	return proxy.WithDropin(s, u.DropinHeaders(), u.DropinParams()), nil
+}
+
+// Limit turns a configured quota into the limiter's.
+func Limit(rl *config.RateLimit) ratelimit.Limit {
+	l := ratelimit.Limit{Requests: rl.Requests, Per: rl.Per.D(), Burst: rl.Burst, MaxWait: config.DefaultMaxWait}
+	if rl.MaxWait != nil {
+		l.MaxWait = rl.MaxWait.D()
+	}
+	return l
+}
+
+// halfAtOnce turns a quota into a limit of which half may come at once.
+func halfAtOnce(q *config.Quota) ratelimit.Limit {
+	if q == nil {
+		return ratelimit.Limit{}
+	}
+	return ratelimit.Limit{Requests: q.Requests, Per: q.Per.D(), Burst: max(1, q.Requests/2)}
+}
+
+func caller(c config.Caller) callers.Caller {
+	cl := callers.Caller{Name: c.Name, KeySHA256: c.KeyHash()}
+	if m := c.ClientCert; m != nil {
+		cl.Cert = &callers.CertMatch{CommonName: m.CommonName, DNS: m.DNS, URI: m.URI}
+	}
+	if c.Allow != nil {
+		cl.Allow = []callers.Rule{}
+		for _, a := range c.Allow {
+			cl.Allow = append(cl.Allow, callers.Rule{Upstream: a.Upstream, Methods: a.Methods, Paths: a.Paths})
+		}
+	}
+	return cl
+}
+
+// VaultOptions resolves the Vault client's options: the token from its
+// file or, for method token without a file, VAULT_TOKEN (the only place
+// keybroker reads a Vault variable), and vault.ca_file.
+func VaultOptions(v config.Vault, env Env) (secrets.VaultOptions, error) {
+	o := secrets.VaultOptions{
+		Address: v.Address, Namespace: v.Namespace, Method: v.Auth.Method,
+		TokenFile: v.Auth.TokenFile, Mount: v.Auth.Mount, RoleID: v.Auth.RoleID,
+		SecretIDFile: v.Auth.SecretIDFile, Role: v.Auth.Role, JWTFile: v.Auth.JWTFile,
+	}
+	if tok, ok := env("VAULT_TOKEN"); ok {
+		o.Token = tok
+	}
+	if v.CAFile != "" {
+		pool, err := CAPool(v.CAFile, "vault.ca_file")
+		if err != nil {
+			return o, err
+		}
+		o.RootCAs = pool
+	}
+	return o, nil
+}
+
+// CAPool reads a PEM CA bundle; field names the setting in errors.
+func CAPool(path, field string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in %s", field, strings.TrimSpace(path))
+	}
+	return pool, nil
+}

@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// Scheme is how one upstream's vendor credential travels: the fields of
+// the stored secret it needs, how it puts them into a request, and where a
+// drop-in caller's own key sits in its place (which is also what is
+// stripped from every caller request). Adding an auth type (bearer, HMAC,
+// SigV4) is one more Scheme; nothing else switches on the type.
+type Scheme interface {
+	// Fields lists the secret's fields the scheme needs.
+	Fields() []string
+	// Inject puts the credential into out, replacing whatever is in its
+	// slot; calling it twice (a retry) leaves one credential.
+	Inject(out *http.Request, c secrets.Credential)
+	// Slot says where a caller's own key would sit.
+	Slot() callers.Slot
+	// Injected returns the values Inject puts on the wire, which no reply
+	// to a caller may carry.
+	Injected(c secrets.Credential) []string
+}
+
+// BasicAuth is HTTP Basic with the secret's userField and passField.
+func BasicAuth(userField, passField string) Scheme { return basicScheme{userField, passField} }
+
+// HeaderAuth sets header to prefix and the secret's field.
+func HeaderAuth(header, prefix, field string) Scheme {
+	return headerScheme{http.CanonicalHeaderKey(header), prefix, field}
+}
+
+// QueryAuth sets the query parameter param to the secret's field.
+func QueryAuth(param, field string) Scheme { return queryScheme{param, field} }
+
+// WithDropin adds slots a vendor's own clients use for their key (the
+// infocyte preset: ?access_token= and X-Access-Token) to s's slot.
+func WithDropin(s Scheme, headers, params []string) Scheme {
+	if len(headers) == 0 && len(params) == 0 {
+		return s
+	}
+	return dropinScheme{s, headers, params}
+}
+
+type basicScheme struct{ user, pass string }
+
+func (b basicScheme) Fields() []string { return []string{b.user, b.pass} }
+
+func (b basicScheme) values(c secrets.Credential) (string, string) {
+	u, _ := c.Field(b.user)
+	p, _ := c.Field(b.pass)
+	return u.Reveal(), p.Reveal()
+}
+
+func (b basicScheme) Inject(out *http.Request, c secrets.Credential) {
+	out.SetBasicAuth(b.values(c))
+}
+
+func (basicScheme) Slot() callers.Slot { return callers.Slot{Basic: true} }
+
+func (b basicScheme) Injected(c secrets.Credential) []string {
+	u, p := b.values(c)
+	return []string{u, p, u + ":" + p, base64.StdEncoding.EncodeToString([]byte(u + ":" + p))}
+}
+
+type headerScheme struct{ header, prefix, field string }
+
+func (h headerScheme) Fields() []string { return []string{h.field} }
+
+func (h headerScheme) value(c secrets.Credential) string {
+	v, _ := c.Field(h.field)
+	return v.Reveal()
+}
+
+func (h headerScheme) Inject(out *http.Request, c secrets.Credential) {
+	out.Header.Set(h.header, h.prefix+h.value(c))
+}
+
+func (h headerScheme) Slot() callers.Slot { return callers.Slot{Headers: []string{h.header}} }
+
+func (h headerScheme) Injected(c secrets.Credential) []string { return []string{h.value(c)} }
+
+type queryScheme struct{ param, field string }
+
+func (q queryScheme) Fields() []string { return []string{q.field} }
+
+func (q queryScheme) value(c secrets.Credential) string {
+	v, _ := c.Field(q.field)
+	return v.Reveal()
+}
+
+func (q queryScheme) Inject(out *http.Request, c secrets.Credential) {
+	raw := dropParams(out.URL.RawQuery, []string{q.param})
+	if raw != "" {
+		raw += "&"
+	}
+	out.URL.RawQuery = raw + url.QueryEscape(q.param) + "=" + url.QueryEscape(q.value(c))
+}
+
+func (q queryScheme) Slot() callers.Slot { return callers.Slot{Params: []string{q.param}} }
+
+func (q queryScheme) Injected(c secrets.Credential) []string { return []string{q.value(c)} }
+
+type dropinScheme struct {
+	Scheme
+	headers, params []string
+}
+
+func (d dropinScheme) Slot() callers.Slot {
+	s := d.Scheme.Slot()
+	s.Headers = append(append([]string{}, s.Headers...), d.headers...)
+	s.Params = append(append([]string{}, s.Params...), d.params...)
+	return s
+}
+
+// dropParams removes every parameter named in names (compared decoded)
+// from a raw query, keeping the rest byte for byte.
+func dropParams(raw string, names []string) string {
+	if raw == "" || len(names) == 0 {
+		return raw
+	}
+	pairs := strings.Split(raw, "&")
+	kept := pairs[:0]
+	for _, pair := range pairs {
+		k, _, _ := strings.Cut(pair, "=")
+		if dk, err := url.QueryUnescape(k); err == nil {
+			k = dk
+		}
+		if !containsName(names, k) {
+			kept = append(kept, pair)
+		}
+	}
+	return strings.Join(kept, "&")
+}
+
+func containsName(names []string, k string) bool {
+	for _, n := range names {
+		if n == k {
+			return true
+		}
+	}
+	return false
+}
