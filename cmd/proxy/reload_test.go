@@ -89,7 +89,10 @@ audit: {path: %q}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Reload once the load is under way.
+	for ok.Load() < 100 && time.Now().Before(stopAt) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	// A good configuration: a new caller, and the credential in another file.
 	write("h2.json", "  - {name: newbie, key_sha256: "+newbieSum+"}")
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)

@@ -136,7 +136,10 @@ func TestVault_RotationUnderLoadFailsNoCall(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Rotate once the load is well under way.
+	for ok.Load() < 200 && time.Now().Before(stopAt) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.vs.Put("vendors/huntress", map[string]any{"api_key": "hk_v2", "api_secret": "hs_PLANTED_v2"})
 	s.hunt.SetCredential("hk_v2", "hs_PLANTED_v2")
 	wg.Wait()

@@ -328,4 +328,6 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration string.
 func (d Duration) MarshalYAML() (interface{}, error) { return time.Duration(d).String(), nil }
 
+// expected is the type-error message decode gives for a Duration field
+// that does not parse (decode.go looks for this method).
 func (d *Duration) expected() string { return "expected a duration such as 90s or 1m" }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keybroker/keybroker/internal/audit"
@@ -81,7 +82,7 @@ func New(upstreams, callers []string, st State) *Metrics {
 	m.refreshErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_credential_refresh_errors_total",
 		Help: "Failed credential reads from their source."}, []string{"upstream"})
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
-		&stateCollector{st: st, m: m}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		&stateCollector{st: st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -159,7 +160,6 @@ func statusClass(s int) string {
 // stateCollector reads state at scrape time.
 type stateCollector struct {
 	st State
-	m  *Metrics
 	mu sync.Mutex
 }
 

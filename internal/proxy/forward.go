@@ -261,6 +261,10 @@ func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	}
 	u.cfg.Auth.Inject(req, fresh)
 	c.sentAt = u.p.opts.Now()
+	// The retry is sent from inside ModifyResponse, so ReverseProxy's own
+	// send path (and its hop-by-hop cleanup of the reply) does not run for
+	// it: the transport is called directly, the reply's hop-by-hop headers
+	// are removed here, and *resp is replaced in place by the new reply.
 	next, err := u.transport.RoundTrip(req)
 	if err != nil {
 		return err

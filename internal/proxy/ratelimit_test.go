@@ -100,12 +100,13 @@ func TestRateLimit_RedisKilledMidRun(t *testing.T) {
 	h := newHarness(t, harnessOpts{huntressYAML: scaledLimit, huntress: scaledFake, upstreamLimiter: rl})
 	done := make(chan map[int]int)
 	go func() { done <- saturate([]*harness{h}, 4, soarKey, 5*time.Second) }()
-	time.Sleep(1500 * time.Millisecond)
+	// Phases by condition: calls served through Redis; Redis stopped and
+	// the fallback taken; calls served on the local share; Redis back.
+	waitFor(t, "calls served through Redis", func() bool { return h.huntress.Count(200) >= 3 })
 	rs.Stop()
-	time.Sleep(1500 * time.Millisecond)
-	if !rl.InFallback() {
-		t.Error("not in fallback with redis down")
-	}
+	waitFor(t, "the local fallback", rl.InFallback)
+	served := h.huntress.Count(200)
+	waitFor(t, "calls served while Redis is down", func() bool { return h.huntress.Count(200) >= served+2 })
 	rs.Restart()
 	got := <-done
 	for st := range got {
@@ -211,5 +212,15 @@ func TestRateLimit_Vendor429PausesTheUpstream(t *testing.T) {
 	recs := h.records()
 	if last := recs[len(recs)-1]; last["error"] == "" || last["ratelimited_by"] != "upstream" {
 		t.Errorf("paused call's record %v", last)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 10s", what)
+		}
 	}
 }

@@ -104,7 +104,6 @@ type Redis struct {
 	fallback  atomic.Bool
 	mu        sync.Mutex
 	lastProbe time.Time
-	decisions atomic.Int64
 	// last is, per key, when this replica's latest admitted call goes out
 	// and the interval after it. A switch between Redis and the local
 	// fallback starts after it, so calls reserved in one mode never overlap
@@ -224,7 +223,6 @@ func (r *Redis) decide(ctx context.Context, key string, lim Limit) (decision, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	r.decisions.Add(1)
 	vals, err := r.gcra.Run(ctx, r.client, []string{r.opts.Prefix + "tat:" + key, r.opts.Prefix + "pause:" + key},
 		interval, lim.burst(), lim.MaxWait.Microseconds(), r.floor(key).Microseconds()).Int64Slice()
 	if err != nil {

@@ -84,7 +84,7 @@ type Huntress struct {
 	limit  int
 	window time.Duration
 	sent   map[string][]time.Time // accepted calls per key, for the window
-	// RetryAfter, when set, is sent with a 429 (the real vendor sends none).
+	// retryAfter, when set, is sent with a 429 (the real vendor sends none).
 	retryAfter string
 	delay      time.Duration
 	gzip       bool

@@ -31,7 +31,7 @@ func NewInfocyte(token string) *Infocyte {
 	return f
 }
 
-// URL returns the base URL including /api, as configured in keybroker.
+// BaseURL returns the base URL including /api, as configured in keybroker.
 func (f *Infocyte) BaseURL() string { return f.Server.URL + "/api" }
 
 // SetToken rotates the accepted token; the old one answers INVALID_TOKEN.

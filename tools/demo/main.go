@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -95,9 +96,10 @@ func run(ctx context.Context, out io.Writer, proxyBin, vaultBin string, interact
 	auditPath := filepath.Join(dir, "audit.log")
 	_ = os.WriteFile(tokFile, []byte(ready.Root_token), 0o600)
 	cfgPath := filepath.Join(dir, "keybroker.yaml")
+	listen, admin := freeAddr(), freeAddr()
 	_ = os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-listen: 127.0.0.1:0
-admin: {listen: "127.0.0.1:0"}
+listen: %s
+admin: {listen: %q}
 vault:
   address: %s
   auth: {method: token, token_file: %s}
@@ -117,24 +119,26 @@ callers:
     key_sha256: %s
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
 audit: {path: %s}
-`, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath)), 0o600)
+`, listen, admin, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath)), 0o600)
 
 	say("==> starting keybroker")
 	kb := exec.Command(proxyBin, "serve", "-config", cfgPath)
-	kerr, _ := kb.StderrPipe()
+	logFile, err := os.Create(filepath.Join(dir, "keybroker.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	kb.Stderr = logFile
 	if err := kb.Start(); err != nil {
 		return fmt.Errorf("start keybroker (make demo builds it): %w", err)
 	}
 	defer stopProcess(kb)
-	listen, admin, err := waitServing(kerr)
-	if err != nil {
-		return err
-	}
 	if err := waitReady(ctx, "http://"+admin+"/readyz"); err != nil {
 		return err
 	}
 	say("    callers:  http://%s    admin: http://%s/readyz, /metrics", listen, admin)
 
+	lastID := ""
 	call := func(who, key, method, path string) {
 		req, _ := http.NewRequestWithContext(ctx, method, "http://"+listen+path, nil)
 		req.Header.Set("Proxy-Authorization", "Bearer "+key)
@@ -143,6 +147,7 @@ audit: {path: %s}
 			say("  %-15s %s %-28s -> error %v", who, method, path, err)
 			return
 		}
+		lastID = resp.Header.Get("X-Request-Id")
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		note := strings.TrimSpace(string(body))
@@ -177,9 +182,13 @@ audit: {path: %s}
 	showVendor(hunt.Requests())
 	say("      (the vendor refused the old secret %d time(s); keybroker re-read Vault and retried)", hunt.Count(http.StatusUnauthorized))
 
-	time.Sleep(200 * time.Millisecond) // the last record is written as the call ends
-	say("\n==> audit trail (%s)", auditPath)
+	// The last record is written as the call ends, just after its reply.
 	raw, _ := os.ReadFile(auditPath)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(string(raw), lastID) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		raw, _ = os.ReadFile(auditPath)
+	}
+	say("\n==> audit trail (%s)", auditPath)
 	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 		say("  %s", summarize(l))
 	}
@@ -231,23 +240,15 @@ func orEmpty(v any) any {
 	return v
 }
 
-func waitServing(stderr io.Reader) (listen, admin string, err error) {
-	found := make(chan [2]string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "keybroker serving" {
-				found <- [2]string{m["listen"].(string), m["admin"].(string)}
-			}
-		}
-	}()
-	select {
-	case a := <-found:
-		return a[0], a[1], nil
-	case <-time.After(30 * time.Second):
-		return "", "", errors.New("keybroker did not start within 30s")
+// freeAddr returns a loopback address with a free port, for a listener
+// that keybroker opens a moment later.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
 	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func waitReady(ctx context.Context, url string) error {

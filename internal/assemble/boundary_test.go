@@ -1,0 +1,69 @@
+package assemble_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/keybroker/keybroker/"
+
+// TestImportBoundaries holds the package layout DESIGN and STYLE describe:
+// the runtime packages never read the YAML schema (they declare their own
+// types; this package assembles them), and each outside dependency stays
+// in the one package that owns it.
+func TestImportBoundaries(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", `{{.ImportPath}}:{{join .Imports " "}}`, module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	imports := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, deps, _ := strings.Cut(line, ":")
+		imports[pkg] = strings.Fields(deps)
+	}
+	// Transitively within the module: no runtime package reaches config.
+	var reaches func(pkg, target string, seen map[string]bool) bool
+	reaches = func(pkg, target string, seen map[string]bool) bool {
+		for _, d := range imports[pkg] {
+			if d == target {
+				return true
+			}
+			if strings.HasPrefix(d, module) && !seen[d] {
+				seen[d] = true
+				if reaches(d, target, seen) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, p := range []string{"proxy", "callers", "secrets", "ratelimit", "audit", "metrics"} {
+		if reaches(module+"internal/"+p, module+"internal/config", map[string]bool{}) {
+			t.Errorf("internal/%s imports internal/config: it must take its own runtime types", p)
+		}
+	}
+	// Each outside dependency has one owner in the module.
+	owners := map[string]string{
+		"github.com/hashicorp/vault/api": "internal/secrets",
+		"net/http/httputil":              "internal/proxy",
+		"golang.org/x/time/rate":         "internal/ratelimit",
+		"github.com/redis/go-redis/v9":   "internal/ratelimit",
+	}
+	for pkg, deps := range imports {
+		// tools/ and the test-only helpers (a Vault or Redis set up for
+		// tests) are not keybroker.
+		if !strings.HasPrefix(pkg, module) || strings.HasPrefix(pkg, module+"tools/") ||
+			strings.HasSuffix(pkg, "test") {
+			continue
+		}
+		for _, d := range deps {
+			if owner, ok := owners[d]; ok && pkg != module+owner {
+				t.Errorf("%s imports %s; only %s may", strings.TrimPrefix(pkg, module), d, owner)
+			}
+		}
+	}
+	if len(imports[module+"internal/proxy"]) == 0 {
+		t.Fatal("go list listed no imports for internal/proxy: the test would pass vacuously")
+	}
+}
