@@ -122,17 +122,29 @@ func (d dropinScheme) Slot() callers.Slot {
 // dropParams removes every parameter named in names (compared decoded)
 // from a raw query, keeping the rest byte for byte.
 func dropParams(raw string, names []string) string {
-	if raw == "" || len(names) == 0 {
+	if len(names) == 0 {
 		return raw
+	}
+	return filterQuery(raw, func(name, _, _ string) bool { return containsName(names, name) })
+}
+
+// filterQuery removes the parameters for which drop says so (given the
+// decoded name and value and the raw pair), keeping the rest byte for byte.
+func filterQuery(raw string, drop func(name, value, pair string) bool) string {
+	if raw == "" {
+		return ""
 	}
 	pairs := strings.Split(raw, "&")
 	kept := pairs[:0]
 	for _, pair := range pairs {
-		k, _, _ := strings.Cut(pair, "=")
+		k, v, _ := strings.Cut(pair, "=")
 		if dk, err := url.QueryUnescape(k); err == nil {
 			k = dk
 		}
-		if !containsName(names, k) {
+		if dv, err := url.QueryUnescape(v); err == nil {
+			v = dv
+		}
+		if !drop(k, v, pair) {
 			kept = append(kept, pair)
 		}
 	}

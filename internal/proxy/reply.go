@@ -94,25 +94,9 @@ func portOf(u *url.URL) string {
 // parameter whose decoded value holds a leak value. The rest is kept byte
 // for byte.
 func (u *upstream) dropCredentialParams(raw string, leaks []string) string {
-	if raw == "" {
-		return ""
-	}
-	pairs := strings.Split(raw, "&")
-	kept := pairs[:0]
-	for _, pair := range pairs {
-		k, v, _ := strings.Cut(pair, "=")
-		if dk, err := url.QueryUnescape(k); err == nil {
-			k = dk
-		}
-		if dv, err := url.QueryUnescape(v); err == nil {
-			v = dv
-		}
-		if u.credentialParam(k) || containsAny(v, leaks) || containsAny(pair, leaks) {
-			continue
-		}
-		kept = append(kept, pair)
-	}
-	return strings.Join(kept, "&")
+	return filterQuery(raw, func(name, value, pair string) bool {
+		return u.credentialParam(name) || containsAny(value, leaks) || containsAny(pair, leaks)
+	})
 }
 
 func (u *upstream) credentialParam(name string) bool {
