@@ -236,6 +236,9 @@ func TestObservability_EveryOutcomeAuditedAndCounted(t *testing.T) {
 		{"keybroker_requests_total", map[string]string{"upstream": "other", "caller": "soar", "status_class": "4xx", "outcome": "refused"}, 1},
 		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "siem", "status_class": "4xx", "outcome": "refused"}, 2},
 		{"keybroker_ratelimit_refusals_total", map[string]string{"upstream": "huntress", "by": "upstream"}, 1},
+		// The one forwarded call holds its slot in the 3-per-10s window.
+		{"keybroker_quota_in_use", map[string]string{"upstream": "huntress"}, 1},
+		{"keybroker_quota_remaining", map[string]string{"upstream": "huntress"}, 2},
 		{"keybroker_upstream_duration_seconds", map[string]string{"upstream": "huntress"}, 1},
 		{"keybroker_credential_version", map[string]string{"upstream": "huntress", "source": "file"}, 1},
 		{"keybroker_credential_usable", map[string]string{"upstream": "huntress"}, 1},

@@ -80,6 +80,8 @@ type app struct {
 	metrics *metrics.Metrics
 	// redisLimiter is set with ratelimit.backend: redis.
 	redisLimiter *ratelimit.Redis
+	// quotaUsage reads an upstream quota's use (calls holding a slot).
+	quotaUsage func(key string) (inUse, requests int)
 	// vault is the Vault client of the running configuration, nil when it
 	// uses none; a reload may replace it, the admin and metrics goroutines
 	// read it.
@@ -140,6 +142,12 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 			return a.redisLimiter != nil && a.redisLimiter.InFallback()
 		},
 		AuditSpace: a.auditSpace,
+		Quota: func(upstream string) (int, int) {
+			if a.quotaUsage == nil {
+				return 0, 0
+			}
+			return a.quotaUsage(proxy.QuotaKey(upstream))
+		},
 	})
 	upstreamLimiter, err := a.upstreamLimiter()
 	if err != nil {
@@ -218,7 +226,9 @@ func (a *app) newCache(p assemble.Parts) (*secrets.Cache, error) {
 func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 	rl := a.cfg.RateLimit
 	if rl.Backend != "redis" {
-		return ratelimit.NewLocal(nil), nil
+		w := ratelimit.NewWindow(nil, rl.Margin.D())
+		a.quotaUsage = w.Usage
+		return w, nil
 	}
 	password := ""
 	if rl.Redis.PasswordFile != "" {
@@ -230,7 +240,7 @@ func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 	}
 	ratelimit.RouteRedisLogs(a.log.Named("redis"))
 	r := ratelimit.NewRedis(ratelimit.RedisOptions{
-		Address: rl.Redis.Address, Password: password, TLS: rl.Redis.TLS, Replicas: rl.Replicas,
+		Address: rl.Redis.Address, Password: password, TLS: rl.Redis.TLS, Replicas: rl.Replicas, Margin: rl.Margin.D(),
 		Log: a.log.Named("ratelimit"),
 		OnFallback: func(on bool, reason string) {
 			name := "limiter_recovered"
@@ -241,6 +251,7 @@ func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 		},
 	})
 	a.redisLimiter = r
+	a.quotaUsage = r.Usage
 	a.closers = append(a.closers, func() { _ = r.Close() })
 	return r, nil
 }

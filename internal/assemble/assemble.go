@@ -70,6 +70,7 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 	p.Routes.ReportOnly = cfg.PolicyMode == "report"
 	p.Routes.MaxHeaderCount = s.MaxHeaderCount
 	p.Routes.ReadBodyTimeout = s.ReadBodyTimeout.D()
+	p.Routes.ClientCerts = cfg.TLS != nil && cfg.TLS.ClientCAFile != ""
 	p.Routes.Unidentified = proxy.UnidentifiedLimits{
 		PerSource: halfAtOnce(s.Unidentified.PerSource),
 		Total:     halfAtOnce(s.Unidentified.Total),

@@ -47,8 +47,8 @@ func TestLoad_PresetsFillAndExplicitFieldsOverride(t *testing.T) {
 		t.Errorf("huntress auth %+v", h.Auth)
 	}
 	rl := h.RateLimit
-	if rl.Requests != 30 || rl.Per.D() != time.Minute || rl.Burst != 1 || rl.MaxWait.D() != DefaultMaxWait {
-		t.Errorf("huntress rate limit %+v (requests overridden, the rest from the preset)", rl)
+	if rl.Requests != 30 || rl.Per.D() != time.Minute || rl.Burst != 30 || rl.MaxWait.D() != DefaultMaxWait {
+		t.Errorf("huntress rate limit %+v (requests overridden, the rest from the preset, burst the whole quota)", rl)
 	}
 	if h.Timeout.D() != 5*time.Second || h.VendorPause() != time.Minute {
 		t.Errorf("timeout %v, vendor pause %v", h.Timeout.D(), h.VendorPause())
@@ -106,7 +106,9 @@ func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
 		{"two credential sources", "      vault: {mount: secret, path: vendors/infocyte}\n", "      vault: {mount: secret, path: vendors/infocyte}\n      env: {key: X}\n", "upstreams[1].credential: set exactly one of vault, file or env"},
 		{"vault path missing", "path: vendors/infocyte", "path: \"\"", "upstreams[1].credential.vault.path: required"},
 		{"bad kv version", "path: vendors/infocyte}", "path: vendors/infocyte, kv_version: 3}", "upstreams[1].credential.vault.kv_version: must be 1 or 2"},
-		{"burst breaks the window", "    preset: huntress\n", "    preset: huntress\n    rate_limit: {requests: 10, per: 1s, burst: 10}\n", "upstreams[0].rate_limit.burst: must be less than requests"},
+		{"burst over the window", "    preset: huntress\n", "    preset: huntress\n    rate_limit: {requests: 10, per: 1s, burst: 11}\n", "upstreams[0].rate_limit.burst: must be at most requests"},
+		{"caller burst breaks the bucket", "    key_sha256:", "    rate_limit: {requests: 10, per: 1s, burst: 10}\n    key_sha256:", "callers[0].rate_limit.burst: must be less than requests"},
+		{"margin too long", "callers:", "ratelimit: {margin: 5s}\ncallers:", "ratelimit.margin: must be between 0s and 1s"},
 		{"duplicate upstream", "name: infocyte", "name: huntress", "upstreams[1].name: duplicate upstream"},
 		{"bad upstream name", "name: infocyte", "name: Info/Cyte", "upstreams[1].name: required"},
 		{"bad key hash", "key_sha256: 9f86", "key_sha256: zz86", "callers[0].key_sha256: must be 64 hex digits"},

@@ -18,12 +18,12 @@ type preset struct {
 // upstreams: entry with url, auth and rate_limit spelled out.
 var presets = map[string]preset{
 	// Huntress: HTTP Basic with the API key pair; 60 requests in any 60 s
-	// window per account, 429 beyond it with no Retry-After, so a refused
-	// call waits out a whole window.
+	// window per account (all 60 may go at once), 429 beyond it with no
+	// Retry-After, so a refused call waits out a whole window.
 	"huntress": {
 		url:              "https://api.huntress.io",
 		auth:             Auth{Type: "basic", UsernameField: "api_key", PasswordField: "api_secret"},
-		rateLimit:        &RateLimit{Requests: 60, Per: Duration(time.Minute), Burst: 1},
+		rateLimit:        &RateLimit{Requests: 60, Per: Duration(time.Minute)},
 		vendorRetryAfter: time.Minute,
 		// List replies carry an absolute link to the next page.
 		rewriteLinks: []string{"pagination.next_page_url"},

@@ -190,8 +190,11 @@ type EnvRef struct {
 type RateLimit struct {
 	Requests int      `yaml:"requests"`
 	Per      Duration `yaml:"per"`
-	// Burst is how many calls may go at once; default 1. The refill rate is
-	// derived so that no window of length Per ever sees more than Requests.
+	// Burst is how many calls may go at once. An upstream's quota is a
+	// sliding window: Burst defaults to Requests (the whole quota at
+	// once); below it, calls are smoothed to Requests/Per after the first
+	// Burst. A caller's limit is a token bucket: Burst defaults to 1 and
+	// stays below Requests.
 	Burst int `yaml:"burst"`
 	// MaxWait is how long a call may wait for its turn before 429; 0s
 	// refuses at once. Default 10s.
@@ -241,6 +244,9 @@ type RateLimitBackend struct {
 	// Replicas divides an upstream quota when redis is unreachable and each
 	// replica falls back to a local limiter. Default 1.
 	Replicas int `yaml:"replicas"`
+	// Margin is how long past Per after its reply a call still holds its
+	// place in an upstream's window (clock and network slack). Default 25ms.
+	Margin Duration `yaml:"margin"`
 }
 
 // Redis is the redis backend's connection.

@@ -26,6 +26,7 @@ const (
 	DefaultTimeout         = 30 * time.Second
 	DefaultMaxRequestBytes = 10 << 20
 	DefaultMaxWait         = 10 * time.Second
+	DefaultMargin          = 25 * time.Millisecond
 	DefaultMaxHeaderBytes  = 64 << 10
 	DefaultMaxHeaderCount  = 100
 	DefaultReadHeader      = 10 * time.Second
@@ -167,7 +168,7 @@ func (c *Config) completeUpstreams(e *errs) {
 		checkAuth(e, p+".auth", &u.Auth)
 		checkCredential(e, p+".credential", &u.Credential)
 		if u.RateLimit != nil {
-			checkRateLimit(e, p+".rate_limit", u.RateLimit)
+			checkRateLimit(e, p+".rate_limit", u.RateLimit, true)
 		}
 		defDur(&u.Timeout, DefaultTimeout)
 		if u.Timeout.D() < time.Second {
@@ -294,19 +295,29 @@ func checkCredential(e *errs, path string, c *Credential) {
 	}
 }
 
-func checkRateLimit(e *errs, path string, r *RateLimit) {
+// checkRateLimit checks a quota. An upstream's (window) is a sliding
+// window whose burst defaults to requests and may not exceed it; a
+// caller's is a token bucket whose burst defaults to 1 and stays below
+// requests (its refill is (requests-burst)/per).
+func checkRateLimit(e *errs, path string, r *RateLimit, window bool) {
 	if r.Requests <= 0 {
 		e.add(path+".requests", "must be at least 1")
 	}
 	if r.Per.D() <= 0 {
 		e.add(path+".per", "must be a positive duration")
 	}
-	if r.Burst == 0 {
+	switch {
+	case r.Burst == 0 && window:
+		r.Burst = r.Requests
+	case r.Burst == 0:
 		r.Burst = 1
 	}
 	switch {
 	case r.Burst < 0:
 		e.add(path+".burst", "must be positive")
+	case window && r.Burst > r.Requests:
+		e.add(path+".burst", "must be at most requests (how many calls may go at once)")
+	case window:
 	case r.Requests > 1 && r.Burst >= r.Requests:
 		// The refill rate is (requests-burst)/per so that a full bucket plus
 		// what refills in one window never exceeds requests.
@@ -359,7 +370,7 @@ func (c *Config) completeCallers(e *errs) {
 			c.checkAllow(e, fmt.Sprintf("%s.allow[%d]", p, j), &cl.Allow[j])
 		}
 		if cl.RateLimit != nil {
-			checkRateLimit(e, p+".rate_limit", cl.RateLimit)
+			checkRateLimit(e, p+".rate_limit", cl.RateLimit, false)
 		}
 	}
 }
@@ -410,6 +421,10 @@ func (c *Config) completeRest(e *errs) {
 		rl.Replicas = 1
 	} else if rl.Replicas < 0 {
 		e.add("ratelimit.replicas", "must be at least 1")
+	}
+	defDur(&rl.Margin, DefaultMargin)
+	if rl.Margin.D() < 0 || rl.Margin.D() > time.Second {
+		e.add("ratelimit.margin", "must be between 0s and 1s")
 	}
 	def(&c.Log.Level, "info")
 	switch c.Log.Level {

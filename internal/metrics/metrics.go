@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"net/http"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,9 @@ type State struct {
 	// AuditSpace returns the free space on the audit file's filesystem and
 	// whether it is below audit.min_free_bytes; ok is false for stdout.
 	AuditSpace func() (free uint64, low, ok bool)
+	// Quota returns an upstream quota's calls holding a slot and its size
+	// (0 when the upstream has none).
+	Quota func(upstream string) (inUse, requests int)
 }
 
 // Metrics is the registry and the collectors.
@@ -82,7 +86,7 @@ func New(upstreams, callers []string, st State) *Metrics {
 	m.refreshErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_credential_refresh_errors_total",
 		Help: "Failed credential reads from their source."}, []string{"upstream"})
 	m.reg.MustRegister(m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
-		&stateCollector{st: st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		&stateCollector{st: st, names: &m.names}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -159,8 +163,9 @@ func statusClass(s int) string {
 
 // stateCollector reads state at scrape time.
 type stateCollector struct {
-	st State
-	mu sync.Mutex
+	st    State
+	names *atomic.Pointer[names]
+	mu    sync.Mutex
 }
 
 var (
@@ -176,10 +181,12 @@ var (
 	descFallback    = prometheus.NewDesc("keybroker_ratelimit_fallback", "1 while Redis is unreachable and quotas are kept locally.", nil, nil)
 	descDiskFree    = prometheus.NewDesc("keybroker_audit_disk_free_bytes", "Free space on the audit file's filesystem.", nil, nil)
 	descDiskLow     = prometheus.NewDesc("keybroker_audit_disk_low", "1 while the audit filesystem has less than audit.min_free_bytes free.", nil, nil)
+	descQuotaUse    = prometheus.NewDesc("keybroker_quota_in_use", "Calls holding a place in the upstream's quota window (all replicas, with Redis).", []string{"upstream"}, nil)
+	descQuotaLeft   = prometheus.NewDesc("keybroker_quota_remaining", "Calls the upstream's quota window admits now.", []string{"upstream"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow} {
+	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft} {
 		ch <- d
 	}
 }
@@ -221,6 +228,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.st.LimiterFallback != nil {
 		gauge(descFallback, b2f(c.st.LimiterFallback()))
 	}
+	if c.st.Quota != nil {
+		for _, up := range c.upstreams() {
+			if in, req := c.st.Quota(up); req > 0 {
+				gauge(descQuotaUse, float64(in), up)
+				gauge(descQuotaLeft, float64(max(0, req-in)), up)
+			}
+		}
+	}
 	if c.st.AuditSpace != nil {
 		if free, low, ok := c.st.AuditSpace(); ok {
 			gauge(descDiskFree, float64(free))
@@ -234,4 +249,14 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// upstreams are the configured upstream names, sorted.
+func (c *stateCollector) upstreams() []string {
+	var out []string
+	for u := range c.names.Load().upstreams {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -366,3 +366,24 @@ func TestAdversary_HeldBodyIsCutOff(t *testing.T) {
 		})
 	}
 }
+
+// TestProxy_401NamesOnlyTheWaysThisUpstreamAccepts: the refusal says how
+// to identify for this upstream (its drop-in slot), and offers a client
+// certificate only where the listener verifies one.
+func TestProxy_401NamesOnlyTheWaysThisUpstreamAccepts(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	cases := map[string]string{
+		"/huntress/v1/agents": "send Proxy-Authorization: Bearer <key>, or Authorization: Basic base64(<caller name>:<key>)",
+		"/infocyte/Agents":    "send Proxy-Authorization: Bearer <key>, or Authorization: <key> (or Bearer <key>), or X-Access-Token: <key> (or Bearer <key>), or ?access_token=<key>",
+		"/rogue/x":            "send Proxy-Authorization: Bearer <key>, or ?api_key=<key>",
+		"/nope/x":             "send Proxy-Authorization: Bearer <key>",
+	}
+	for path, want := range cases {
+		resp, body := h.do("GET", path, nil, nil)
+		contractError(t, resp, body, 401, "caller_unauthenticated")
+		msg := mustJSON(t, body)["error"].(map[string]any)["message"].(string)
+		if msg != "no valid caller identity: "+want {
+			t.Errorf("%s: %q", path, msg)
+		}
+	}
+}

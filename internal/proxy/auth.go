@@ -119,6 +119,25 @@ func (d dropinScheme) Slot() callers.Slot {
 	return s
 }
 
+// identityHint is the 401 message: the ways of identifying that this
+// listener and upstream accept, and no others.
+func identityHint(slot callers.Slot, certs bool) string {
+	ways := []string{"Proxy-Authorization: Bearer <key>"}
+	if slot.Basic {
+		ways = append(ways, "Authorization: Basic base64(<caller name>:<key>)")
+	}
+	for _, h := range slot.Headers {
+		ways = append(ways, h+": <key> (or Bearer <key>)")
+	}
+	for _, p := range slot.Params {
+		ways = append(ways, "?"+p+"=<key>")
+	}
+	if certs {
+		ways = append(ways, "a client certificate")
+	}
+	return "no valid caller identity: send " + strings.Join(ways, ", or ")
+}
+
 // dropParams removes every parameter named in names (compared decoded)
 // from a raw query, keeping the rest byte for byte.
 func dropParams(raw string, names []string) string {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -47,6 +48,11 @@ type call struct {
 
 	// code is the contract code keybroker answered with ("" if none).
 	code string
+
+	// ticket is the call's hold on its upstream quota slot; sent says the
+	// request went to the vendor.
+	ticket ratelimit.Ticket
+	sent   bool
 
 	sentAt    time.Time // when the request went to the vendor
 	reached   bool      // the vendor answered

@@ -87,7 +87,7 @@ func fail(w http.ResponseWriter, c *call, code, message string) {
 }
 
 func isRateLimitHeader(k string) bool {
-	return k == "Ratelimit-Limit" || k == "Ratelimit-Remaining" || k == "Ratelimit-Reset"
+	return k == "Ratelimit-Limit" || k == "Ratelimit-Remaining" || k == "Ratelimit-Reset" || k == "Ratelimit-Policy"
 }
 
 // setRetryHeaders writes Retry-After and the RateLimit-* headers (IETF

@@ -85,11 +85,14 @@ func stripRequestHeaders(h http.Header, strip map[string]bool) {
 	}
 }
 
+// QuotaKey is the key an upstream's quota is kept under in the limiter.
+func QuotaKey(upstream string) string { return "upstream:" + upstream }
+
 // newUpstream prepares what an upstream needs per call once: the strip
 // lists from its auth scheme's slot, the link paths, its limiter key.
 func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	slot := cfg.Auth.Slot()
-	u := &upstream{cfg: cfg, p: p, slot: slot, limitKey: "upstream:" + cfg.Name, stripQuery: slot.Params}
+	u := &upstream{cfg: cfg, p: p, slot: slot, limitKey: QuotaKey(cfg.Name), stripQuery: slot.Params}
 	u.stripHeaders = map[string]bool{}
 	for _, h := range append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], slot.Headers...) {
 		u.stripHeaders[http.CanonicalHeaderKey(h)] = true
@@ -171,6 +174,7 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	}
 	u.cfg.Auth.Inject(out, c.cred)
 	c.sentAt = u.p.opts.Now()
+	c.sent = true
 }
 
 // modifyResponse sees the vendor's reply before the caller does.
@@ -184,6 +188,9 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 			return err
 		}
 	}
+	// The vendor has counted the call (and its retry): the quota slot is
+	// held from now until the window has passed.
+	c.ticket.Release(true)
 	if resp.StatusCode == http.StatusTooManyRequests {
 		u.vendorThrottled(resp, c)
 	}
@@ -301,6 +308,9 @@ func removeHopByHop(h http.Header) {
 // errorHandler turns a failed vendor call into the contract's reply.
 func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	c := callFrom(r.Context())
+	// A call that could not even connect never reached the vendor; any
+	// other failure may have been counted, so its slot is held.
+	c.ticket.Release(!isDial(err))
 	var tooBig *http.MaxBytesError
 	switch {
 	case r.Context().Err() != nil:
@@ -330,9 +340,13 @@ func (u *upstream) logTransport(c *call, err error) {
 		zap.String("upstream", u.cfg.Name), zap.Error(err))
 }
 
-func isDialOrTLS(err error) bool {
+func isDial(err error) bool {
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func isDialOrTLS(err error) bool {
+	if isDial(err) {
 		return true
 	}
 	var rec tls.RecordHeaderError

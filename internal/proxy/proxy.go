@@ -31,8 +31,9 @@ type Credentials interface {
 }
 
 // Limiter admits calls under a quota, waiting up to the limit's MaxWait.
+// An admitted call holds its Ticket until its reply (or error) comes back.
 type Limiter interface {
-	Wait(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, error)
+	Acquire(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, ratelimit.Ticket, error)
 	// Pause holds every call under key until until (a vendor said 429).
 	Pause(key string, until time.Time)
 }
@@ -56,10 +57,11 @@ type Observer interface {
 type Options struct {
 	Credentials Credentials
 	Auditor     Auditor
-	// CallerLimiter keeps callers' own limits. Default: a local limiter.
+	// CallerLimiter keeps callers' own limits (per replica). Default: local
+	// token buckets.
 	CallerLimiter Limiter
-	// UpstreamLimiter keeps vendor quotas (local, or Redis for replicas).
-	// Default: a local limiter.
+	// UpstreamLimiter keeps vendor quotas as sliding windows (local, or
+	// Redis for replicas). Default: a local ratelimit.Window.
 	UpstreamLimiter Limiter
 	// Observer, when set, sees every call.
 	Observer Observer
@@ -110,6 +112,9 @@ type Routes struct {
 	// ReadBodyTimeout is how long after a request starts its body must
 	// have arrived. Default 60s.
 	ReadBodyTimeout time.Duration
+	// ClientCerts: the listener verifies client certificates, so the 401
+	// message offers one.
+	ClientCerts bool
 	// Unidentified bounds refusals of calls without a named caller.
 	Unidentified UnidentifiedLimits
 }
@@ -132,6 +137,7 @@ type state struct {
 	maxHeaderCount  int
 	readBodyTimeout time.Duration
 	unidentified    UnidentifiedLimits
+	clientCerts     bool
 }
 
 // Defaults of Routes and Upstream fields.
@@ -157,7 +163,7 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 		opts.CallerLimiter = ratelimit.NewLocal(opts.Now)
 	}
 	if opts.UpstreamLimiter == nil {
-		opts.UpstreamLimiter = ratelimit.NewLocal(opts.Now)
+		opts.UpstreamLimiter = ratelimit.NewWindow(opts.Now, 0)
 	}
 	if opts.SummaryInterval <= 0 {
 		opts.SummaryInterval = time.Minute
@@ -203,6 +209,7 @@ func (p *Proxy) Update(routes Routes) error {
 		maxHeaderCount:  routes.MaxHeaderCount,
 		readBodyTimeout: routes.ReadBodyTimeout,
 		unidentified:    routes.Unidentified,
+		clientCerts:     routes.ClientCerts,
 	}
 	for _, u := range routes.Upstreams {
 		if u.Target == nil || u.Auth == nil {
@@ -286,6 +293,10 @@ func (p *Proxy) finish(c *call, rw *recorder, r *http.Request) {
 	rec.BytesIn = c.bytesIn.Load()
 	rec.DurationMS = ms(p.opts.Now().Sub(c.start))
 	rec.Outcome = outcome(c, r.Context().Err())
+	// A call that ends before its reply came back (refused after it was
+	// admitted, or cut off) gives its quota slot back, or holds it for
+	// the window if it was sent.
+	c.ticket.Release(c.sent)
 	if c.unrecorded {
 		// Counted in the unidentified summary instead.
 	} else if err := p.opts.Auditor.Write(rec); err != nil {

@@ -132,16 +132,21 @@ func TestProxy_ErrorReplies(t *testing.T) {
 	}
 }
 
-func TestProxy_UnknownCallerLearnsNothingAboutUpstreams(t *testing.T) {
+// TestProxy_UnknownCallerIsRefusedBeforeTheRoute: a caller without a key
+// gets 401 whatever the upstream, never a 404 that would confirm a name;
+// the message names how to send a key (for a configured upstream, its
+// drop-in slot too: upstream names are not secret, see the README's
+// security model).
+func TestProxy_UnknownCallerIsRefusedBeforeTheRoute(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	r1, b1 := h.do("GET", "/nosuch/x", nil, nil)
 	r2, b2 := h.do("GET", "/huntress/v1/agents", nil, nil)
 	contractError(t, r1, b1, 401, "caller_unauthenticated")
 	contractError(t, r2, b2, 401, "caller_unauthenticated")
-	m1 := mustJSON(t, b1)["error"].(map[string]any)["message"]
-	m2 := mustJSON(t, b2)["error"].(map[string]any)["message"]
-	if m1 != m2 {
-		t.Errorf("messages differ: %q vs %q", m1, m2)
+	m1 := mustJSON(t, b1)["error"].(map[string]any)["message"].(string)
+	m2 := mustJSON(t, b2)["error"].(map[string]any)["message"].(string)
+	if m1 != "no valid caller identity: send Proxy-Authorization: Bearer <key>" || !strings.HasPrefix(m2, m1+", or ") {
+		t.Errorf("messages %q and %q", m1, m2)
 	}
 }
 

@@ -15,10 +15,11 @@ import (
 	"github.com/keybroker/keybroker/internal/vendortest"
 )
 
-// scaled is Huntress's sliding window scaled down: 20 per 2 s.
-const scaledLimit = "    rate_limit: {requests: 20, per: 2s, burst: 1, max_wait: 3s}\n"
+// scaled is Huntress's sliding window scaled down: 20 per 2 s, the whole
+// quota at once; the fake counts each call 0-40 ms after it was sent.
+const scaledLimit = "    rate_limit: {requests: 20, per: 2s, max_wait: 3s}\n"
 
-var scaledFake = vendortest.HuntressOptions{Limit: 20, Window: 2 * time.Second}
+var scaledFake = vendortest.HuntressOptions{Limit: 20, Window: 2 * time.Second, CountJitter: 40 * time.Millisecond}
 
 // saturate sends from n goroutines per harness until stop; it returns the
 // statuses callers got.
@@ -64,6 +65,9 @@ func checkVendorQuota(t *testing.T, hunt *vendortest.Huntress, windows int) {
 	if quota := 20 * windows; accepted < quota*9/10 {
 		t.Errorf("%d calls accepted of a quota of %d: under 90%%", accepted, quota)
 	}
+	if len(hunt.Requests()) != hunt.Count(http.StatusOK) {
+		t.Errorf("the vendor answered something other than 200: %d of %d", len(hunt.Requests())-hunt.Count(http.StatusOK), len(hunt.Requests()))
+	}
 	t.Logf("vendor accepted %d (quota %d), 429s %d, worst window %d", accepted, 20*windows, hunt.Count(429), hunt.MaxInWindow())
 }
 
@@ -79,11 +83,11 @@ func TestRateLimit_OneReplicaKeepsTheVendorUnderItsWindow(t *testing.T) {
 func TestRateLimit_ThreeReplicasShareOneRedis(t *testing.T) {
 	rs := redistest.Start(t)
 	first := newHarness(t, harnessOpts{huntressYAML: scaledLimit, huntress: scaledFake,
-		upstreamLimiter: ratelimit.NewRedis(ratelimit.RedisOptions{Address: rs.Addr, Replicas: 3})})
+		upstreamLimiter: ratelimit.NewRedis(ratelimit.RedisOptions{Address: rs.Addr, Replicas: 3, Margin: 5 * time.Millisecond})})
 	hs := []*harness{first}
 	for range 2 {
 		hs = append(hs, newHarness(t, harnessOpts{huntressYAML: scaledLimit, shareHuntress: first.huntress,
-			upstreamLimiter: ratelimit.NewRedis(ratelimit.RedisOptions{Address: rs.Addr, Replicas: 3})}))
+			upstreamLimiter: ratelimit.NewRedis(ratelimit.RedisOptions{Address: rs.Addr, Replicas: 3, Margin: 5 * time.Millisecond})}))
 	}
 	got := saturate(hs, 4, soarKey, 6*time.Second)
 	if got[500] != 0 || got[0] != 0 {
@@ -92,21 +96,32 @@ func TestRateLimit_ThreeReplicasShareOneRedis(t *testing.T) {
 	checkVendorQuota(t, first.huntress, 3)
 }
 
-// TestRateLimit_RedisKilledMidRun: calls never fail with a 5xx, the vendor
-// stays under its window on the local share, and Redis is used again.
+// TestRateLimit_RedisKilledMidRun: three replicas on one Redis, Redis
+// killed mid-run and brought back: callers never get a 5xx, the vendor
+// never a call over its window (the hand-offs hold), and every replica
+// uses Redis again.
 func TestRateLimit_RedisKilledMidRun(t *testing.T) {
 	rs := redistest.Start(t)
-	rl := ratelimit.NewRedis(ratelimit.RedisOptions{Address: rs.Addr, Replicas: 1})
-	h := newHarness(t, harnessOpts{huntressYAML: scaledLimit, huntress: scaledFake, upstreamLimiter: rl})
+	var rls []*ratelimit.Redis
+	var hs []*harness
+	for i := range 3 {
+		rl := ratelimit.NewRedis(ratelimit.RedisOptions{Address: rs.Addr, Replicas: 3, Margin: 5 * time.Millisecond})
+		o := harnessOpts{huntressYAML: scaledLimit, huntress: scaledFake, upstreamLimiter: rl}
+		if i > 0 {
+			o.shareHuntress = hs[0].huntress
+		}
+		rls, hs = append(rls, rl), append(hs, newHarness(t, o))
+	}
+	h := hs[0]
 	done := make(chan map[int]int)
-	go func() { done <- saturate([]*harness{h}, 4, soarKey, 5*time.Second) }()
+	go func() { done <- saturate(hs, 3, soarKey, 9*time.Second) }()
 	// Phases by condition: calls served through Redis; Redis stopped and
 	// the fallback taken; calls served on the local share; Redis back.
 	waitFor(t, "calls served through Redis", func() bool { return h.huntress.Count(200) >= 3 })
 	rs.Stop()
-	waitFor(t, "the local fallback", rl.InFallback)
+	waitFor(t, "the local fallback", func() bool { return rls[0].InFallback() && rls[1].InFallback() && rls[2].InFallback() })
 	served := h.huntress.Count(200)
-	waitFor(t, "calls served while Redis is down", func() bool { return h.huntress.Count(200) >= served+2 })
+	waitFor(t, "calls served while Redis is down", func() bool { return h.huntress.Count(200) >= served+6 })
 	rs.Restart()
 	got := <-done
 	for st := range got {
@@ -114,6 +129,8 @@ func TestRateLimit_RedisKilledMidRun(t *testing.T) {
 			t.Errorf("callers got %d %d times", st, got[st])
 		}
 	}
+	t.Logf("callers got %v; vendor accepted %d, 429s %d, worst window %d", got, h.huntress.Count(200), h.huntress.Count(429), h.huntress.MaxInWindow())
+	rl := rls[0]
 	if h.huntress.Count(429) != 0 || h.huntress.MaxInWindow() > 20 {
 		t.Errorf("vendor 429s %d, worst window %d", h.huntress.Count(429), h.huntress.MaxInWindow())
 	}

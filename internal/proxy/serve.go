@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -82,7 +83,7 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	id, err := st.callers.Identify(r, slot)
 	c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	if err != nil {
-		return nil, &refusal{CodeCallerUnauthenticated, "no valid caller identity: send Proxy-Authorization: Bearer <key> or a client certificate"}
+		return nil, &refusal{CodeCallerUnauthenticated, identityHint(slot, st.clientCerts)}
 	}
 	if up == nil {
 		return nil, &refusal{CodeUnknownUpstream, "no upstream named " + quoteName(name)}
@@ -158,14 +159,21 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 	steps = append(steps, quota{"upstream", up.limitKey, up.cfg.Quota, p.opts.UpstreamLimiter})
 	for _, s := range steps {
 		start := p.opts.Now()
-		_, err := s.l.Wait(r.Context(), s.key, s.lim)
+		_, ticket, err := s.l.Acquire(r.Context(), s.key, s.lim)
 		c.rec.RateLimitWaitMS += ms(p.opts.Now().Sub(start))
 		if err == nil {
+			if s.by == "upstream" {
+				c.ticket = ticket
+			}
 			continue
 		}
 		c.rec.RateLimitedBy = s.by
 		if ref, ok := ratelimit.IsRefused(err); ok {
 			setRetryHeaders(w.Header(), ref.RetryAfter, ref.Reset, ref.Limit, 0)
+			if s.lim.Requests > 0 && s.lim.Per > 0 {
+				// The window, as the IETF draft spells it: 60;w=60.
+				w.Header().Set("RateLimit-Policy", strconv.Itoa(s.lim.Requests)+";w="+strconv.Itoa(ceilSeconds(s.lim.Per)))
+			}
 			if ref.Paused {
 				return &refusal{CodeRateLimited, "the vendor answered 429; calls to this upstream are paused; retry after Retry-After seconds"}
 			}

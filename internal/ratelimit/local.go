@@ -124,6 +124,14 @@ func (l *Local) Wait(ctx context.Context, key string, lim Limit) (Result, error)
 	return res, sleepFor(ctx, res.Waited, cancel)
 }
 
+// Acquire is Wait for the Limiter interface the proxy shares with Window
+// and Redis: a token bucket holds nothing after admission, so its Ticket
+// is empty.
+func (l *Local) Acquire(ctx context.Context, key string, lim Limit) (Result, Ticket, error) {
+	res, err := l.Wait(ctx, key, lim)
+	return res, Ticket{}, err
+}
+
 // reserve takes key's next slot and says how long until it; cancel gives
 // the slot back.
 func (l *Local) reserve(key string, lim Limit) (Result, func(), error) {

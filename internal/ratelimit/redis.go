@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,56 +13,79 @@ import (
 	"go.uber.org/zap"
 )
 
-// gcra is the Generic Cell Rate Algorithm, a token bucket kept as one
-// number per key: the theoretical arrival time (TAT) of the next call.
-// Emission interval T = 1/rate; a call at t conforms once
-// t >= max(TAT, t) - (burst-1)·T. That admits exactly what Local admits:
-// burst calls at once, then one per T, so B + W/T <= requests in any window
-// W, whichever replica sends. It runs atomically in Redis, on Redis's clock
-// (TIME), so replicas' clocks do not matter.
+// acquireScript is the sliding window of Window, kept in Redis for every
+// replica and decided atomically on Redis's clock (TIME), so replicas'
+// clocks do not matter. Two sorted sets per key: the calls in flight,
+// scored by a provisional end (in case a replica dies mid-call), and the
+// released calls, scored by when their hold ends. A call is admitted while
+// the two together hold fewer than Requests; Burst below Requests adds a
+// GCRA smoothing cell. A pause (after a vendor 429) is a key with an
+// expiry.
 //
-// A call that would wait longer than max_wait reserves nothing. A call that
-// may wait reserves its slot at once (TAT moves on) and the replica sleeps
-// until then. A pause (after a vendor 429) is a key with an expiry.
-//
-// KEYS[1] tat key, KEYS[2] pause key
-// ARGV[1] interval µs (0: no quota), ARGV[2] burst, ARGV[3] max wait µs,
-// ARGV[4] floor µs: no call before now+floor (the hand-off from the local
-// fallback, whose last reserved call this replica knows and Redis does not)
-// returns {allowed (0/1), wait µs or retry-after µs, paused (0/1), remaining}
-const gcraScript = `
+// KEYS[1] released, KEYS[2] in flight, KEYS[3] pause, KEYS[4] smoothing
+// ARGV[1] requests, ARGV[2] member, ARGV[3] provisional hold µs,
+// ARGV[4] smoothing interval µs (0: none), ARGV[5] burst
+// returns {admitted 0/1, wait µs (-1: unknown, every slot in flight),
+// paused 0/1, remaining}
+const acquireScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local maxwait = tonumber(ARGV[3])
-local start = now + tonumber(ARGV[4])
-local paused = 0
-local pttl = redis.call('PTTL', KEYS[2])
-if pttl > 0 and now + pttl * 1000 > start then
-  start = now + pttl * 1000
-  paused = 1
-  if pttl * 1000 > maxwait then
-    return {0, pttl * 1000, 1, 0}
+local pttl = redis.call('PTTL', KEYS[3])
+if pttl > 0 then
+  return {0, pttl * 1000, 1, 0}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local requests = tonumber(ARGV[1])
+local n = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+if n >= requests then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if first[2] then
+    return {0, tonumber(first[2]) - now, 0, 0}
   end
+  return {0, -1, 0, 0}
 end
-if interval == 0 then
-  return {1, start - now, paused, burst}
+local interval = tonumber(ARGV[4])
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tat < now then tat = now end
+  local earliest = tat - (tonumber(ARGV[5]) - 1) * interval
+  if earliest > now then
+    return {0, earliest - now, 0, 0}
+  end
+  redis.call('SET', KEYS[4], string.format('%.0f', tat + interval), 'PX', math.ceil((tat + interval - now) / 1000) + 1000)
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < start then tat = start end
-local earliest = tat - (burst - 1) * interval
-if earliest < start then earliest = start end
-local wait = earliest - now
-if wait > maxwait then
-  return {0, wait, paused, 0}
+local hold = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], now + hold, ARGV[2])
+local keep = math.ceil(hold / 1000) + 1000
+redis.call('PEXPIRE', KEYS[2], keep)
+if redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], keep) end
+return {1, 0, 0, requests - n - 1}
+`
+
+// releaseScript ends a call's flight: sent, it holds its slot until
+// ARGV[2] µs from now (Per plus the margin); not sent, the slot is free.
+// KEYS[1] released, KEYS[2] in flight; ARGV[1] member, ARGV[2] hold µs,
+// ARGV[3] sent (1/0)
+const releaseScript = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local was = redis.call('ZREM', KEYS[2], ARGV[1])
+if was == 1 and ARGV[3] == '1' then
+  local hold = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[1], now + hold, ARGV[1])
+  local pttl = redis.call('PTTL', KEYS[1])
+  local want = math.ceil(hold / 1000) + 1000
+  if pttl < want then redis.call('PEXPIRE', KEYS[1], want) end
 end
-local newtat = tat + interval
-local ttl = math.ceil((newtat - now) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.0f', newtat), 'PX', ttl)
-local remaining = math.floor((burst * interval - (newtat - now)) / interval)
-if remaining < 0 then remaining = 0 end
-return {1, wait, paused, remaining}
+return was
+`
+
+// usageScript counts the slots held under a key.
+const usageScript = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') + redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
 `
 
 // pauseScript extends a pause to ARGV[1] ms from now, never shortens it.
@@ -72,6 +96,11 @@ if pttl < want then redis.call('SET', KEYS[1], '1', 'PX', want) end
 return 1
 `
 
+// handoffSlack is how late a call sent by another replica may still reach
+// the vendor: the hand-offs between Redis and the local fallback, which
+// cannot see other replicas' calls, wait it out beyond the window.
+const handoffSlack = time.Second
+
 // RedisOptions configure the shared limiter.
 type RedisOptions struct {
 	Address  string
@@ -81,6 +110,11 @@ type RedisOptions struct {
 	Prefix string
 	// Replicas divides each quota in the local fallback. Default 1.
 	Replicas int
+	// Margin is what a slot is held beyond Per. Default DefaultMargin.
+	Margin time.Duration
+	// InFlight bounds how long a call's slot is held while no reply has
+	// come back (a replica that dies mid-call). Default 2m, beyond Per.
+	InFlight time.Duration
 	// Timeout bounds one Redis round trip; past it the call falls back.
 	// Default 250ms.
 	Timeout time.Duration
@@ -90,30 +124,42 @@ type RedisOptions struct {
 	OnFallback func(fallback bool, reason string)
 }
 
-// Redis keeps quotas in Redis, shared by every replica. When Redis cannot be
-// reached it falls back to a local limiter with each quota divided by
-// Replicas, tries Redis again at most once a second, and returns to it as
-// soon as it answers. It never fails a call because Redis is down.
+// Redis keeps vendor quotas as sliding windows in Redis, shared by every
+// replica, with Window's semantics. Within a replica, callers waiting on
+// one key are served in arrival order.
+//
+// When Redis cannot be reached it falls back to a local Window with each
+// quota divided by Replicas, tries Redis again at most once a second, and
+// returns to it as soon as it answers; it never fails a call because Redis
+// is down. The hand-offs keep the windows exact: on entering the fallback a
+// key is paused for one window (the calls other replicas sent through Redis
+// are unknown here, and have left the vendor's window by then), and for one
+// window after returning each call must pass both Redis and the local
+// share (the calls sent locally meanwhile are not in Redis).
 type Redis struct {
-	opts   RedisOptions
-	client *redis.Client
-	gcra   *redis.Script
-	pause  *redis.Script
-	local  *Local
+	opts    RedisOptions
+	client  *redis.Client
+	acquire *redis.Script
+	rel     *redis.Script
+	usage   *redis.Script
+	pause   *redis.Script
+	local   *Window
 
-	fallback  atomic.Bool
-	mu        sync.Mutex
-	lastProbe time.Time
-	// last is, per key, when this replica's latest admitted call goes out
-	// and the interval after it. A switch between Redis and the local
-	// fallback starts after it, so calls reserved in one mode never overlap
-	// calls admitted in the other.
-	last map[string]handoff
+	fallback atomic.Bool
+	nextID   atomic.Uint64
+	replica  string
+
+	mu         sync.Mutex
+	lastProbe  time.Time
+	fallbackAt time.Time
+	keys       map[string]*redisKey
 }
 
-type handoff struct {
-	at       time.Time
-	interval time.Duration
+// redisKey is a key's state in this replica.
+type redisKey struct {
+	gate    chan struct{} // FIFO: only the first waiter asks Redis
+	lim     Limit
+	dualTil time.Time // after a fallback: the local share applies too until then
 }
 
 // NewRedis returns a limiter using the Redis at opts.Address. It does not
@@ -124,6 +170,12 @@ func NewRedis(opts RedisOptions) *Redis {
 	}
 	if opts.Replicas < 1 {
 		opts.Replicas = 1
+	}
+	if opts.Margin <= 0 {
+		opts.Margin = DefaultMargin
+	}
+	if opts.InFlight <= 0 {
+		opts.InFlight = 2 * time.Minute
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 250 * time.Millisecond
@@ -139,8 +191,11 @@ func NewRedis(opts RedisOptions) *Redis {
 	if opts.TLS {
 		ro.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	return &Redis{opts: opts, client: redis.NewClient(ro), gcra: redis.NewScript(gcraScript),
-		pause: redis.NewScript(pauseScript), local: NewLocal(nil), last: map[string]handoff{}}
+	return &Redis{opts: opts, client: redis.NewClient(ro),
+		acquire: redis.NewScript(acquireScript), rel: redis.NewScript(releaseScript),
+		usage: redis.NewScript(usageScript), pause: redis.NewScript(pauseScript),
+		local: NewWindow(nil, opts.Margin), keys: map[string]*redisKey{},
+		replica: strconv.FormatInt(time.Now().UnixNano(), 36)}
 }
 
 // Close closes the connections.
@@ -149,93 +204,209 @@ func (r *Redis) Close() error { return r.client.Close() }
 // InFallback reports whether quotas are currently kept locally.
 func (r *Redis) InFallback() bool { return r.fallback.Load() }
 
-// Wait admits one call under key's limit, as Local.Wait does, with the
-// quota shared through Redis.
-func (r *Redis) Wait(ctx context.Context, key string, lim Limit) (Result, error) {
-	if r.fallback.Load() && !r.probeDue() {
-		return r.waitLocal(ctx, key, lim)
-	}
-	res, err := r.decide(ctx, key, lim)
-	if err != nil {
-		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
+// Acquire admits one call under key's limit, as Window.Acquire does, with
+// the quota shared through Redis.
+func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Ticket, error) {
+	k := r.key(key, lim)
+	start := time.Now()
+	select {
+	case k.gate <- struct{}{}:
+	default:
+		// Others of this replica are ahead: wait for them, in order.
+		timer := time.NewTimer(max(lim.MaxWait, 0))
+		defer timer.Stop()
+		select {
+		case k.gate <- struct{}{}:
+		case <-timer.C:
+			return Result{}, Ticket{}, &RefusedError{RetryAfter: max(lim.MaxWait, time.Second), Limit: lim.Requests}
+		case <-ctx.Done():
+			return Result{}, Ticket{}, ctx.Err()
 		}
-		r.setFallback(true, err)
-		return r.waitLocal(ctx, key, lim)
 	}
-	r.setFallback(false, nil)
-	if res.refused != nil {
-		return Result{}, res.refused
+	defer func() { <-k.gate }()
+	deadline := start.Add(lim.MaxWait)
+	for {
+		if r.fallback.Load() && !r.probeDue() {
+			return r.acquireLocal(ctx, key, lim, deadline)
+		}
+		res, tk, wait, err := r.decide(ctx, key, k, lim)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Result{}, Ticket{}, ctx.Err()
+			}
+			r.setFallback(true, err)
+			return r.acquireLocal(ctx, key, lim, deadline)
+		}
+		r.setFallback(false, nil)
+		if wait == 0 {
+			res.Waited = time.Since(start)
+			return res.Result, tk, nil
+		}
+		// Not now: wait for the slot that frees first (or, with every slot
+		// in flight, look again shortly), unless that is past MaxWait.
+		step := wait
+		if wait < 0 {
+			step = 10 * time.Millisecond
+		}
+		if time.Now().Add(step).After(deadline) {
+			retry := wait
+			if wait < 0 {
+				retry = lim.Per
+			}
+			return Result{}, Ticket{}, &RefusedError{RetryAfter: max(retry, time.Millisecond), Limit: lim.Requests,
+				Reset: max(retry, 0), Paused: res.paused}
+		}
+		if err := sleepFor(ctx, min(step, 100*time.Millisecond), nil); err != nil {
+			return Result{}, Ticket{}, err
+		}
 	}
-	r.note(key, time.Now().Add(res.wait), lim)
-	// A slot reserved in Redis is not given back if the caller leaves: the
-	// quota errs on the side of sending less, never more.
-	if err := sleepFor(ctx, res.wait, nil); err != nil {
-		return Result{}, err
-	}
-	return res.Result, nil
 }
 
-func (r *Redis) waitLocal(ctx context.Context, key string, lim Limit) (Result, error) {
-	share := r.share(lim)
-	res, cancel, err := r.local.reserve(key, share)
-	if err != nil {
-		return res, err
-	}
-	r.note(key, time.Now().Add(res.Waited), share)
-	return res, sleepFor(ctx, res.Waited, cancel)
-}
-
-func (r *Redis) note(key string, at time.Time, lim Limit) {
-	if lim.Requests <= 0 {
-		return
-	}
-	iv := time.Duration(float64(time.Second) / float64(lim.Rate()))
-	r.mu.Lock()
-	if at.After(r.last[key].at) {
-		r.last[key] = handoff{at: at, interval: iv}
-	}
-	r.mu.Unlock()
-}
-
-// floor is how long a Redis decision for key must hold off after a spell
-// on the local fallback.
-func (r *Redis) floor(key string) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h, ok := r.last[key]
-	if !ok {
-		return 0
-	}
-	return max(0, time.Until(h.at.Add(h.interval)))
-}
-
-type decision struct {
+type redisResult struct {
 	Result
-	wait    time.Duration
-	refused *RefusedError
+	paused bool
 }
 
-func (r *Redis) decide(ctx context.Context, key string, lim Limit) (decision, error) {
+// decide asks Redis once. wait is 0 when admitted, else how long until a
+// slot frees (-1: unknown).
+func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit) (redisResult, Ticket, time.Duration, error) {
+	member := r.replica + ":" + strconv.FormatUint(r.nextID.Add(1), 36)
 	interval := int64(0)
-	if rate := lim.Rate(); lim.Requests > 0 && rate > 0 {
-		interval = int64(float64(time.Second/time.Microsecond) / float64(rate))
+	if b := lim.burst(); lim.Burst > 0 && b < lim.Requests && lim.Requests > 0 {
+		interval = lim.Per.Microseconds() / int64(lim.Requests)
 	}
+	requests := lim.Requests
+	if requests <= 0 {
+		requests = 1 << 30 // no quota: only pauses hold calls
+	}
+	hold := (lim.Per + r.opts.Margin + r.opts.InFlight).Microseconds()
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	vals, err := r.gcra.Run(ctx, r.client, []string{r.opts.Prefix + "tat:" + key, r.opts.Prefix + "pause:" + key},
-		interval, lim.burst(), lim.MaxWait.Microseconds(), r.floor(key).Microseconds()).Int64Slice()
+	vals, err := r.acquire.Run(ctx, r.client, r.redisKeys(key), requests, member, hold, interval, lim.burst()).Int64Slice()
 	if err != nil {
-		return decision{}, err
+		return redisResult{}, Ticket{}, 0, err
 	}
 	if len(vals) != 4 {
-		return decision{}, fmt.Errorf("redis limiter: unexpected reply %v", vals)
+		return redisResult{}, Ticket{}, 0, fmt.Errorf("redis limiter: unexpected reply %v", vals)
 	}
-	d := time.Duration(vals[1]) * time.Microsecond
+	res := redisResult{Result: Result{Limit: lim.Requests, Remaining: int(vals[3])}, paused: vals[2] == 1}
 	if vals[0] == 0 {
-		return decision{refused: &RefusedError{RetryAfter: max(d, time.Millisecond), Limit: lim.Requests, Reset: d, Paused: vals[2] == 1}}, nil
+		wait := time.Duration(vals[1]) * time.Microsecond
+		if vals[1] < 0 {
+			wait = -1
+		}
+		return res, Ticket{}, max(wait, -1), nil
 	}
-	return decision{wait: d, Result: Result{Waited: d, Limit: lim.Requests, Remaining: int(vals[3])}}, nil
+	tk := Ticket{r: r, key: key + "\x00" + member}
+	if lim.Requests <= 0 {
+		tk = Ticket{}
+	}
+	// Back from the fallback (this very call may be the probe that finds
+	// Redis again): the local share must agree too.
+	if r.fallback.Load() || time.Now().Before(r.dualUntil(k)) {
+		_, ltk, lerr := r.local.Acquire(ctx, key, r.share(lim, 0))
+		if lerr != nil {
+			tk.Release(false)
+			if ref, ok := IsRefused(lerr); ok {
+				return res, Ticket{}, ref.RetryAfter, nil
+			}
+			return res, Ticket{}, 10 * time.Millisecond, nil
+		}
+		tk = Ticket{r: pair{tk, ltk}, key: key}
+	}
+	return res, tk, 0, nil
+}
+
+// pair releases two tickets together (Redis and the local share).
+type pair [2]Ticket
+
+func (p pair) release(_ Ticket, sent bool) {
+	p[0].Release(sent)
+	p[1].Release(sent)
+}
+
+func (r *Redis) release(t Ticket, sent bool) {
+	key, member := splitTicket(t.key)
+	flag := 0
+	if sent {
+		flag = 1
+	}
+	hold := r.limitOf(key).Per + r.opts.Margin
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
+	defer cancel()
+	keys := r.redisKeys(key)
+	if err := r.rel.Run(ctx, r.client, keys[:2], member, hold.Microseconds(), flag).Err(); err != nil {
+		// The slot stays held until its provisional end: fewer calls, never more.
+		r.opts.Log.Warn("could not release a quota slot in redis", zap.String("key", key), zap.Error(err))
+	}
+}
+
+func splitTicket(s string) (key, member string) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+func (r *Redis) acquireLocal(ctx context.Context, key string, lim Limit, deadline time.Time) (Result, Ticket, error) {
+	return r.local.Acquire(ctx, key, r.share(lim, max(0, time.Until(deadline))))
+}
+
+func (r *Redis) redisKeys(key string) []string {
+	p := r.opts.Prefix
+	return []string{p + "done:" + key, p + "fly:" + key, p + "pause:" + key, p + "cell:" + key}
+}
+
+func (r *Redis) key(key string, lim Limit) *redisKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k, ok := r.keys[key]
+	if !ok {
+		k = &redisKey{gate: make(chan struct{}, 1)}
+		r.keys[key] = k
+		if r.fallback.Load() {
+			// First seen during the fallback: other replicas' calls may be
+			// in the window, as for every key at the switch.
+			r.local.Pause(key, r.fallbackAt.Add(lim.Per+r.opts.Margin+handoffSlack))
+		}
+	}
+	k.lim = lim
+	return k
+}
+
+func (r *Redis) limitOf(key string) Limit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if k, ok := r.keys[key]; ok {
+		return k.lim
+	}
+	return Limit{}
+}
+
+func (r *Redis) dualUntil(k *redisKey) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return k.dualTil
+}
+
+// Usage returns how many calls hold a slot under key, all replicas
+// together (this replica's local share while Redis is away).
+func (r *Redis) Usage(key string) (inUse, requests int) {
+	lim := r.limitOf(key)
+	if r.fallback.Load() {
+		in, _ := r.local.Usage(key)
+		return in, lim.Requests
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
+	defer cancel()
+	n, err := r.usage.Run(ctx, r.client, r.redisKeys(key)[:2]).Int()
+	if err != nil {
+		in, _ := r.local.Usage(key)
+		return in, lim.Requests
+	}
+	return n, lim.Requests
 }
 
 // Pause holds every call under key, on every replica, until until.
@@ -254,14 +425,15 @@ func (r *Redis) Pause(key string, until time.Time) {
 
 // share is lim divided by the replicas, for the local fallback: each
 // replica keeps requests/replicas per window, so together they stay under.
-func (r *Redis) share(lim Limit) Limit {
-	if lim.Requests <= 0 || r.opts.Replicas <= 1 {
-		return lim
-	}
+func (r *Redis) share(lim Limit, maxWait time.Duration) Limit {
 	l := lim
+	l.MaxWait = maxWait
+	if lim.Requests <= 0 || r.opts.Replicas <= 1 {
+		return l
+	}
 	l.Requests = max(1, lim.Requests/r.opts.Replicas)
-	if l.Burst >= l.Requests {
-		l.Burst = max(1, l.Requests-1)
+	if l.Burst > l.Requests {
+		l.Burst = l.Requests
 	}
 	return l
 }
@@ -280,14 +452,27 @@ func (r *Redis) setFallback(on bool, err error) {
 	if r.fallback.Swap(on) == on {
 		return
 	}
+	now := time.Now()
+	r.mu.Lock()
+	r.lastProbe = now
 	if on {
-		r.mu.Lock()
-		r.lastProbe = time.Now()
-		// Calls already reserved through Redis go out first.
-		for key, h := range r.last {
-			r.local.Pause(key, h.at.Add(h.interval))
+		r.fallbackAt = now
+	}
+	for key, k := range r.keys {
+		window := k.lim.Per + r.opts.Margin + handoffSlack
+		if on {
+			// Calls other replicas sent through Redis are unknown here: wait
+			// until they have left the vendor's window.
+			r.local.Pause(key, now.Add(window))
+		} else {
+			// Calls other replicas sent locally are unknown to Redis: keep
+			// to the local share too until they have left the window, and
+			// as long again for replicas that find Redis back later.
+			k.dualTil = now.Add(2 * window)
 		}
-		r.mu.Unlock()
+	}
+	r.mu.Unlock()
+	if on {
 		r.opts.Log.Error("redis unreachable: rate limits fall back to local quotas divided by replicas",
 			zap.Int("replicas", r.opts.Replicas), zap.Error(err))
 		if r.opts.OnFallback != nil {

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"math/rand"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -12,52 +13,60 @@ import (
 )
 
 // TestRedis_ReplicasShareOneWindow: three limiters (three replicas) on one
-// Redis, each with many impatient callers, for three windows: every window
-// of length Per sees at most Requests admitted calls in total, and close to
-// all of the quota is used.
+// Redis, each with many impatient callers, for three windows, against a
+// vendor that counts each call on arrival, 0-40 ms after it was admitted,
+// and answers at once: no window of Per ever counts more than Requests,
+// and nearly all of the quota is used.
 func TestRedis_ReplicasShareOneWindow(t *testing.T) {
 	rs := redistest.Start(t)
-	lim := Limit{Requests: 20, Per: 2 * time.Second, Burst: 1, MaxWait: 3 * time.Second}
+	lim := Limit{Requests: 20, Per: 2 * time.Second, MaxWait: 3 * time.Second}
 	var mu sync.Mutex
-	var sent []time.Time
+	var arrived []time.Time
 	var wg sync.WaitGroup
-	stop := time.Now().Add(6 * time.Second)
+	start := time.Now()
+	stop := start.Add(6 * time.Second)
 	for range 3 {
-		r := NewRedis(RedisOptions{Address: rs.Addr, Replicas: 3})
+		r := NewRedis(RedisOptions{Address: rs.Addr, Replicas: 3, Margin: 5 * time.Millisecond})
 		defer r.Close()
-		for range 4 {
+		for w := range 4 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				rng := rand.New(rand.NewSource(int64(w)))
 				for time.Now().Before(stop) {
 					ctx, cancel := context.WithDeadline(context.Background(), stop)
-					_, err := r.Wait(ctx, "upstream:huntress", lim)
+					_, tk, err := r.Acquire(ctx, "upstream:huntress", lim)
 					cancel()
-					if err == nil && time.Now().Before(stop) {
+					if err != nil {
+						continue
+					}
+					time.Sleep(time.Duration(rng.Intn(40)) * time.Millisecond) // on the way
+					if time.Now().Before(stop) {
 						mu.Lock()
-						sent = append(sent, time.Now())
+						arrived = append(arrived, time.Now())
 						mu.Unlock()
 					}
+					tk.Release(true)
 				}
 			}()
 		}
 	}
 	wg.Wait()
-	sort.Slice(sent, func(i, j int) bool { return sent[i].Before(sent[j]) })
+	sort.Slice(arrived, func(i, j int) bool { return arrived[i].Before(arrived[j]) })
 	worst := 0
-	for i := range sent {
+	for i := range arrived {
 		n := 0
-		for j := i; j < len(sent) && sent[j].Sub(sent[i]) < lim.Per; j++ {
+		for j := i; j < len(arrived) && arrived[j].Sub(arrived[i]) < lim.Per; j++ {
 			n++
 		}
 		worst = max(worst, n)
 	}
-	// 6 s is three windows: at most 60; burst 1 gives 1 + 19 per window.
-	// Steady state uses (requests-1)/requests of the quota: 95% here.
-	if worst > lim.Requests || len(sent) < 54 {
-		t.Errorf("%d calls in 6s, worst window %d: want <= %d per window and >= 54 (90%%) in all", len(sent), worst, lim.Requests)
+	// 6 s is three windows, the whole quota at once in each: 60, less
+	// what the hold past each reply costs.
+	if worst > lim.Requests || len(arrived) < 54 {
+		t.Errorf("%d calls in 6s, worst window %d: want <= %d per window and >= 54 (90%%) in all", len(arrived), worst, lim.Requests)
 	}
-	t.Logf("3 replicas: %d calls in 3 windows (quota 60), worst window %d", len(sent), worst)
+	t.Logf("3 replicas: %d calls in 3 windows (quota 60), worst vendor window %d", len(arrived), worst)
 }
 
 func TestRedis_PauseIsShared(t *testing.T) {
@@ -67,7 +76,7 @@ func TestRedis_PauseIsShared(t *testing.T) {
 	defer b.Close()
 	lim := Limit{MaxWait: time.Second}
 	a.Pause("upstream:x", time.Now().Add(30*time.Second))
-	_, err := b.Wait(context.Background(), "upstream:x", lim)
+	_, _, err := b.Acquire(context.Background(), "upstream:x", lim)
 	if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter < 29*time.Second {
 		t.Fatalf("the other replica is not paused: %v", err)
 	}
@@ -86,28 +95,34 @@ func TestRedis_FallsBackAndReturns(t *testing.T) {
 		mu.Unlock()
 	}})
 	defer r.Close()
-	lim := Limit{Requests: 1000, Per: time.Second, Burst: 100, MaxWait: time.Second}
+	// MaxWait covers the hand-off into the fallback: a window and the slack.
+	lim := Limit{Requests: 1000, Per: time.Second, Burst: 100, MaxWait: 3 * time.Second}
 	ctx := context.Background()
-	if _, err := r.Wait(ctx, "k", lim); err != nil || r.InFallback() {
+	acquire := func() error {
+		_, tk, err := r.Acquire(ctx, "k", lim)
+		tk.Release(true)
+		return err
+	}
+	if err := acquire(); err != nil || r.InFallback() {
 		t.Fatalf("with redis: %v", err)
 	}
 	rs.Stop()
 	var failed atomic.Int64
 	for range 50 {
-		if _, err := r.Wait(ctx, "k", lim); err != nil {
+		if err := acquire(); err != nil {
 			failed.Add(1)
 		}
 	}
 	if failed.Load() != 0 || !r.InFallback() {
 		t.Fatalf("without redis: %d failures, fallback %v", failed.Load(), r.InFallback())
 	}
-	if got := r.share(lim); got.Requests != 500 || got.Burst != 100 {
+	if got := r.share(lim, 0); got.Requests != 500 || got.Burst != 100 {
 		t.Errorf("local share %+v, want half the quota", got)
 	}
 	rs.Restart()
 	deadline := time.Now().Add(5 * time.Second)
 	for r.InFallback() && time.Now().Before(deadline) {
-		_, _ = r.Wait(ctx, "k", lim)
+		_ = acquire()
 		time.Sleep(50 * time.Millisecond)
 	}
 	mu.Lock()
@@ -121,13 +136,15 @@ func BenchmarkRedisDecision(b *testing.B) {
 	rs := redistest.Start(b)
 	r := NewRedis(RedisOptions{Address: rs.Addr})
 	defer r.Close()
-	lim := Limit{Requests: 1 << 30, Per: time.Second, Burst: 1 << 20}
+	lim := Limit{Requests: 1 << 30, Per: time.Second}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := r.Wait(ctx, "upstream:huntress", lim); err != nil {
+		_, tk, err := r.Acquire(ctx, "upstream:huntress", lim)
+		if err != nil {
 			b.Fatal(err)
 		}
+		tk.Release(false)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -88,6 +89,7 @@ type Huntress struct {
 	retryAfter string
 	delay      time.Duration
 	gzip       bool
+	jitter     time.Duration
 }
 
 // HuntressOptions tune the fake. Zero values: 60 per 60 s, no delay.
@@ -100,6 +102,10 @@ type HuntressOptions struct {
 	Delay time.Duration
 	// Gzip compresses replies for requests that accept gzip.
 	Gzip bool
+	// CountJitter delays each call by a random 0..CountJitter before the
+	// fake counts it in its window, as network delay does to a real
+	// vendor's count.
+	CountJitter time.Duration
 }
 
 // NewHuntress starts the fake on a loopback port; t.Cleanup should Close it.
@@ -111,7 +117,7 @@ func NewHuntress(key, secret string, o HuntressOptions) *Huntress {
 		o.Window = time.Minute
 	}
 	h := &Huntress{key: key, secret: secret, limit: o.Limit, window: o.Window,
-		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay, gzip: o.Gzip}
+		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay, gzip: o.Gzip, jitter: o.CountJitter}
 	h.Server = httptest.NewServer(http.HandlerFunc(h.serve))
 	return h
 }
@@ -164,6 +170,9 @@ func (h *Huntress) handle(w http.ResponseWriter, r *http.Request) int {
 	key, ok := h.authenticate(r)
 	if !ok {
 		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "Unauthorized"})
+	}
+	if h.jitter > 0 {
+		time.Sleep(rand.N(h.jitter))
 	}
 	if !h.admit(key) {
 		if h.retryAfter != "" {
