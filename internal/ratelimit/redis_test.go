@@ -132,7 +132,26 @@ func TestRedis_FallsBackAndReturns(t *testing.T) {
 	}
 }
 
+// BenchmarkRedisDecision is one admission decision: one round trip (the
+// acquire script). The release, after the vendor's reply, is another.
 func BenchmarkRedisDecision(b *testing.B) {
+	rs := redistest.Start(b)
+	r := NewRedis(RedisOptions{Address: rs.Addr})
+	defer r.Close()
+	lim := Limit{Requests: 1 << 30, Per: time.Second}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := r.Acquire(ctx, "upstream:huntress", lim); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRedisAcquireRelease is a whole call's limiter work: the
+// decision and the release, two round trips.
+func BenchmarkRedisAcquireRelease(b *testing.B) {
 	rs := redistest.Start(b)
 	r := NewRedis(RedisOptions{Address: rs.Addr})
 	defer r.Close()
@@ -145,6 +164,6 @@ func BenchmarkRedisDecision(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		tk.Release(false)
+		tk.Release(true)
 	}
 }
