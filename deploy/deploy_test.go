@@ -155,6 +155,17 @@ func TestKubernetes_NetworkPolicyAndPDB(t *testing.T) {
 	if strings.Count(egress, "port:") != 5 {
 		t.Errorf("egress allows more than DNS, Vault, Redis and HTTPS:\n%s", egress)
 	}
+	// Through an egress proxy: no direct internet at all, the proxy instead.
+	via := load(t, "networkpolicy-egress-proxy.yaml")
+	vegress := yamlString(m(via, "spec", "egress"))
+	for _, p := range []string{"port: 53", "port: 8200", "port: 6379", "port: 3128"} {
+		if !strings.Contains(vegress, p) {
+			t.Errorf("egress-proxy policy lacks %s", p)
+		}
+	}
+	if strings.Contains(vegress, "0.0.0.0/0") || strings.Contains(vegress, "port: 443") || m(via, "metadata", "name") != "keybroker" {
+		t.Errorf("the egress-proxy policy must replace the direct one and allow no direct internet:\n%s", vegress)
+	}
 	pdb := load(t, "pdb.yaml")
 	if m(pdb, "spec", "minAvailable") != 1 || m(pdb, "spec", "selector", "matchLabels", "app.kubernetes.io/name") != "keybroker" {
 		t.Error("PodDisruptionBudget must keep one keybroker pod")

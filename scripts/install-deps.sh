@@ -8,20 +8,28 @@ cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*"; }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  say "installing redis-server (Debian)"
+# Debian packages: redis-server (shared quotas) and tinyproxy (an egress
+# CONNECT proxy for the egress tests). The tests start their own instances
+# on loopback ports; the packaged services are stopped.
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v tinyproxy >/dev/null 2>&1 || missing="$missing tinyproxy"
+if [ -n "$missing" ]; then
+  say "installing$missing (Debian)"
   if [ "$(id -u)" -ne 0 ]; then
-    echo "redis-server is missing and this is not root: run 'sudo apt-get install -y redis-server'" >&2
+    echo "missing:$missing and this is not root: run 'sudo apt-get install -y$missing'" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends redis-server
-  # The tests start their own redis-server on a loopback port; the
-  # packaged service is not needed.
-  (service redis-server stop || systemctl stop redis-server || true) >/dev/null 2>&1
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $missing
+  for svc in $missing; do
+    (service "$svc" stop || systemctl stop "$svc" || true) >/dev/null 2>&1
+  done
 fi
 say "redis-server: $(redis-server --version | head -n1)"
+say "tinyproxy: $(tinyproxy -v 2>&1 | head -n1)"
 
 say "downloading Go modules"
 go mod download

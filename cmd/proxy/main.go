@@ -85,8 +85,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 const usage = `usage:
   proxy [serve] -config FILE               run the proxy
-  proxy validate -config FILE [--check-secrets]
-                                           check a configuration (and read every credential)
+  proxy validate -config FILE [--check-secrets] [--check-upstreams]
+                                           check a configuration (and read every credential;
+                                           and open a TLS connection to every upstream)
   proxy hash-key [-stdin]                  make a new caller key and its key_sha256
                                            (-stdin: hash a key read from standard input)
   proxy audit verify FILE                  check an audit file's hash chain
@@ -111,15 +112,27 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	check := fs.Bool("check-secrets", false, "also read every credential from its source and report its fields and version")
+	upstreams := fs.Bool("check-upstreams", false, "also open a TLS connection to every upstream (through the egress proxy) and report it; sends no credential")
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "configuration OK: %d upstream(s), %d caller(s)\n", len(cfg.Upstreams), len(cfg.Callers))
-	if !*check {
+	if !*check && !*upstreams {
 		return nil
 	}
-	return checkSecrets(ctx, cfg, stdout)
+	parts, err := assembleForCheck(ctx, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if *check {
+		errs = append(errs, checkSecrets(ctx, parts, stdout))
+	}
+	if *upstreams {
+		errs = append(errs, checkUpstreams(ctx, parts, stdout))
+	}
+	return errors.Join(errs...)
 }
 
 func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {

@@ -210,5 +210,6 @@ func sameCredentials(old, cur *config.Config) bool {
 		}
 		return out
 	}
-	return old.Secrets == cur.Secrets && reflect.DeepEqual(summary(old), summary(cur))
+	return old.Secrets == cur.Secrets && reflect.DeepEqual(summary(old), summary(cur)) &&
+		reflect.DeepEqual(old.Egress.ProxyCredential, cur.Egress.ProxyCredential)
 }

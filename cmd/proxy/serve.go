@@ -142,6 +142,7 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 			return a.redisLimiter != nil && a.redisLimiter.InFallback()
 		},
 		AuditSpace: a.auditSpace,
+		CertExpiry: func() map[string]time.Time { return a.proxy.CertExpiries() },
 		Quota: func(upstream string) (int, int) {
 			if a.quotaUsage == nil {
 				return 0, 0

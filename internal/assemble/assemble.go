@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 
@@ -41,14 +42,28 @@ type Env func(string) (string, bool)
 // reads through; it must be non-nil when cfg.UsesVault().
 func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) {
 	var p Parts
+	proxied := false
 	for i, u := range cfg.Upstreams {
 		up, spec, err := upstream(u, vault, env)
+		if err == nil {
+			up.Egress, err = egress(cfg, u)
+		}
 		if err != nil {
 			return Parts{}, fmt.Errorf("upstreams[%d]: %w", i, err)
 		}
+		proxied = proxied || up.Egress.ProxyCredential != ""
 		p.Routes.Upstreams = append(p.Routes.Upstreams, up)
 		p.Specs = append(p.Specs, spec)
 		p.Upstreams = append(p.Upstreams, u.Name)
+	}
+	if proxied {
+		// The egress proxy's credential is read, refreshed and rotated like
+		// a vendor's.
+		src, err := source(*cfg.Egress.ProxyCredential, vault, env, "")
+		if err != nil {
+			return Parts{}, fmt.Errorf("egress.proxy_credential: %w", err)
+		}
+		p.Specs = append(p.Specs, secrets.Spec{Name: proxy.EgressCredential, Source: src, Required: []string{"username", "password"}})
 	}
 	var cs []callers.Caller
 	for _, c := range cfg.Callers {
@@ -97,26 +112,62 @@ func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream,
 	if u.RateLimit != nil {
 		up.Quota = Limit(u.RateLimit)
 	}
-	spec := secrets.Spec{Name: u.Name, Required: scheme.Fields()}
-	cr := u.Credential
+	single := ""
+	if f := scheme.Fields(); len(f) == 1 {
+		single = f[0]
+	}
+	src, err := source(u.Credential, vault, env, single)
+	if err != nil {
+		return proxy.Upstream{}, secrets.Spec{}, fmt.Errorf("credential: %w", err)
+	}
+	return up, secrets.Spec{Name: u.Name, Source: src, Required: scheme.Fields()}, nil
+}
+
+// source is the credential source a configured credential names; single
+// is the field an env source's bare value fills.
+func source(cr config.Credential, vault *secrets.Vault, env Env, single string) (secrets.Source, error) {
 	switch {
 	case cr.Vault != nil:
 		if vault == nil {
-			return proxy.Upstream{}, secrets.Spec{}, errors.New("credential.vault: no Vault client (vault: is not configured)")
+			return nil, errors.New("vault: no Vault client (vault: is not configured)")
 		}
-		spec.Source = vault.Source(cr.Vault.Mount, cr.Vault.Path, cr.Vault.KVVersion)
+		return vault.Source(cr.Vault.Mount, cr.Vault.Path, cr.Vault.KVVersion), nil
 	case cr.File != nil:
-		spec.Source = secrets.NewFileSource(cr.File.Path)
+		return secrets.NewFileSource(cr.File.Path), nil
 	case cr.Env != nil:
-		single := ""
-		if f := scheme.Fields(); len(f) == 1 {
-			single = f[0]
-		}
-		spec.Source = secrets.NewEnvSource(env, cr.Env.Key, cr.Env.Fields, single)
-	default:
-		return proxy.Upstream{}, secrets.Spec{}, errors.New("credential: no source")
+		return secrets.NewEnvSource(env, cr.Env.Key, cr.Env.Fields, single), nil
 	}
-	return up, spec, nil
+	return nil, errors.New("no source")
+}
+
+// egress is how upstream u is reached: its proxy (https only), the proxy's
+// credential, the CAs that verify the vendor, the phase timeouts.
+func egress(cfg *config.Config, u config.Upstream) (proxy.Egress, error) {
+	g := cfg.Egress
+	e := proxy.Egress{DialTimeout: g.DialTimeout.D(), ConnectTimeout: g.ConnectTimeout.D(),
+		TLSHandshakeTimeout: g.TLSHandshakeTimeout.D(), IdleTimeout: g.IdleTimeout.D()}
+	if p := u.EgressProxy(g); p != "" {
+		pu, err := url.Parse(p)
+		if err != nil {
+			return e, fmt.Errorf("egress.proxy: %w", err)
+		}
+		e.Proxy = pu
+		if g.ProxyCredential != nil {
+			e.ProxyCredential = proxy.EgressCredential
+		}
+	}
+	if ca := u.EgressCAFile(g); ca != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		extra, err := os.ReadFile(ca)
+		if err != nil || !pool.AppendCertsFromPEM(extra) {
+			return e, fmt.Errorf("egress.ca_file: no PEM certificate read from %s", ca)
+		}
+		e.RootCAs, e.CAFile = pool, ca
+	}
+	return e, nil
 }
 
 // Scheme builds an upstream's auth scheme: the one place that knows the

@@ -72,5 +72,5 @@ func (c *Config) UsesVault() bool {
 			return true
 		}
 	}
-	return false
+	return c.Egress.ProxyCredential != nil && c.Egress.ProxyCredential.Vault != nil
 }

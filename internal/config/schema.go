@@ -42,6 +42,40 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Server holds request limits and timeouts of the caller listener.
 	Server Server `yaml:"server"`
+	// Egress is how keybroker reaches the vendors.
+	Egress Egress `yaml:"egress"`
+}
+
+// Egress is how keybroker reaches vendors: directly, or through an HTTP
+// CONNECT proxy, trusting the system roots and optionally one more CA.
+// HTTPS_PROXY and the like are never read: a credential does not follow an
+// environment variable.
+type Egress struct {
+	// Proxy is the CONNECT proxy for https upstreams, http://host:port;
+	// empty: direct. Plain-http (loopback) upstreams never use it.
+	Proxy string `yaml:"proxy"`
+	// ProxyCredential, when set, is a credential source whose fields
+	// username and password are sent as Basic auth on CONNECT only.
+	ProxyCredential *Credential `yaml:"proxy_credential"`
+	// CAFile is a PEM bundle trusted in addition to the system roots (a
+	// TLS-inspecting gateway's CA).
+	CAFile string `yaml:"ca_file"`
+	// DialTimeout bounds the TCP connect (to the vendor or the proxy).
+	// Default 10s.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// ConnectTimeout bounds the CONNECT exchange with the proxy. Default 10s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// TLSHandshakeTimeout bounds the TLS handshake. Default 10s.
+	TLSHandshakeTimeout Duration `yaml:"tls_handshake_timeout"`
+	// IdleTimeout closes idle vendor connections. Default 90s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// EgressOverride is an upstream's own egress: a field set here (even to
+// "") replaces the egress block's.
+type EgressOverride struct {
+	Proxy  *string `yaml:"proxy"`
+	CAFile *string `yaml:"ca_file"`
 }
 
 // TLS configures HTTPS on the caller listener.
@@ -115,6 +149,28 @@ type Upstream struct {
 	// keybroker's URL, so a client that follows it stays behind keybroker.
 	// The huntress preset names pagination.next_page_url.
 	RewriteLinks []string `yaml:"rewrite_links"`
+	// Egress overrides the egress block's proxy or ca_file for this upstream.
+	Egress *EgressOverride `yaml:"egress"`
+}
+
+// EgressProxy is the CONNECT proxy this upstream goes through ("": direct;
+// always direct for plain http).
+func (u Upstream) EgressProxy(e Egress) string {
+	if strings.HasPrefix(u.URL, "http://") {
+		return ""
+	}
+	if u.Egress != nil && u.Egress.Proxy != nil {
+		return *u.Egress.Proxy
+	}
+	return e.Proxy
+}
+
+// EgressCAFile is the extra CA this upstream trusts ("": system roots only).
+func (u Upstream) EgressCAFile(e Egress) string {
+	if u.Egress != nil && u.Egress.CAFile != nil {
+		return *u.Egress.CAFile
+	}
+	return e.CAFile
 }
 
 // TargetURL is URL parsed, without a trailing slash. Call it on a

@@ -67,12 +67,63 @@ func (c *Config) complete(env LookupEnv) error {
 	c.completeTLS(&e)
 	c.completeSecrets(&e)
 	c.completeUpstreams(&e)
+	c.completeEgress(&e)
 	if c.UsesVault() {
 		c.completeVault(&e, env)
 	}
 	c.completeCallers(&e)
 	c.completeRest(&e)
 	return errors.Join(e...)
+}
+
+func (c *Config) completeEgress(e *errs) {
+	g := &c.Egress
+	checkProxy := func(path, p string) {
+		if p == "" {
+			return
+		}
+		u, err := url.Parse(p)
+		switch {
+		case err != nil || u.Scheme != "http" || u.Host == "" || u.Port() == "":
+			e.add(path, "must be http://host:port (the CONNECT proxy)")
+		case u.User != nil:
+			e.add(path, "must not carry credentials; use egress.proxy_credential")
+		case (u.Path != "" && u.Path != "/") || u.RawQuery != "":
+			e.add(path, "must have no path or query")
+		}
+	}
+	checkProxy("egress.proxy", g.Proxy)
+	if g.CAFile != "" {
+		checkReadable(e, "egress.ca_file", g.CAFile)
+	}
+	if g.ProxyCredential != nil {
+		checkCredential(e, "egress.proxy_credential", g.ProxyCredential)
+	}
+	for i, u := range c.Upstreams {
+		if u.Egress == nil {
+			continue
+		}
+		p := fmt.Sprintf("upstreams[%d].egress", i)
+		if u.Egress.Proxy != nil {
+			checkProxy(p+".proxy", *u.Egress.Proxy)
+		}
+		if u.Egress.CAFile != nil && *u.Egress.CAFile != "" {
+			checkReadable(e, p+".ca_file", *u.Egress.CAFile)
+		}
+	}
+	defDur(&g.DialTimeout, 10*time.Second)
+	defDur(&g.ConnectTimeout, 10*time.Second)
+	defDur(&g.TLSHandshakeTimeout, 10*time.Second)
+	defDur(&g.IdleTimeout, 90*time.Second)
+	for _, d := range []struct {
+		path string
+		v    Duration
+	}{{"egress.dial_timeout", g.DialTimeout}, {"egress.connect_timeout", g.ConnectTimeout},
+		{"egress.tls_handshake_timeout", g.TLSHandshakeTimeout}, {"egress.idle_timeout", g.IdleTimeout}} {
+		if d.v.D() < 100*time.Millisecond {
+			e.add(d.path, "must be at least 100ms")
+		}
+	}
 }
 
 func (c *Config) completeTLS(e *errs) {

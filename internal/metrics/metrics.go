@@ -42,6 +42,9 @@ type State struct {
 	// Quota returns an upstream quota's calls holding a slot and its size
 	// (0 when the upstream has none).
 	Quota func(upstream string) (inUse, requests int)
+	// CertExpiry returns when each upstream's certificate expires, as last
+	// seen in a TLS handshake.
+	CertExpiry func() map[string]time.Time
 }
 
 // Metrics is the registry and the collectors.
@@ -57,6 +60,7 @@ type Metrics struct {
 	vendor429     *prometheus.CounterVec
 	inflight      prometheus.Gauge
 	refreshErrors *prometheus.CounterVec
+	tlsFailures   *prometheus.CounterVec
 }
 
 type names struct {
@@ -85,7 +89,9 @@ func New(upstreams, callers []string, st State) *Metrics {
 	m.inflight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "keybroker_inflight_requests", Help: "Calls in progress."})
 	m.refreshErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_credential_refresh_errors_total",
 		Help: "Failed credential reads from their source."}, []string{"upstream"})
-	m.reg.MustRegister(m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+	m.tlsFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_tls_handshake_failures_total",
+		Help: "Failed TLS handshakes with vendors, by upstream and reason (unknown_authority, expired, name_mismatch, timeout, ...)."}, []string{"upstream", "reason"})
+	m.reg.MustRegister(m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -182,11 +188,12 @@ var (
 	descDiskFree    = prometheus.NewDesc("keybroker_audit_disk_free_bytes", "Free space on the audit file's filesystem.", nil, nil)
 	descDiskLow     = prometheus.NewDesc("keybroker_audit_disk_low", "1 while the audit filesystem has less than audit.min_free_bytes free.", nil, nil)
 	descQuotaUse    = prometheus.NewDesc("keybroker_quota_in_use", "Calls holding a place in the upstream's quota window (all replicas, with Redis).", []string{"upstream"}, nil)
+	descCertExpiry  = prometheus.NewDesc("keybroker_upstream_cert_expiry_seconds", "Seconds until the vendor's TLS certificate expires, as last seen.", []string{"upstream"}, nil)
 	descQuotaLeft   = prometheus.NewDesc("keybroker_quota_remaining", "Calls the upstream's quota window admits now.", []string{"upstream"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft} {
+	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -236,6 +243,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	if c.st.CertExpiry != nil {
+		n := c.names.Load()
+		for up, at := range c.st.CertExpiry() {
+			gauge(descCertExpiry, at.Sub(now).Seconds(), bounded(up, n.upstreams))
+		}
+	}
 	if c.st.AuditSpace != nil {
 		if free, low, ok := c.st.AuditSpace(); ok {
 			gauge(descDiskFree, float64(free))
@@ -259,4 +272,9 @@ func (c *stateCollector) upstreams() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TLSHandshakeFailed counts a failed TLS handshake with a vendor.
+func (m *Metrics) TLSHandshakeFailed(upstream, reason string) {
+	m.tlsFailures.WithLabelValues(bounded(upstream, m.names.Load().upstreams), reason).Inc()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -41,6 +42,21 @@ type upstream struct {
 	// leaks caches the injected values for the current credential version,
 	// which no reply header may carry.
 	leaks atomic.Pointer[leakSet]
+	// certExpiry is when the vendor's certificate expires (Unix seconds),
+	// as last seen; shared with the transport that saw it.
+	certExpiry *atomic.Int64
+}
+
+// transportKey is what a transport is made from: an upstream whose key
+// did not change keeps its connection pool across a reload.
+func (u Upstream) transportKey() string {
+	e := u.Egress
+	proxy := ""
+	if e.Proxy != nil {
+		proxy = e.Proxy.String()
+	}
+	return fmt.Sprint(u.Target, u.Timeout, proxy, e.ProxyCredential, e.CAFile, e.RootCAs != nil,
+		e.DialTimeout, e.ConnectTimeout, e.TLSHandshakeTimeout, e.IdleTimeout)
 }
 
 // alwaysStrip are request headers no vendor ever receives from a caller:
@@ -101,10 +117,11 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		u.links = append(u.links, strings.Split(l, "."))
 	}
 
-	if prev != nil && prev.cfg.Target.String() == cfg.Target.String() && prev.cfg.Timeout == cfg.Timeout {
-		u.transport = prev.transport
+	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
+		u.transport, u.certExpiry = prev.transport, prev.certExpiry
 	} else {
-		u.transport = newTransport(cfg.Timeout)
+		u.certExpiry = new(atomic.Int64)
+		u.transport = u.newTransport()
 	}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -116,27 +133,6 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		FlushInterval: 50 * time.Millisecond,
 	}
 	return u
-}
-
-// newTransport returns the upstream's own transport: explicit timeouts, no
-// environment proxy (a credential goes only to its upstream's host), TLS
-// 1.2 or later. http.DefaultTransport is never used or changed.
-func newTransport(responseTimeout time.Duration) *http.Transport {
-	return &http.Transport{
-		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   10 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: responseTimeout,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
-	}
 }
 
 // dropinSlot says where a drop-in caller's key sits for this upstream
@@ -310,7 +306,8 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	c := callFrom(r.Context())
 	// A call that could not even connect never reached the vendor; any
 	// other failure may have been counted, so its slot is held.
-	c.ticket.Release(!isDial(err))
+	var eg *egressError
+	c.ticket.Release(!errors.As(err, &eg) && !isDial(err))
 	var tooBig *http.MaxBytesError
 	switch {
 	case r.Context().Err() != nil:
@@ -323,12 +320,15 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	case c.bodyTimedOut.Load():
 		fail(w, c, CodeBadRequest, msgBodyTimeout)
 		return
+	case errors.As(err, &eg):
+		u.logEgress(c, eg)
+		fail(w, c, eg.code(), eg.msg)
 	case isDialOrTLS(err):
 		u.logTransport(c, err)
 		fail(w, c, CodeUpstreamUnreachable, "could not connect to upstream "+quoteName(u.cfg.Name))
 	case isTimeout(err):
 		u.logTransport(c, err)
-		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.String())
+		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.String()+" (upstreams[].timeout)")
 	default:
 		u.logTransport(c, err)
 		fail(w, c, CodeUpstreamUnreachable, "the connection to upstream "+quoteName(u.cfg.Name)+" failed")

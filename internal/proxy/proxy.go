@@ -96,6 +96,9 @@ type Upstream struct {
 	// RewriteLinks are JSON reply fields holding links to the vendor
 	// (dotted object keys), rewritten to keybroker's URL.
 	RewriteLinks []string
+	// Egress is how the vendor is reached (direct, system roots, by
+	// default).
+	Egress Egress
 }
 
 // Routes is what the proxy serves, swapped whole by Update on a reload.
@@ -221,6 +224,7 @@ func (p *Proxy) Update(routes Routes) error {
 		if u.MaxRequestBytes <= 0 {
 			u.MaxRequestBytes = DefaultMaxRequestBytes
 		}
+		u.Egress.defaults()
 		var prev *upstream
 		if old != nil {
 			prev = old.upstreams[u.Name]

@@ -9,10 +9,12 @@ package vendortest
 import (
 	"compress/gzip"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +32,9 @@ type Received struct {
 	EscapedPath string
 	RawQuery    string
 	Header      http.Header
+	// Proto is the protocol the request came over (HTTP/2.0, HTTP/1.1);
+	// SNI the server name the client sent in its TLS hello.
+	Proto, SNI string
 	// Trailer holds the request trailers (read with the body).
 	Trailer http.Header
 	Body    []byte
@@ -46,7 +51,11 @@ type recorder struct {
 func (r *recorder) add(req *http.Request, body []byte, status int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.reqs = append(r.reqs, Received{Method: req.Method, Path: req.URL.Path, EscapedPath: req.URL.EscapedPath(), RawQuery: req.URL.RawQuery,
+	sni := ""
+	if req.TLS != nil {
+		sni = req.TLS.ServerName
+	}
+	r.reqs = append(r.reqs, Received{Proto: req.Proto, SNI: sni, Method: req.Method, Path: req.URL.Path, EscapedPath: req.URL.EscapedPath(), RawQuery: req.URL.RawQuery,
 		Header: req.Header.Clone(), Trailer: req.Trailer.Clone(), Body: body, At: time.Now(), Status: status})
 }
 
@@ -102,6 +111,8 @@ type HuntressOptions struct {
 	Delay time.Duration
 	// Gzip compresses replies for requests that accept gzip.
 	Gzip bool
+	// TLS, when set, serves HTTPS (HTTP/2 offered) with its certificate.
+	TLS *tls.Config
 	// CountJitter delays each call by a random 0..CountJitter before the
 	// fake counts it in its window, as network delay does to a real
 	// vendor's count.
@@ -118,8 +129,23 @@ func NewHuntress(key, secret string, o HuntressOptions) *Huntress {
 	}
 	h := &Huntress{key: key, secret: secret, limit: o.Limit, window: o.Window,
 		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay, gzip: o.Gzip, jitter: o.CountJitter}
-	h.Server = httptest.NewServer(http.HandlerFunc(h.serve))
+	h.Server = httptest.NewUnstartedServer(http.HandlerFunc(h.serve))
+	if o.TLS != nil {
+		h.Server.TLS = o.TLS
+		h.Server.EnableHTTP2 = true
+		// Refused handshakes are what the tests are about, not news.
+		h.Server.Config.ErrorLog = log.New(io.Discard, "", 0)
+		h.Server.StartTLS()
+	} else {
+		h.Server.Start()
+	}
 	return h
+}
+
+// LocalhostURL is the fake's URL with the host name localhost (so that a
+// TLS client sends SNI, which it does not for an IP address).
+func (h *Huntress) LocalhostURL() string {
+	return strings.Replace(h.URL, "127.0.0.1", "localhost", 1)
 }
 
 // SetCredential rotates the pair the fake accepts, at once.
