@@ -259,11 +259,18 @@ func TestEgress_ThroughAnEgressProxy(t *testing.T) {
 		t.Errorf("without the proxy credential: %d %s %q", st, code, msg)
 	}
 
-	// The proxy down: a 502 that names it.
+	// The proxy down: a 502 that names it, both for a tunnel that broke
+	// with it and for a new connection.
 	stopProxy()
-	st, code, msg = s.getError("/huntress/v1/agents")
-	if st != 502 || code != "upstream_unreachable" || !strings.Contains(msg, "could not connect to the egress proxy") {
-		t.Errorf("proxy down: %d %s %q", st, code, msg)
+	proxyHost := strings.TrimPrefix(proxyURL, "http://")
+	for i := 0; i < 2; i++ {
+		st, code, msg = s.getError("/huntress/v1/agents")
+		if st != 502 || code != "upstream_unreachable" || !strings.Contains(msg, "egress proxy "+proxyHost) {
+			t.Errorf("proxy down: %d %s %q", st, code, msg)
+		}
+	}
+	if st, _, msg := s.getError("/huntress/v1/agents"); st != 502 || !strings.Contains(msg, "could not connect to the egress proxy "+proxyHost) {
+		t.Errorf("proxy down, new connection: %d %q", st, msg)
 	}
 	for _, out := range []string{s.stderr.String(), s2.stderr.String()} {
 		if strings.Contains(out, proxyPass) || strings.Contains(out, egressSecret) {

@@ -4,7 +4,7 @@
 //	proxy [serve] -config FILE             run the proxy (the default)
 //	proxy validate -config FILE [--check-secrets]
 //	proxy hash-key [-stdin]                make a caller key and its SHA-256
-//	proxy audit verify FILE                check an audit file's hash chain
+//	proxy audit keygen|verify|report       sign, check and read the audit trail
 //	proxy version
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
@@ -23,7 +23,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
 )
@@ -90,7 +89,13 @@ const usage = `usage:
                                            and open a TLS connection to every upstream)
   proxy hash-key [-stdin]                  make a new caller key and its key_sha256
                                            (-stdin: hash a key read from standard input)
-  proxy audit verify FILE                  check an audit file's hash chain
+  proxy audit keygen                       make a checkpoint signing key (private_key, public_key)
+  proxy audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]
+                                           check a trail's chain (rotated files oldest first,
+                                           .gz too), its signed checkpoints, the auditor's copy
+  proxy audit report FILE... [--since T] [--until T] [--caller C] [--upstream U]
+                         [--format table|csv|json|html]
+                                           counts by caller and upstream, and lifecycle events
   proxy version
 `
 
@@ -160,27 +165,6 @@ func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "key:        %s\nkey_sha256: %s\n\n"+
 		"Give the key to the caller (it sends Proxy-Authorization: Bearer <key>);\n"+
 		"put key_sha256 in its callers: entry. keybroker never stores the key itself.\n", key, sum)
-	return nil
-}
-
-func auditCmd(args []string, stdout io.Writer) error {
-	if len(args) != 2 || args[0] != "verify" {
-		return usageError{errors.New("usage: proxy audit verify FILE")}
-	}
-	f, err := os.Open(args[1])
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	n, err := audit.Verify(f)
-	var ve *audit.VerifyError
-	if errors.As(err, &ve) && ve.Torn {
-		return fmt.Errorf("%s: %d record(s) intact, then a torn final line: %w", args[1], n, err)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: chain broken after %d good record(s): %w", args[1], n, err)
-	}
-	fmt.Fprintf(stdout, "%s: %d record(s), chain intact\n", args[1], n)
 	return nil
 }
 

@@ -211,5 +211,6 @@ func sameCredentials(old, cur *config.Config) bool {
 		return out
 	}
 	return old.Secrets == cur.Secrets && reflect.DeepEqual(summary(old), summary(cur)) &&
-		reflect.DeepEqual(old.Egress.ProxyCredential, cur.Egress.ProxyCredential)
+		reflect.DeepEqual(old.Egress.ProxyCredential, cur.Egress.ProxyCredential) &&
+		reflect.DeepEqual(old.Audit.Signing, cur.Audit.Signing)
 }

@@ -90,6 +90,8 @@ type app struct {
 	proxy *proxy.Proxy
 
 	closers []func()
+	// checkpoints signs the trail (audit.signing); nil without it.
+	checkpoints *checkpointer
 
 	callerSrv *http.Server
 	adminSrv  *http.Server
@@ -119,6 +121,9 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
+	if cfg.Audit.Signing != nil {
+		a.checkpoints = &checkpointer{a: a, cfg: *cfg.Audit.Signing}
+	}
 
 	if cfg.UsesVault() {
 		v, err := a.newVault(cfg.Vault)
@@ -301,6 +306,9 @@ func (a *app) run(ctx context.Context) error {
 	a.background(a.proxy.Run)
 	a.background(func(ctx context.Context) error { a.watchAuditSpace(ctx, 2*time.Second); return nil })
 	a.startVault(a.vault.Load())
+	if a.checkpoints != nil {
+		a.background(a.checkpoints.run)
+	}
 	defer func() {
 		stopBG()
 		a.wg.Wait()
@@ -412,5 +420,9 @@ func (a *app) shutdown() error {
 	}
 	a.proxy.FlushSummary()
 	a.event(audit.Event{Name: "shutdown"})
+	if a.checkpoints != nil {
+		// The last checkpoint covers the shutdown record.
+		a.checkpoints.write(context.Background())
+	}
 	return nil
 }

@@ -35,6 +35,10 @@ type Parts struct {
 	Upstreams, Callers []string
 }
 
+// AuditSigningCredential is the cache name of the checkpoint signing key;
+// no upstream can have it.
+const AuditSigningCredential = "_audit_signing"
+
 // Env looks up an environment variable (env credential sources).
 type Env func(string) (string, bool)
 
@@ -64,6 +68,15 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 			return Parts{}, fmt.Errorf("egress.proxy_credential: %w", err)
 		}
 		p.Specs = append(p.Specs, secrets.Spec{Name: proxy.EgressCredential, Source: src, Required: []string{"username", "password"}})
+	}
+	if sg := cfg.Audit.Signing; sg != nil {
+		// The checkpoint signing key is read, refreshed and rotated like a
+		// vendor credential.
+		src, err := source(sg.Credential, vault, env, "private_key")
+		if err != nil {
+			return Parts{}, fmt.Errorf("audit.signing.credential: %w", err)
+		}
+		p.Specs = append(p.Specs, secrets.Spec{Name: AuditSigningCredential, Source: src, Required: []string{"private_key"}})
 	}
 	var cs []callers.Caller
 	for _, c := range cfg.Callers {

@@ -88,6 +88,8 @@ type Event struct {
 	// recorded one by one (event unauthenticated_summary).
 	RemoteAddr string `json:"remote_addr,omitempty"`
 	Count      int64  `json:"count,omitempty"`
+	// Checkpoint is set on the event "checkpoint".
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
 // Time is a time written in UTC with milliseconds, as in DESIGN.md.

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 // VerifyError locates the first record that breaks the chain.
 type VerifyError struct {
+	File   string // the file, when a trail of several is verified
 	Line   int    // 1-based line number in the file
 	Seq    uint64 // the record's seq, if it could be read
 	Reason string
@@ -21,59 +23,177 @@ type VerifyError struct {
 }
 
 func (e *VerifyError) Error() string {
-	return fmt.Sprintf("line %d (seq %d): %s", e.Line, e.Seq, e.Reason)
+	where := ""
+	if e.File != "" {
+		where = e.File + ": "
+	}
+	return fmt.Sprintf("%sline %d (seq %d): %s", where, e.Line, e.Seq, e.Reason)
 }
 
 // maxVerifyLine is the longest line Verify reads: far above MaxLine, the
 // longest the writer produces.
 const maxVerifyLine = 1 << 20
 
-// Verify reads an audit file and checks that every record follows the one
-// before it: seq goes up by one and prev is the SHA-256 of the previous
-// line. The first record anchors the chain (a rotated file starts mid-way).
+// Verify checks one audit file's hash chain (VerifyTrail without keys).
 // It returns the number of records, or a *VerifyError for the first break.
-//
-// An edited, deleted, inserted or reordered line breaks the chain at the
-// line after it. An edit of the very last line can only be seen against a
-// copy of its hash kept elsewhere (for example the next file's first prev).
 func Verify(r io.Reader) (int, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
+	rep, err := VerifyTrail([]Source{{R: r}}, VerifyOptions{})
+	return rep.Records, err
+}
+
+// Source is one file of a trail; a trail's files are given oldest first
+// (rotated files, then the current one).
+type Source struct {
+	Name string
+	R    io.Reader
+}
+
+// VerifyOptions say what to check beyond the hash chain.
+type VerifyOptions struct {
+	// Keys are the public keys checkpoints may be signed with, by key id;
+	// nil: signatures are not checked.
+	Keys map[string]ed25519.PublicKey
+	// Checkpoint is the auditor's own copy of a checkpoint; the trail must
+	// still hold the record it signed, with that hash.
+	Checkpoint *Checkpoint
+}
+
+// VerifyReport is what VerifyTrail found.
+type VerifyReport struct {
+	Records     int
+	FirstSeq    uint64
+	LastSeq     uint64
+	Checkpoints int
+	// Signed: checkpoint signatures were checked.
+	Signed bool
+	// Covered is the seq the last checkpoint covers; Uncovered the records
+	// after that checkpoint, which no signature covers yet.
+	Covered   uint64
+	Uncovered int
+	// Restarts counts checkpoints that start a new checkpoint chain (a
+	// restart that could not find the previous checkpoint).
+	Restarts int
+}
+
+// VerifyTrail reads the files of a trail in order and checks that every
+// record follows the one before it (seq up by one, prev the SHA-256 of the
+// previous line), across files. The first record anchors the chain (a
+// rotated trail starts mid-way). With keys, every checkpoint must be
+// signed by one of them over the very records before it, and chain to the
+// checkpoint before it. With the auditor's checkpoint, the trail must hold
+// the record it signed. It returns a *VerifyError for the first failure.
+//
+// An edited, deleted, inserted or reordered line breaks the chain; a chain
+// recomputed after an edit no longer matches the next checkpoint's
+// signature; a cut tail no longer holds the auditor's later checkpoint.
+func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
+	rep := VerifyReport{Signed: opts.Keys != nil}
 	var (
-		n        int
-		prevSeq  uint64
-		prevHash string
+		n            int
+		prevSeq      uint64
+		prevHash     string
+		lastSig      string
+		cpLineSeq    uint64
+		auditorFound bool
 	)
-	for {
-		line, complete, err := readLine(br)
-		if err != nil {
-			return n, &VerifyError{Line: n + 1, Reason: err.Error()}
+	if cp := opts.Checkpoint; cp != nil && opts.Keys != nil {
+		if err := cp.Verify(opts.Keys); err != nil {
+			return rep, &VerifyError{Reason: "the auditor's checkpoint: " + err.Error()}
 		}
-		if line == nil {
-			return n, nil
-		}
-		n++
-		var link struct {
-			Seq  uint64 `json:"seq"`
-			Prev string `json:"prev"`
-		}
-		if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
-			if !complete {
-				return n - 1, &VerifyError{Line: n, Torn: true, Reason: fmt.Sprintf(
-					"torn final line: %d bytes with no newline, not a complete record (a write cut short by a full disk or a crash; keybroker cuts it off on its next start)", len(line))}
-			}
-			return n - 1, &VerifyError{Line: n, Reason: "not an audit record"}
-		}
-		if n > 1 {
-			if link.Seq != prevSeq+1 {
-				reason := fmt.Sprintf("seq %d follows %d: records missing or out of order", link.Seq, prevSeq)
-				return n - 1, &VerifyError{Line: n, Seq: link.Seq, Reason: reason}
-			}
-			if link.Prev != prevHash {
-				return n - 1, &VerifyError{Line: n, Seq: link.Seq, Reason: "prev does not match the line before: it was altered, or a line was removed or inserted"}
-			}
-		}
-		prevSeq, prevHash = link.Seq, hashLine(line)
 	}
+	for _, src := range srcs {
+		br := bufio.NewReaderSize(src.R, 64<<10)
+		line0 := 0
+		for {
+			line, complete, err := readLine(br)
+			if err != nil {
+				return rep, &VerifyError{File: src.Name, Line: line0 + 1, Reason: err.Error()}
+			}
+			if line == nil {
+				break
+			}
+			n++
+			line0++
+			var link struct {
+				Seq   uint64 `json:"seq"`
+				Prev  string `json:"prev"`
+				Type  string `json:"type"`
+				Event *struct {
+					Name       string      `json:"name"`
+					Checkpoint *Checkpoint `json:"checkpoint"`
+				} `json:"event"`
+			}
+			fail := func(reason string) error {
+				return &VerifyError{File: src.Name, Line: line0, Seq: link.Seq, Reason: reason}
+			}
+			if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
+				if !complete {
+					return rep, &VerifyError{File: src.Name, Line: line0, Torn: true, Reason: fmt.Sprintf(
+						"torn final line: %d bytes with no newline, not a complete record (a write cut short by a full disk or a crash; keybroker cuts it off on its next start)", len(line))}
+				}
+				return rep, &VerifyError{File: src.Name, Line: line0, Reason: "not an audit record"}
+			}
+			if n > 1 {
+				if link.Seq != prevSeq+1 {
+					return rep, fail(fmt.Sprintf("seq %d follows %d: records missing or out of order", link.Seq, prevSeq))
+				}
+				if link.Prev != prevHash {
+					return rep, fail("prev does not match the line before: it was altered, or a line was removed or inserted")
+				}
+			} else {
+				rep.FirstSeq = link.Seq
+			}
+			hash := hashLine(line)
+			if cp := opts.Checkpoint; cp != nil && link.Seq == cp.Seq {
+				if hash != cp.Hash {
+					return rep, fail("this record is not the one the auditor's checkpoint signed: the trail was rewritten")
+				}
+				auditorFound = true
+			}
+			if link.Event != nil && link.Event.Name == EventCheckpoint {
+				cp := link.Event.Checkpoint
+				switch {
+				case cp == nil:
+					return rep, fail("a checkpoint without its signature")
+				case n == 1:
+					// The trail given starts here: nothing before it to compare.
+				case cp.Seq != prevSeq || cp.Hash != prevHash:
+					return rep, fail("the checkpoint does not match the record before it: records it covers were altered")
+				}
+				if opts.Keys != nil {
+					if err := cp.Verify(opts.Keys); err != nil {
+						return rep, fail("checkpoint " + err.Error())
+					}
+				}
+				switch {
+				case lastSig == "" || cp.PrevSignature == lastSig:
+				case cp.PrevSignature == "":
+					rep.Restarts++
+				default:
+					return rep, fail("the checkpoint does not follow the previous checkpoint: checkpoints were removed or replaced")
+				}
+				lastSig, cpLineSeq = cp.Signature, link.Seq
+				rep.Checkpoints++
+				rep.Covered = cp.Seq
+			}
+			prevSeq, prevHash = link.Seq, hash
+			rep.Records = n
+			rep.LastSeq = link.Seq
+		}
+	}
+	if cp := opts.Checkpoint; cp != nil && !auditorFound {
+		reason := fmt.Sprintf("the trail ends at seq %d, before the auditor's checkpoint at seq %d: records were cut off", rep.LastSeq, cp.Seq)
+		if n == 0 || rep.FirstSeq > cp.Seq {
+			reason = fmt.Sprintf("the trail given does not reach back to the auditor's checkpoint at seq %d (it starts at %d): give the older files too", cp.Seq, rep.FirstSeq)
+		}
+		return rep, &VerifyError{Line: n, Seq: rep.LastSeq, Reason: reason}
+	}
+	if cpLineSeq > 0 {
+		rep.Uncovered = int(rep.LastSeq - cpLineSeq)
+	} else {
+		rep.Uncovered = n
+	}
+	return rep, nil
 }
 
 // readLine returns the next line without its newline, whether it had one,

@@ -40,6 +40,12 @@ type Writer struct {
 	prev      string
 	failed    error
 	lastProbe time.Time
+	// lastLine is the last line written (without its newline).
+	lastLine []byte
+	// checkpointSeq and lastSignature are the last checkpoint's seq and
+	// signature, which the next checkpoint chains to.
+	checkpointSeq uint64
+	lastSignature string
 
 	writeErrors atomic.Int64
 	written     atomic.Int64
@@ -87,6 +93,9 @@ func (w *Writer) open() error {
 	// last record written to the old one.
 	if seq > 0 {
 		w.seq, w.prev = seq, prev
+		if w.lastSignature == "" {
+			w.checkpointSeq, w.lastSignature = lastCheckpoint(f, tail.size)
+		}
 	}
 	if tail.torn > 0 {
 		ev := Event{Name: "audit_torn_tail", Detail: fmt.Sprintf(
@@ -223,7 +232,8 @@ func (w *Writer) appendLocked(build func(seq uint64, prev string) any) error {
 	w.failed = nil
 	w.size += int64(len(line))
 	w.seq++
-	w.prev = hashLine(line[:len(line)-1])
+	w.lastLine = line[:len(line)-1]
+	w.prev = hashLine(w.lastLine)
 	w.written.Add(1)
 	return nil
 }
@@ -283,3 +293,41 @@ func (w *Writer) Close() error {
 
 // Stats returns records written and write failures since start.
 func (w *Writer) Stats() (written, errs int64) { return w.written.Load(), w.writeErrors.Load() }
+
+// lastCheckpoint finds the newest checkpoint in the file, reading back
+// from end at most 16 MiB, so that a restarted keybroker chains its next
+// checkpoint to it. Not found: the checkpoint chain starts again (verify
+// says so).
+func lastCheckpoint(f *os.File, end int64) (uint64, string) {
+	const chunk, limit = 1 << 20, 16 << 20
+	needle := []byte(`"name":"` + EventCheckpoint + `"`)
+	var carry []byte
+	for pos := end; pos > 0 && end-pos < limit; {
+		start := max(0, pos-chunk)
+		buf := make([]byte, pos-start, pos-start+int64(len(carry)))
+		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+			return 0, ""
+		}
+		buf = append(buf, carry...)
+		lines := bytes.Split(buf, []byte("\n"))
+		carry = lines[0] // may be cut: joined with the next chunk back
+		first := 1
+		if start == 0 {
+			first = 0 // the file's first line is whole
+		}
+		for i := len(lines) - 1; i >= first; i-- {
+			if bytes.Contains(lines[i], needle) {
+				var ev struct {
+					Event struct {
+						Checkpoint *Checkpoint `json:"checkpoint"`
+					} `json:"event"`
+				}
+				if json.Unmarshal(lines[i], &ev) == nil && ev.Event.Checkpoint != nil {
+					return ev.Event.Checkpoint.Seq, ev.Event.Checkpoint.Signature
+				}
+			}
+		}
+		pos = start
+	}
+	return 0, ""
+}

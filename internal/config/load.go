@@ -72,5 +72,8 @@ func (c *Config) UsesVault() bool {
 			return true
 		}
 	}
+	if s := c.Audit.Signing; s != nil && s.Credential.Vault != nil {
+		return true
+	}
 	return c.Egress.ProxyCredential != nil && c.Egress.ProxyCredential.Vault != nil
 }

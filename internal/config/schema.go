@@ -320,6 +320,22 @@ type Audit struct {
 	// which /readyz, the log and keybroker_audit_disk_low warn, before the
 	// disk is full. Default 128 MiB.
 	MinFreeBytes int64 `yaml:"min_free_bytes"`
+	// Signing, when set, writes signed checkpoints into the trail.
+	Signing *Signing `yaml:"signing"`
+}
+
+// Signing configures signed audit checkpoints.
+type Signing struct {
+	// Credential holds the Ed25519 key: field private_key, base64 of the
+	// 32-byte seed (proxy audit keygen makes one). Read, refreshed and
+	// rotated like a vendor credential.
+	Credential Credential `yaml:"credential"`
+	// CheckpointInterval is how often a checkpoint is written when records
+	// were added. Default 1m.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// CheckpointRecords writes one sooner, after this many records.
+	// Default 10000.
+	CheckpointRecords int `yaml:"checkpoint_records"`
 }
 
 // Log configures the operational log.

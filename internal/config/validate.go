@@ -531,6 +531,18 @@ func (c *Config) completeRest(e *errs) {
 	if un.SummaryInterval.D() < time.Second {
 		e.add("server.unidentified.summary_interval", "must be at least 1s")
 	}
+	if sg := c.Audit.Signing; sg != nil {
+		checkCredential(e, "audit.signing.credential", &sg.Credential)
+		defDur(&sg.CheckpointInterval, time.Minute)
+		if sg.CheckpointInterval.D() < time.Second {
+			e.add("audit.signing.checkpoint_interval", "must be at least 1s")
+		}
+		if sg.CheckpointRecords == 0 {
+			sg.CheckpointRecords = 10000
+		} else if sg.CheckpointRecords < 1 {
+			e.add("audit.signing.checkpoint_records", "must be at least 1")
+		}
+	}
 	if c.Audit.MinFreeBytes == 0 {
 		c.Audit.MinFreeBytes = DefaultMinFreeBytes
 	} else if c.Audit.MinFreeBytes < 0 {

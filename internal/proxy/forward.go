@@ -331,7 +331,11 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.String()+" (upstreams[].timeout)")
 	default:
 		u.logTransport(c, err)
-		fail(w, c, CodeUpstreamUnreachable, "the connection to upstream "+quoteName(u.cfg.Name)+" failed")
+		msg := "the connection to upstream " + quoteName(u.cfg.Name) + " failed"
+		if p := u.cfg.Egress.Proxy; p != nil && u.cfg.Target.Scheme == "https" {
+			msg += " (it runs through the egress proxy " + p.Host + ")"
+		}
+		fail(w, c, CodeUpstreamUnreachable, msg)
 	}
 }
 

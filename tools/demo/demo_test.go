@@ -37,6 +37,8 @@ func TestDemo_RunsToCompletion(t *testing.T) {
 		"event credential_rotated huntress v2",
 		"retried=true",
 		"chain intact",
+		"every signature valid",
+		"CALLER          UPSTREAM  CALLS",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("demo output lacks %q", want)

@@ -95,6 +95,21 @@ func run(ctx context.Context, out io.Writer, proxyBin, vaultBin string, interact
 	tokFile := filepath.Join(dir, "vault-token")
 	auditPath := filepath.Join(dir, "audit.log")
 	_ = os.WriteFile(tokFile, []byte(ready.Root_token), 0o600)
+	// The audit signing key, as "proxy audit keygen" prints it.
+	keys, err := exec.Command(proxyBin, "audit", "keygen").Output()
+	if err != nil {
+		return fmt.Errorf("proxy audit keygen: %w", err)
+	}
+	var seed, publicKey string
+	for _, l := range strings.Split(string(keys), "\n") {
+		if v, ok := strings.CutPrefix(l, "private_key: "); ok {
+			seed = v
+		} else if v, ok := strings.CutPrefix(l, "public_key: "); ok {
+			publicKey = v
+		}
+	}
+	signingPath := filepath.Join(dir, "audit-signing.json")
+	_ = os.WriteFile(signingPath, []byte(fmt.Sprintf(`{"private_key":%q}`, seed)), 0o600)
 	cfgPath := filepath.Join(dir, "keybroker.yaml")
 	listen, admin := freeAddr(), freeAddr()
 	_ = os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
@@ -118,8 +133,11 @@ callers:
   - name: siem-collector
     key_sha256: %s
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
-audit: {path: %s}
-`, listen, admin, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath)), 0o600)
+audit:
+  path: %s
+  # Signed checkpoints: a key made by "proxy audit keygen", read like any credential.
+  signing: {credential: {file: {path: %s}}, checkpoint_interval: 1s}
+`, listen, admin, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath, signingPath)), 0o600)
 
 	say("==> starting keybroker")
 	kb := exec.Command(proxyBin, "serve", "-config", cfgPath)
@@ -192,14 +210,21 @@ audit: {path: %s}
 	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 		say("  %s", summarize(l))
 	}
-	verify, _ := exec.Command(proxyBin, "audit", "verify", auditPath).CombinedOutput()
-	say("  %s", strings.TrimSpace(string(verify)))
 
 	if interactive {
 		say("\nkeybroker keeps running at http://%s; try:\n  curl -H 'Proxy-Authorization: Bearer %s' http://%s/huntress/v1/agents\nCtrl-C stops everything.", listen, soarKey, listen)
 		<-ctx.Done()
 	}
-	say("\n==> stopping")
+	say("\n==> stopping keybroker (its last checkpoint signs the whole trail)")
+	stopProcess(kb)
+
+	say("\n==> the auditor verifies the trail with the public key")
+	say("    proxy audit verify %s --public-key %s", auditPath, publicKey)
+	verify, _ := exec.Command(proxyBin, "audit", "verify", auditPath, "--public-key", publicKey).CombinedOutput()
+	say("  %s", strings.ReplaceAll(strings.TrimSpace(string(verify)), "\n", "\n  "))
+	say("\n==> and reads the report (proxy audit report %s)", auditPath)
+	report, _ := exec.Command(proxyBin, "audit", "report", auditPath).CombinedOutput()
+	say("%s", strings.TrimRight(string(report), "\n"))
 	return nil
 }
 

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"compress/gzip"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/audit"
+)
+
+func auditCmd(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{errors.New("usage: proxy audit keygen | verify FILE... | report FILE...")}
+	}
+	switch args[0] {
+	case "keygen":
+		seed, pub, err := audit.NewSigningKey()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "private_key: %s\npublic_key: %s\n", seed, pub)
+		return nil
+	case "verify":
+		return auditVerify(args[1:], stdout)
+	case "report":
+		return auditReport(args[1:], stdout)
+	}
+	return usageError{fmt.Errorf("unknown audit command %q: keygen, verify or report", args[0])}
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseInterleaved parses flags that may come before, between or after
+// the FILE arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var files []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usageError{err}
+		}
+		if fs.NArg() == 0 {
+			return files, nil
+		}
+		files = append(files, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// openTrail opens the files of a trail in order; .gz files are read
+// through gzip. close closes them all.
+func openTrail(files []string) ([]audit.Source, func(), error) {
+	var srcs []audit.Source
+	var closers []io.Closer
+	closeAll := func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		closers = append(closers, f)
+		var r io.Reader = f
+		if strings.HasSuffix(name, ".gz") {
+			zr, err := gzip.NewReader(bufio.NewReader(f))
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("%s: %w", name, err)
+			}
+			closers = append(closers, zr)
+			r = zr
+		}
+		srcs = append(srcs, audit.Source{Name: name, R: r})
+	}
+	return srcs, closeAll, nil
+}
+
+func auditVerify(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	var keys stringList
+	fs.Var(&keys, "public-key", "a public key checkpoints may be signed with (base64; repeatable)")
+	keyFile := fs.String("public-keys", "", "a file of public keys, one per line (or public_key: lines)")
+	cpFile := fs.String("checkpoint", "", "the auditor's own copy of a later checkpoint (its line from the audit or the operational log)")
+	files, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return usageError{errors.New("usage: proxy audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]")}
+	}
+	opts := audit.VerifyOptions{}
+	if *keyFile != "" {
+		raw, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			if l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "public_key:")); l != "" && !strings.HasPrefix(l, "#") {
+				keys = append(keys, l)
+			}
+		}
+	}
+	if len(keys) > 0 {
+		opts.Keys = map[string]ed25519.PublicKey{}
+		for _, k := range keys {
+			pub, err := audit.ParsePublicKey(k)
+			if err != nil {
+				return usageError{fmt.Errorf("--public-key: %w", err)}
+			}
+			opts.Keys[audit.KeyID(pub)] = pub
+		}
+	}
+	if *cpFile != "" {
+		cp, err := readCheckpoint(*cpFile)
+		if err != nil {
+			return usageError{fmt.Errorf("--checkpoint %s: %w", *cpFile, err)}
+		}
+		opts.Checkpoint = cp
+	}
+	srcs, closeAll, err := openTrail(files)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	rep, err := audit.VerifyTrail(srcs, opts)
+	var ve *audit.VerifyError
+	if errors.As(err, &ve) && ve.Torn {
+		return fmt.Errorf("%d record(s) intact, then a torn final line: %w", rep.Records, err)
+	}
+	if err != nil {
+		return fmt.Errorf("trail broken after %d good record(s): %w", rep.Records, err)
+	}
+	fmt.Fprintf(stdout, "%d record(s), seq %d to %d, chain intact\n", rep.Records, rep.FirstSeq, rep.LastSeq)
+	switch {
+	case !rep.Signed:
+		fmt.Fprintf(stdout, "signatures NOT checked (no --public-key): %d checkpoint(s) found\n", rep.Checkpoints)
+	case rep.Checkpoints == 0:
+		fmt.Fprintln(stdout, "WARNING: no signed checkpoint in the trail: nothing is covered by a signature")
+	default:
+		fmt.Fprintf(stdout, "%d checkpoint(s), every signature valid; records up to seq %d are signed\n", rep.Checkpoints, rep.Covered)
+	}
+	if rep.Signed && rep.Checkpoints > 0 && rep.Uncovered > 0 {
+		fmt.Fprintf(stdout, "WARNING: %d record(s) after the last checkpoint are not yet covered by a signature\n", rep.Uncovered)
+	}
+	if rep.Restarts > 0 {
+		fmt.Fprintf(stdout, "note: the checkpoint chain starts again %d time(s) (a restart that did not find the previous checkpoint)\n", rep.Restarts)
+	}
+	if opts.Checkpoint != nil {
+		fmt.Fprintf(stdout, "the auditor's checkpoint (seq %d) is in the trail\n", opts.Checkpoint.Seq)
+	}
+	return nil
+}
+
+// readCheckpoint reads the auditor's copy of a checkpoint: the audit line
+// of the checkpoint event, or the operational log's entry for it.
+func readCheckpoint(path string) (*audit.Checkpoint, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Event *struct {
+			Checkpoint *audit.Checkpoint `json:"checkpoint"`
+		} `json:"event"`
+		Checkpoint *audit.Checkpoint `json:"checkpoint"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(string(raw))), &doc); err != nil {
+		return nil, errors.New("not a checkpoint line (JSON)")
+	}
+	switch {
+	case doc.Event != nil && doc.Event.Checkpoint != nil:
+		return doc.Event.Checkpoint, nil
+	case doc.Checkpoint != nil:
+		return doc.Checkpoint, nil
+	}
+	return nil, errors.New("no checkpoint in it")
+}
+
+func auditReport(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("audit report", flag.ContinueOnError)
+	since := fs.String("since", "", "count records from this time (RFC 3339, or a date 2006-01-02)")
+	until := fs.String("until", "", "count records before this time (RFC 3339, or a date)")
+	caller := fs.String("caller", "", "only this caller")
+	upstream := fs.String("upstream", "", "only this upstream")
+	format := fs.String("format", audit.FormatTable, "table, csv, json or html")
+	files, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return usageError{errors.New("usage: proxy audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format table|csv|json|html]")}
+	}
+	f := audit.ReportFilter{Caller: *caller, Upstream: *upstream}
+	for _, t := range []struct {
+		flag string
+		v    string
+		dst  *time.Time
+	}{{"--since", *since, &f.Since}, {"--until", *until, &f.Until}} {
+		if t.v == "" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339, t.v)
+		if err != nil {
+			if at, err = time.Parse("2006-01-02", t.v); err != nil {
+				return usageError{fmt.Errorf("%s %q: want RFC 3339 (2026-07-01T00:00:00Z) or a date (2026-07-01)", t.flag, t.v)}
+			}
+		}
+		*t.dst = at
+	}
+	switch *format {
+	case audit.FormatTable, audit.FormatCSV, audit.FormatJSON, audit.FormatHTML:
+	default:
+		return usageError{fmt.Errorf("--format %q: table, csv, json or html", *format)}
+	}
+	srcs, closeAll, err := openTrail(files)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	rep := audit.NewReport(f)
+	if err := rep.ReadTrail(srcs); err != nil {
+		return err
+	}
+	return rep.Render(stdout, *format)
+}

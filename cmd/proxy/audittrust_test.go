@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/vendortest"
+)
+
+func keygen(t *testing.T) (priv, pub string) {
+	t.Helper()
+	var out bytes.Buffer
+	if code := run([]string{"audit", "keygen"}, nil, &out, &out); code != 0 {
+		t.Fatalf("keygen: %s", out.String())
+	}
+	m := regexp.MustCompile(`^private_key: (\S+)\npublic_key: (\S+)\n$`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("keygen printed %q", out.String())
+	}
+	return m[1], m[2]
+}
+
+// verify runs proxy audit verify and returns its exit code and output.
+func verify(args ...string) (int, string) {
+	var out bytes.Buffer
+	code := run(append([]string{"audit", "verify"}, args...), nil, &out, &out)
+	return code, out.String()
+}
+
+// TestAudit_SignedCheckpointsThroughTheBinary runs keybroker with signed
+// checkpoints, rotates the signing key mid-trail, and checks what an
+// auditor can and cannot be fooled by: an intact trail verifies (with both
+// keys); a wrong key fails; a record edited with the whole chain
+// recomputed fails; a tail cut after an earlier checkpoint fails against
+// the auditor's later checkpoint copied from the operational log; a torn
+// last line is named; rotated files, one gzipped, verify in order.
+func TestAudit_SignedCheckpointsThroughTheBinary(t *testing.T) {
+	priv1, pub1 := keygen(t)
+	priv2, pub2 := keygen(t)
+	hunt := vendortest.NewHuntress("hk_a", "hs_PLANTED_audit", vendortest.HuntressOptions{Limit: 1 << 20})
+	defer hunt.Close()
+	s := newBinSetup(t)
+	mustWrite(t, filepath.Join(s.dir, "h.json"), `{"api_key":"hk_a","api_secret":"hs_PLANTED_audit"}`)
+	signing := filepath.Join(s.dir, "signing.json")
+	writeKey := func(k string) {
+		mustWrite(t, signing+".tmp", fmt.Sprintf(`{"private_key":%q}`, k))
+		if err := os.Rename(signing+".tmp", signing); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKey(priv1)
+	s.write(fmt.Sprintf(`upstreams:
+  - {name: huntress, preset: huntress, url: %q, credential: {file: {path: %q}}}
+audit_signing_placeholder: x
+`, hunt.URL, filepath.Join(s.dir, "h.json")))
+	// The audit block comes from newBinSetup; add signing to it.
+	raw, _ := os.ReadFile(s.cfgPath)
+	doc := strings.Replace(string(raw), "audit: {path: ", "audit: {signing: {credential: {file: {path: "+signing+"}}, checkpoint_interval: 1s, checkpoint_records: 5}, path: ", 1)
+	doc = strings.Replace(doc, "audit_signing_placeholder: x\n", "", 1)
+	mustWrite(t, s.cfgPath, doc)
+	s.start()
+
+	checkpoints := func() int { return strings.Count(s.stderr.String(), `"msg":"audit checkpoint"`) }
+	waitCheckpoints := func(n int) {
+		for deadline := time.Now().Add(10 * time.Second); checkpoints() < n; time.Sleep(50 * time.Millisecond) {
+			s.get("/huntress/v1/account") // a checkpoint needs new records
+			if time.Now().After(deadline) {
+				t.Fatalf("%d checkpoints, want %d:\n%s", checkpoints(), n, s.stderr.String())
+			}
+		}
+	}
+	for i := 0; i < 12; i++ {
+		if c := s.get("/huntress/v1/account"); c != 200 {
+			t.Fatalf("call: %d", c)
+		}
+	}
+	waitCheckpoints(2)
+	writeKey(priv2) // rotation: the next checkpoints use the new key
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.stderr.String(), `"key_id":"`+keyID(t, pub2)+`"`); time.Sleep(50 * time.Millisecond) {
+		s.get("/huntress/v1/account")
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint with the rotated key")
+		}
+	}
+	// The auditor keeps a copy of the latest checkpoint, from the log.
+	var auditorCopy string
+	for _, l := range strings.Split(s.stderr.String(), "\n") {
+		if strings.Contains(l, `"msg":"audit checkpoint"`) {
+			auditorCopy = l
+		}
+	}
+	cpFile := filepath.Join(s.dir, "auditor-checkpoint.json")
+	mustWrite(t, cpFile, auditorCopy)
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.cmd.Wait()
+	trail, _ := os.ReadFile(s.audit)
+	if strings.Contains(string(trail)+s.stderr.String(), priv1) || strings.Contains(string(trail)+s.stderr.String(), priv2) {
+		t.Fatal("a signing key is in the audit or the log")
+	}
+	last := lastLine(trail)
+	if !strings.Contains(last, `"name":"checkpoint"`) {
+		t.Errorf("the trail does not end with the shutdown checkpoint: %s", last)
+	}
+
+	both := []string{"--public-key", pub1, "--public-key", pub2}
+	if code, out := verify(append([]string{s.audit, "--checkpoint", cpFile}, both...)...); code != 0 ||
+		!strings.Contains(out, "every signature valid") || !strings.Contains(out, "the auditor's checkpoint") {
+		t.Fatalf("intact signed trail: exit %d\n%s", code, out)
+	}
+	keys := filepath.Join(s.dir, "keys.txt")
+	mustWrite(t, keys, "# the audit keys\npublic_key: "+pub1+"\n"+pub2+"\n")
+	if code, out := verify(s.audit, "--public-keys", keys); code != 0 {
+		t.Errorf("keys from a file: exit %d\n%s", code, out)
+	}
+	if code, out := verify(s.audit); code != 0 || !strings.Contains(out, "signatures NOT checked") {
+		t.Errorf("without keys: exit %d\n%s", code, out)
+	}
+	_, wrong := keygen(t)
+	if code, out := verify(s.audit, "--public-key", wrong); code != 1 || !strings.Contains(out, "which is not among the public keys given") {
+		t.Errorf("wrong key: exit %d\n%s", code, out)
+	}
+	if code, out := verify(s.audit, "--public-key", pub1); code != 1 || !strings.Contains(out, "signed by key "+keyID(t, pub2)) {
+		t.Errorf("only the old key after a rotation: exit %d\n%s", code, out)
+	}
+
+	// The report, through the command, over the same trail.
+	var rep bytes.Buffer
+	if code := run([]string{"audit", "report", s.audit, "--caller", "soar", "--format", "json"}, nil, &rep, &rep); code != 0 ||
+		!strings.Contains(rep.String(), `"caller": "soar"`) || !strings.Contains(rep.String(), `"checkpoints":`) {
+		t.Errorf("audit report: exit %d\n%s", code, rep.String())
+	}
+
+	// An edit with the whole hash chain recomputed.
+	edited := filepath.Join(s.dir, "edited.log")
+	mustWrite(t, edited, rechain(t, strings.Replace(string(trail), `"caller":"soar"`, `"caller":"nobody"`, 1)))
+	if code, out := verify(edited); code != 0 {
+		t.Fatalf("the recomputed chain should fool a keyless verify (that is the point): exit %d\n%s", code, out)
+	}
+	if code, out := verify(append([]string{edited}, both...)...); code != 1 || !strings.Contains(out, "checkpoint") {
+		t.Errorf("edited and rechained: exit %d\n%s", code, out)
+	}
+
+	// A tail cut after an earlier checkpoint.
+	lines := strings.SplitAfter(string(trail), "\n")
+	firstCP := 0
+	for i, l := range lines {
+		if strings.Contains(l, `"name":"checkpoint"`) {
+			firstCP = i
+			break
+		}
+	}
+	cut := filepath.Join(s.dir, "cut.log")
+	mustWrite(t, cut, strings.Join(lines[:firstCP+1], ""))
+	if code, out := verify(append([]string{cut}, both...)...); code != 0 {
+		t.Errorf("a cut trail alone still verifies (why the auditor keeps a copy): exit %d\n%s", code, out)
+	}
+	if code, out := verify(append([]string{cut, "--checkpoint", cpFile}, both...)...); code != 1 || !strings.Contains(out, "records were cut off") {
+		t.Errorf("cut tail against the auditor's checkpoint: exit %d\n%s", code, out)
+	}
+
+	// A torn last line.
+	torn := filepath.Join(s.dir, "torn.log")
+	mustWrite(t, torn, string(trail)+`{"seq":999,"prev":"ab`)
+	if code, out := verify(torn); code != 1 || !strings.Contains(out, "torn final line") {
+		t.Errorf("torn: exit %d\n%s", code, out)
+	}
+
+	// Rotated files, the older gzipped, verify in order.
+	half := len(lines) / 2
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(strings.Join(lines[:half], "")))
+	_ = zw.Close()
+	older, newer := filepath.Join(s.dir, "audit.log.1.gz"), filepath.Join(s.dir, "audit.log.0")
+	mustWrite(t, older, gz.String())
+	mustWrite(t, newer, strings.Join(lines[half:], ""))
+	if code, out := verify(append([]string{older, newer, "--checkpoint", cpFile}, both...)...); code != 0 {
+		t.Errorf("rotated files: exit %d\n%s", code, out)
+	}
+	if code, out := verify(append([]string{newer, older}, both...)...); code != 1 {
+		t.Errorf("rotated files out of order: exit %d\n%s", code, out)
+	}
+}
+
+func keyID(t *testing.T, pub string) string {
+	t.Helper()
+	k, err := audit.ParsePublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return audit.KeyID(k)
+}
+
+func lastLine(b []byte) string {
+	ls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return ls[len(ls)-1]
+}
+
+// rechain recomputes every prev of a trail after an edit, and every
+// checkpoint's covered hash, as someone who can write the file would.
+func rechain(t *testing.T, trail string) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(trail, "\n"), "\n")
+	var out strings.Builder
+	prev := ""
+	for i, l := range lines {
+		if i > 0 {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatal(err)
+			}
+			old, _ := m["prev"].(string)
+			l = strings.Replace(l, `"prev":"`+old+`"`, `"prev":"`+prev+`"`, 1)
+			// A checkpoint's covered hash is rewritten too; only its
+			// signature cannot be.
+			if ev, ok := m["event"].(map[string]any); ok && ev["name"] == "checkpoint" {
+				cp := ev["checkpoint"].(map[string]any)
+				l = strings.Replace(l, `"hash":"`+cp["hash"].(string)+`"`, `"hash":"`+prev+`"`, 1)
+			}
+		}
+		s := sha256.Sum256([]byte(l))
+		prev = hex.EncodeToString(s[:])
+		out.WriteString(l + "\n")
+	}
+	return out.String()
+}

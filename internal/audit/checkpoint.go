@@ -1,0 +1,126 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Checkpoint signs the audit chain up to a record: the seq and line hash
+// of the last record it covers, the key that signed, and the signature of
+// the previous checkpoint, so checkpoints chain too. It is written into
+// the trail as the event "checkpoint" and copied to the operational log,
+// so a copy lives outside the audit file's storage. Anyone who can write
+// the file can recompute the hash chain, but not these signatures.
+type Checkpoint struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+	// KeyID is the first 8 bytes of the SHA-256 of the public key, hex.
+	KeyID string `json:"key_id"`
+	// PrevSignature is the previous checkpoint's signature ("" for the
+	// first in this process's trail).
+	PrevSignature string `json:"prev_signature"`
+	// Signature is Ed25519 over SignedBytes, base64.
+	Signature string `json:"signature"`
+}
+
+// SignedBytes is what a checkpoint's signature covers.
+func (c Checkpoint) SignedBytes() []byte {
+	return []byte("keybroker-audit-checkpoint-v1\n" + strconv.FormatUint(c.Seq, 10) + "\n" + c.Hash + "\n" +
+		c.KeyID + "\n" + c.PrevSignature + "\n")
+}
+
+// KeyID names a public key: the first 8 bytes of its SHA-256, in hex.
+func KeyID(pub ed25519.PublicKey) string {
+	s := sha256.Sum256(pub)
+	return hex.EncodeToString(s[:8])
+}
+
+// Verify checks the checkpoint's signature with the key its KeyID names.
+func (c Checkpoint) Verify(keys map[string]ed25519.PublicKey) error {
+	pub, ok := keys[c.KeyID]
+	if !ok {
+		return fmt.Errorf("signed by key %s, which is not among the public keys given", c.KeyID)
+	}
+	sig, err := base64.StdEncoding.DecodeString(c.Signature)
+	if err != nil || !ed25519.Verify(pub, c.SignedBytes(), sig) {
+		return errors.New("the signature does not verify: the checkpoint or the records it covers were altered")
+	}
+	return nil
+}
+
+// NewSigningKey returns a new Ed25519 key as base64 of its 32-byte seed and
+// of its public key.
+func NewSigningKey() (seed, public string, err error) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return "", "", err
+	}
+	return base64.StdEncoding.EncodeToString(priv.Seed()), base64.StdEncoding.EncodeToString(pub), nil
+}
+
+// ParsePublicKey reads a base64 Ed25519 public key.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("not a base64 Ed25519 public key (32 bytes)")
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// Signer signs checkpoints with a key given as base64 of its 32-byte seed.
+type Signer struct {
+	priv  ed25519.PrivateKey
+	keyID string
+}
+
+// NewSigner parses the seed. The error never shows it.
+func NewSigner(seed string) (*Signer, error) {
+	b, err := base64.StdEncoding.DecodeString(seed)
+	if err != nil || len(b) != ed25519.SeedSize {
+		return nil, errors.New("private_key is not base64 of a 32-byte Ed25519 seed (proxy audit keygen makes one)")
+	}
+	priv := ed25519.NewKeyFromSeed(b)
+	return &Signer{priv: priv, keyID: KeyID(priv.Public().(ed25519.PublicKey))}, nil
+}
+
+// KeyID is the signer's key id.
+func (s *Signer) KeyID() string { return s.keyID }
+
+// WriteCheckpoint appends a checkpoint covering every record written so
+// far, signed by s, and returns it with its exact line. It does nothing
+// (and returns false) when no record was written since the last one.
+func (w *Writer) WriteCheckpoint(s *Signer, at time.Time) (Checkpoint, []byte, bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.seq == 0 || w.seq == w.checkpointSeq {
+		return Checkpoint{}, nil, false, nil
+	}
+	cp := Checkpoint{Seq: w.seq, Hash: w.prev, KeyID: s.keyID, PrevSignature: w.lastSignature}
+	cp.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(s.priv, cp.SignedBytes()))
+	ev := Event{Name: EventCheckpoint, Checkpoint: &cp}
+	if err := w.appendLocked(eventAt(ev, at)); err != nil {
+		return Checkpoint{}, nil, false, err
+	}
+	w.checkpointSeq, w.lastSignature = w.seq, cp.Signature
+	return cp, w.lastLine, true, nil
+}
+
+// SinceCheckpoint is how many records were written since the last
+// checkpoint (the checkpoint itself not counted).
+func (w *Writer) SinceCheckpoint() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.checkpointSeq == 0 {
+		return w.seq
+	}
+	return w.seq - w.checkpointSeq
+}
+
+// EventCheckpoint names checkpoint events.
+const EventCheckpoint = "checkpoint"
