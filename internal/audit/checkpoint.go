@@ -104,11 +104,17 @@ func (w *Writer) WriteCheckpoint(s *Signer, at time.Time) (Checkpoint, []byte, b
 	cp := Checkpoint{Seq: w.seq, Hash: w.prev, KeyID: s.keyID, PrevSignature: w.lastSignature}
 	cp.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(s.priv, cp.SignedBytes()))
 	ev := Event{Name: EventCheckpoint, Checkpoint: &cp}
-	if err := w.appendLocked(eventAt(ev, at)); err != nil {
+	var line []byte
+	err := w.appendLocked(func(b []byte, seq uint64, prev string) ([]byte, error) {
+		out, err := eventAt(ev, at)(b, seq, prev)
+		line = append([]byte(nil), out[len(b):]...)
+		return out, err
+	})
+	if err != nil {
 		return Checkpoint{}, nil, false, err
 	}
-	w.checkpointSeq, w.lastSignature = w.seq, cp.Signature
-	return cp, w.lastLine, true, nil
+	w.checkpointSeq, w.lastSignature = cp.Seq+1, cp.Signature
+	return cp, line, true, nil
 }
 
 // SinceCheckpoint is how many records were written since the last

@@ -20,8 +20,11 @@ var ErrUnavailable = errors.New("audit trail unavailable")
 
 // Writer appends records, one JSON object per line, each carrying its
 // sequence number and the SHA-256 of the line before it. It is safe for
-// concurrent use. Every record is one write(2) to a file opened with
-// O_APPEND, so nothing sits in a buffer to be lost.
+// concurrent use. Writes are group-committed: a record is encoded and
+// chained at once, and one write(2) to the file (opened O_APPEND) carries
+// every record that arrived while the previous write was in the kernel.
+// Write returns only when its own record is in the file, so nothing a
+// caller was told is written sits in a buffer to be lost.
 //
 // After a failed write the writer is marked failed: Check reports it, so the
 // proxy refuses calls, and tries to reopen the file (at most once a second)
@@ -35,13 +38,25 @@ type Writer struct {
 	mu        sync.Mutex
 	out       io.Writer
 	file      *os.File
-	size      int64 // file offset after the last good record
+	size      int64 // file offset after the last durable record
 	seq       uint64
 	prev      string
 	failed    error
 	lastProbe time.Time
-	// lastLine is the last line written (without its newline).
-	lastLine []byte
+
+	// Group commit. pending holds the records chained but not yet written
+	// (count of them); one writer at a time (flushing) writes them while
+	// the others wait on cond. durable/durablePrev are the last record in
+	// the file; a failed write rolls the chain back to it and bumps epoch,
+	// which fails every record of the batch and after it.
+	cond         sync.Cond
+	pending      []byte
+	spare        []byte
+	count        int64
+	flushing     bool
+	durable      uint64
+	durablePrev  string
+	epoch        uint64
 	// checkpointSeq and lastSignature are the last checkpoint's seq and
 	// signature, which the next checkpoint chains to.
 	checkpointSeq uint64
@@ -55,6 +70,9 @@ type Writer struct {
 // and continues the hash chain from its last record.
 func Open(path string) (*Writer, error) {
 	w := &Writer{path: path}
+	w.cond.L = &w.mu
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if err := w.open(); err != nil {
 		return nil, err
 	}
@@ -62,12 +80,17 @@ func Open(path string) (*Writer, error) {
 }
 
 // NewWriter writes records to out, starting a new chain (stdout, tests).
-func NewWriter(out io.Writer) *Writer { return &Writer{out: out} }
+func NewWriter(out io.Writer) *Writer {
+	w := &Writer{out: out}
+	w.cond.L = &w.mu
+	return w
+}
 
 // open (re)opens the file, cuts off a torn trailing line, and continues the
 // chain from the last record. The caller holds mu or owns w alone. A torn
 // tail is recorded in an event once the chain is known.
 func (w *Writer) open() error {
+	w.waitIdle()
 	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
@@ -93,6 +116,7 @@ func (w *Writer) open() error {
 	// last record written to the old one.
 	if seq > 0 {
 		w.seq, w.prev = seq, prev
+		w.durable, w.durablePrev = seq, prev
 		if w.lastSignature == "" {
 			w.checkpointSeq, w.lastSignature = lastCheckpoint(f, tail.size)
 		}
@@ -170,16 +194,21 @@ func (t tail) link() (uint64, string, error) {
 
 func hashLine(line []byte) string {
 	s := sha256.Sum256(line)
-	return hex.EncodeToString(s[:])
+	var h [64]byte
+	hex.Encode(h[:], s[:])
+	return string(h[:])
 }
 
-// Write sets rec's Seq and Prev and appends it as one line.
-// Every field is first cut to its bound (Record.Bound).
+// Write sets rec's Seq and Prev and appends it as one line; it returns
+// once the line is in the file. Every field is first cut to its bound
+// (Record.Bound).
 func (w *Writer) Write(rec *Record) error {
 	rec.Bound()
-	return w.append(func(seq uint64, prev string) any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.appendLocked(func(b []byte, seq uint64, prev string) ([]byte, error) {
 		rec.Seq, rec.Prev = seq, prev
-		return rec
+		return appendRecord(b, rec), nil
 	})
 }
 
@@ -196,46 +225,88 @@ type eventLine struct {
 // WriteEvent appends a lifecycle event record.
 func (w *Writer) WriteEvent(ev Event, at time.Time) error {
 	ev.bound()
-	return w.append(eventAt(ev, at))
-}
-
-func eventAt(ev Event, at time.Time) func(seq uint64, prev string) any {
-	return func(seq uint64, prev string) any {
-		return &eventLine{Seq: seq, Prev: prev, Type: TypeEvent, Time: Time(at), Event: &ev}
-	}
-}
-
-// append encodes the value build returns for the next link and writes it
-// as one line.
-func (w *Writer) append(build func(seq uint64, prev string) any) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.appendLocked(build)
+	return w.appendLocked(eventAt(ev, at))
 }
 
-func (w *Writer) appendLocked(build func(seq uint64, prev string) any) error {
-	line, err := json.Marshal(build(w.seq+1, w.prev))
+func eventAt(ev Event, at time.Time) func(b []byte, seq uint64, prev string) ([]byte, error) {
+	return func(b []byte, seq uint64, prev string) ([]byte, error) {
+		line, err := json.Marshal(&eventLine{Seq: seq, Prev: prev, Type: TypeEvent, Time: Time(at), Event: &ev})
+		return append(b, line...), err
+	}
+}
+
+// appendLocked chains the record enc encodes (given its seq and prev) onto
+// the pending batch and waits until a write carried it into the file: the
+// first waiter with nothing in flight writes the batch (group commit).
+// w.mu is held; it is released while a batch is written.
+func (w *Writer) appendLocked(enc func(b []byte, seq uint64, prev string) ([]byte, error)) error {
+	start := len(w.pending)
+	b, err := enc(w.pending, w.seq+1, w.prev)
 	if err != nil {
+		w.pending = w.pending[:start]
 		return fmt.Errorf("encode audit record: %w", err)
 	}
-	line = append(line, '\n')
-	if _, err := w.out.Write(line); err != nil {
+	line := b[start:]
+	w.pending = append(b, '\n')
+	w.count++
+	w.seq++
+	w.prev = hashLine(line)
+	mine, epoch := w.seq, w.epoch
+	for {
+		switch {
+		case w.epoch != epoch:
+			return fmt.Errorf("%w: %w", ErrUnavailable, w.failed)
+		case w.durable >= mine:
+			return nil
+		case !w.flushing:
+			w.flush()
+		default:
+			w.cond.Wait()
+		}
+	}
+}
+
+// flush writes the pending batch in one write(2), with w.mu released
+// meanwhile. A failed or short write is cut back off the file and rolls
+// the chain back to the last durable record: every record of the batch,
+// and any chained after it, fails.
+func (w *Writer) flush() {
+	w.flushing = true
+	batch, n, endSeq, endPrev := w.pending, w.count, w.seq, w.prev
+	w.pending, w.spare, w.count = w.spare[:0], nil, 0
+	out := w.out
+	w.mu.Unlock()
+	_, err := out.Write(batch)
+	w.mu.Lock()
+	if err != nil {
 		w.failed = err
-		w.writeErrors.Add(1)
+		w.writeErrors.Add(n + w.count)
 		if w.file != nil {
 			// A short write must not leave a torn line as the chain's
 			// end; if this fails too, the next open cuts it.
 			_ = w.file.Truncate(w.size)
 		}
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		w.seq, w.prev = w.durable, w.durablePrev
+		w.pending, w.count = w.pending[:0], 0
+		w.epoch++
+	} else {
+		w.failed = nil
+		w.size += int64(len(batch))
+		w.durable, w.durablePrev = endSeq, endPrev
+		w.written.Add(n)
 	}
-	w.failed = nil
-	w.size += int64(len(line))
-	w.seq++
-	w.lastLine = line[:len(line)-1]
-	w.prev = hashLine(w.lastLine)
-	w.written.Add(1)
-	return nil
+	w.spare = batch[:0]
+	w.flushing = false
+	w.cond.Broadcast()
+}
+
+// waitIdle waits until no batch is being written (w.mu held).
+func (w *Writer) waitIdle() {
+	for w.flushing {
+		w.cond.Wait()
+	}
 }
 
 // Check returns nil when the trail can be written. After a failure it
@@ -281,6 +352,7 @@ func (w *Writer) Reopen() error {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.waitIdle()
 	if w.file == nil {
 		return nil
 	}
@@ -318,12 +390,13 @@ func lastCheckpoint(f *os.File, end int64) (uint64, string) {
 		for i := len(lines) - 1; i >= first; i-- {
 			if bytes.Contains(lines[i], needle) {
 				var ev struct {
+					Seq   uint64 `json:"seq"`
 					Event struct {
 						Checkpoint *Checkpoint `json:"checkpoint"`
 					} `json:"event"`
 				}
 				if json.Unmarshal(lines[i], &ev) == nil && ev.Event.Checkpoint != nil {
-					return ev.Event.Checkpoint.Seq, ev.Event.Checkpoint.Signature
+					return ev.Seq, ev.Event.Checkpoint.Signature
 				}
 			}
 		}

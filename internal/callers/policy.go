@@ -85,28 +85,28 @@ func (p pattern) match(path string) bool {
 	if !strings.HasPrefix(path, "/") {
 		return false
 	}
-	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	if path == "/" {
-		segs = []string{""}
-	}
 	if p.segs == nil { // "/**"
 		return true
 	}
-	if len(segs) < len(p.segs) || (!p.deep && len(segs) != len(p.segs)) {
-		return false
-	}
-	for i, s := range p.segs {
+	// Segment by segment, without splitting (this runs on every call).
+	rest, more := path[1:], true
+	for _, s := range p.segs {
+		if !more {
+			return false // the path is shorter than the pattern
+		}
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
 		if s == "*" {
-			if segs[i] == "" {
+			if seg == "" {
 				return false
 			}
 			continue
 		}
-		if s != segs[i] {
+		if s != seg {
 			return false
 		}
 	}
-	return true
+	return p.deep || !more
 }
 
 // Decision is the policy's answer for one call.

@@ -89,6 +89,10 @@ type TLS struct {
 type Admin struct {
 	// Listen defaults to 127.0.0.1:9090.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the admin
+	// listener. Default false: they show internals (never a secret value,
+	// but stacks and heap shapes), so turn them on only to take a profile.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Vault configures the Vault client.

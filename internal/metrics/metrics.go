@@ -9,7 +9,6 @@ package metrics
 import (
 	"net/http"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,11 +159,13 @@ func bounded(v string, known map[string]bool) string {
 	return "other"
 }
 
+var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
 func statusClass(s int) string {
 	if s < 100 || s > 599 {
 		return "other"
 	}
-	return strconv.Itoa(s/100) + "xx"
+	return classes[s/100-1]
 }
 
 // stateCollector reads state at scrape time.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -29,7 +30,9 @@ type Scheme interface {
 }
 
 // BasicAuth is HTTP Basic with the secret's userField and passField.
-func BasicAuth(userField, passField string) Scheme { return basicScheme{userField, passField} }
+func BasicAuth(userField, passField string) Scheme {
+	return basicScheme{userField, passField, new(atomic.Pointer[basicHeader])}
+}
 
 // HeaderAuth sets header to prefix and the secret's field.
 func HeaderAuth(header, prefix, field string) Scheme {
@@ -48,7 +51,17 @@ func WithDropin(s Scheme, headers, params []string) Scheme {
 	return dropinScheme{s, headers, params}
 }
 
-type basicScheme struct{ user, pass string }
+type basicScheme struct {
+	user, pass string
+	// last caches the header of the last credential injected, so that the
+	// pair is not base64-encoded on every call.
+	last *atomic.Pointer[basicHeader]
+}
+
+type basicHeader struct {
+	user, pass string
+	value      []string // shared by requests: never modified
+}
 
 func (b basicScheme) Fields() []string { return []string{b.user, b.pass} }
 
@@ -59,7 +72,13 @@ func (b basicScheme) values(c secrets.Credential) (string, string) {
 }
 
 func (b basicScheme) Inject(out *http.Request, c secrets.Credential) {
-	out.SetBasicAuth(b.values(c))
+	user, pass := b.values(c)
+	h := b.last.Load()
+	if h == nil || h.user != user || h.pass != pass {
+		h = &basicHeader{user, pass, []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))}}
+		b.last.Store(h)
+	}
+	out.Header["Authorization"] = h.value
 }
 
 func (basicScheme) Slot() callers.Slot { return callers.Slot{Basic: true} }

@@ -2,7 +2,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -71,13 +71,16 @@ func callFrom(ctx context.Context) *call {
 }
 
 // requestID returns the caller's X-Request-Id when it is sane (1 to 128 of
-// A-Z a-z 0-9 . _ - : and no more than one), else a new random one.
-func requestID(r *http.Request) string {
+// A-Z a-z 0-9 . _ - : and no more than one), else a new one: 32 hex digits,
+// a random per-process prefix and a counter, unique without a random read
+// per call.
+func (p *Proxy) requestID(r *http.Request) string {
 	if vs := r.Header.Values("X-Request-Id"); len(vs) == 1 && saneID(vs[0]) {
 		return vs[0]
 	}
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	copy(b[:8], p.idPrefix[:])
+	binary.BigEndian.PutUint64(b[8:], p.idCounter.Add(1))
 	return hex.EncodeToString(b[:])
 }
 

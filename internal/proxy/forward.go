@@ -37,8 +37,10 @@ type upstream struct {
 	// stripQuery are query parameters that may carry a caller's key or a
 	// credential and never reach the vendor: the slot's parameters.
 	stripQuery []string
-	// links are the rewrite_links paths, split into object keys.
-	links [][]string
+	// links are the rewrite_links paths, split into object keys; linkKeys
+	// their last keys, quoted, for a quick look before parsing.
+	links    [][]string
+	linkKeys [][]byte
 	// leaks caches the injected values for the current credential version,
 	// which no reply header may carry.
 	leaks atomic.Pointer[leakSet]
@@ -114,7 +116,9 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		u.stripHeaders[http.CanonicalHeaderKey(h)] = true
 	}
 	for _, l := range cfg.RewriteLinks {
-		u.links = append(u.links, strings.Split(l, "."))
+		segs := strings.Split(l, ".")
+		u.links = append(u.links, segs)
+		u.linkKeys = append(u.linkKeys, []byte(`"`+segs[len(segs)-1]+`"`))
 	}
 
 	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
@@ -129,8 +133,9 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		ModifyResponse: u.modifyResponse,
 		ErrorHandler:   u.errorHandler,
 		ErrorLog:       zap.NewStdLog(p.opts.Log.Named("reverseproxy")),
-		// Flush streamed replies promptly; -1 would flush every write.
-		FlushInterval: 50 * time.Millisecond,
+		// No FlushInterval: ReverseProxy flushes every write of a reply
+		// that streams (no Content-Length, or text/event-stream) by
+		// itself, and a reply of known length needs no timer.
 	}
 	return u
 }

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 )
@@ -32,20 +32,38 @@ func (u *upstream) rewriteBodyLinks(resp *http.Response, c *call) {
 		resp.ContentLength > maxLinkRewrite || c.in.Method == http.MethodHead {
 		return
 	}
-	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	enc := resp.Header.Get("Content-Encoding")
+	if enc != "" {
+		enc = strings.ToLower(strings.TrimSpace(enc))
+	}
 	if enc != "" && enc != "identity" && enc != "gzip" && enc != "x-gzip" && enc != "deflate" {
 		u.p.opts.Log.Warn("links not rewritten: reply in an encoding keybroker cannot read",
 			zap.String("request_id", c.id), zap.String("upstream", u.cfg.Name), zap.String("content_encoding", enc))
 		return
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxLinkRewrite+1))
-	if err != nil || len(raw) > maxLinkRewrite {
-		// Too large, or broken: hand on what was read and the rest as is.
-		resp.Body = readCloser{io.MultiReader(bytes.NewReader(raw), resp.Body), resp.Body}
-		return
+	var raw []byte
+	if n := resp.ContentLength; n >= 0 && n <= maxPooledBody {
+		// The common case, a small reply of known length: read into a
+		// pooled buffer, handed back when the caller's copy is closed.
+		pb := u.p.bodies.Get().(*pooledBody)
+		pb.reset(int(n), &u.p.bodies)
+		if _, err := io.ReadFull(resp.Body, pb.buf); err != nil {
+			resp.Body = readCloser{io.MultiReader(bytes.NewReader(pb.buf), resp.Body), resp.Body}
+			return
+		}
+		resp.Body.Close()
+		resp.Body, raw = pb, pb.buf
+	} else {
+		var err error
+		raw, err = io.ReadAll(io.LimitReader(resp.Body, maxLinkRewrite+1))
+		if err != nil || len(raw) > maxLinkRewrite {
+			// Too large, or broken: hand on what was read and the rest as is.
+			resp.Body = readCloser{io.MultiReader(bytes.NewReader(raw), resp.Body), resp.Body}
+			return
+		}
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(raw))
 	}
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(raw))
 
 	plain, err := decode(raw, enc)
 	if err != nil {
@@ -53,6 +71,9 @@ func (u *upstream) rewriteBodyLinks(resp *http.Response, c *call) {
 	}
 	to := originOf(c.in)
 	leaks := u.leakValues(c.cred)
+	if !containsAnyKey(plain, u.linkKeys) {
+		return // no link field in it: nothing to rewrite
+	}
 	out, changed, err := rewriteJSONStrings(plain, u.links, func(s string) (string, bool) {
 		return u.rewriteLink(s, resp.Request.URL, to, leaks)
 	})
@@ -76,9 +97,57 @@ type readCloser struct {
 	io.Closer
 }
 
+// maxPooledBody is the largest reply read into a pooled buffer.
+const maxPooledBody = 64 << 10
+
+// pooledBody is a reply held in a pooled buffer; Close returns it.
+type pooledBody struct {
+	buf  []byte
+	pos  int
+	pool *sync.Pool
+}
+
+func (b *pooledBody) reset(n int, pool *sync.Pool) {
+	if cap(b.buf) < n {
+		b.buf = make([]byte, n)
+	}
+	b.buf, b.pos, b.pool = b.buf[:n], 0, pool
+}
+
+func (b *pooledBody) Read(p []byte) (int, error) {
+	if b.pos >= len(b.buf) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf[b.pos:])
+	b.pos += n
+	return n, nil
+}
+
+func (b *pooledBody) Close() error {
+	if b.pool != nil {
+		pool := b.pool
+		b.pool = nil
+		pool.Put(b)
+	}
+	return nil
+}
+
+// containsAnyKey reports whether doc holds any of the quoted keys.
+func containsAnyKey(doc []byte, keys [][]byte) bool {
+	for _, k := range keys {
+		if bytes.Contains(doc, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// isJSON reports whether a Content-Type is JSON (application/json or any
+// +json type), without parsing parameters: it runs on every reply.
 func isJSON(ct string) bool {
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	return strings.EqualFold(mt, "application/json") || (len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json"))
 }
 
 func decode(raw []byte, enc string) ([]byte, error) {

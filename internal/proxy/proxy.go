@@ -8,10 +8,12 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -130,6 +132,11 @@ type Proxy struct {
 	// gate keeps the unidentified limits; summary counts what they refused.
 	gate    *ratelimit.Local
 	summary summary
+	// bodies are buffers for small JSON replies read whole.
+	bodies sync.Pool
+	// idPrefix and idCounter make request ids (requestID).
+	idPrefix  [8]byte
+	idCounter atomic.Uint64
 }
 
 type state struct {
@@ -172,6 +179,8 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 		opts.SummaryInterval = time.Minute
 	}
 	p := &Proxy{opts: opts, gate: ratelimit.NewLocal(opts.Now)}
+	p.bodies.New = func() any { return &pooledBody{buf: make([]byte, 0, 4<<10)} }
+	_, _ = rand.Read(p.idPrefix[:])
 	if err := p.Update(routes); err != nil {
 		return nil, err
 	}
@@ -244,7 +253,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // written when the call ends, whatever way it ends.
 func (p *Proxy) begin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := &call{id: requestID(r), start: p.opts.Now()}
+		c := &call{id: p.requestID(r), start: p.opts.Now()}
 		c.rec = audit.Record{
 			Type:       audit.TypeCall,
 			Time:       audit.Time(c.start),
@@ -252,7 +261,7 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 			RemoteAddr: r.RemoteAddr,
 			Method:     r.Method,
 		}
-		c.hasBody = r.Body != nil && r.Body != http.NoBody
+		c.hasBody = r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0)
 		w.Header().Set("X-Request-Id", c.id)
 		rw := &recorder{ResponseWriter: w}
 		if p.opts.Observer != nil {

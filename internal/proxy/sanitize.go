@@ -65,11 +65,13 @@ func cleanPath(raw string) (string, error) {
 	if !strings.HasPrefix(raw, "/") {
 		return "", errors.New("path must start with /")
 	}
-	var b strings.Builder
-	b.Grow(len(raw))
+	var b []byte // the decoded path, made only once a % is met
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '%' {
+			if b == nil {
+				b = append(make([]byte, 0, len(raw)), raw[:i]...)
+			}
 			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
 				return "", errors.New("malformed percent-encoding in path")
 			}
@@ -85,7 +87,7 @@ func cleanPath(raw string) (string, error) {
 			case c < 0x20 || c == 0x7f:
 				return "", errors.New("encoded control character in path")
 			}
-			b.WriteByte(c)
+			b = append(b, c)
 			continue
 		}
 		switch {
@@ -98,29 +100,36 @@ func cleanPath(raw string) (string, error) {
 		case c == ';':
 			return "", errors.New("semicolon in path")
 		}
-		b.WriteByte(c)
-	}
-	p := b.String()
-	segs := strings.Split(p[1:], "/")
-	for i, s := range segs {
-		switch {
-		case s == "." || s == "..":
-			return "", errors.New("dot segment in path")
-		case s == "" && i != len(segs)-1:
-			return "", errors.New("empty segment (//) in path")
+		if b != nil {
+			b = append(b, c)
 		}
 	}
-	return p, nil
+	p := raw
+	if b != nil {
+		p = string(b)
+	}
+	for rest := p[1:]; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		switch {
+		case seg == "." || seg == "..":
+			return "", errors.New("dot segment in path")
+		case seg == "" && more:
+			return "", errors.New("empty segment (//) in path")
+		}
+		if !more {
+			return p, nil
+		}
+		rest = after
+	}
 }
 
 // splitUpstream splits /name/rest into name and /rest ("" for /name).
 func splitUpstream(p string) (name, rest string) {
 	p = strings.TrimPrefix(p, "/")
-	name, rest, found := strings.Cut(p, "/")
-	if found {
-		rest = "/" + rest
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i:]
 	}
-	return name, rest
+	return p, ""
 }
 
 // rawPath returns the request target's path, still percent-encoded.

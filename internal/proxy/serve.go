@@ -74,7 +74,8 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	slot := up.dropinSlot()
 	// The audit has the path as the vendor gets it (escapes kept) and the
 	// query redacted; neither ever holds a key the caller presented.
-	presented := presentedKeys(r, slot)
+	var keys [8]string
+	presented := presentedKeys(keys[:0], r, slot)
 	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
 	c.rec.Query = audit.RedactQuery(r.URL.RawQuery, slot.Params, presented)
 
@@ -250,8 +251,7 @@ func escapedPath(p string) string {
 // Proxy-Authorization, Authorization (decoded for Basic), the upstream's
 // drop-in headers and query parameters. None of it is ever written to the
 // audit, whether or not it named a caller.
-func presentedKeys(r *http.Request, slot callers.Slot) []string {
-	var out []string
+func presentedKeys(out []string, r *http.Request, slot callers.Slot) []string {
 	add := func(v string) {
 		if v = strings.TrimSpace(v); len(v) >= 6 {
 			out = append(out, v)

@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 
@@ -55,18 +54,18 @@ type Window struct {
 }
 
 type window struct {
-	lim    Limit
-	slots  []slot        // calls holding a place in the window
-	bucket *rate.Limiter // Burst < Requests: smoothing; nil otherwise
+	lim Limit
+	// inflight are the calls admitted whose reply has not come back;
+	// ends are when the released ones' holds end, oldest first (releases
+	// come in time order, so appending keeps them sorted).
+	inflight map[uint64]struct{}
+	ends     []time.Time
+	head     int           // ends[head:] are live
+	bucket   *rate.Limiter // Burst < Requests: smoothing; nil otherwise
 	paused time.Time
 	queue  []*waiter // FIFO
 	timer  *time.Timer
 	used   time.Time
-}
-
-type slot struct {
-	id  uint64
-	end time.Time // zero while the call is in flight
 }
 
 type waiter struct {
@@ -154,7 +153,7 @@ func (l *Window) Pause(key string, until time.Time) {
 	now := l.now()
 	w, ok := l.keys[key]
 	if !ok {
-		w = &window{used: now}
+		w = &window{used: now, inflight: map[uint64]struct{}{}}
 		l.keys[key] = w
 	}
 	if until.After(w.paused) {
@@ -172,7 +171,7 @@ func (l *Window) Usage(key string) (inUse, requests int) {
 		return 0, 0
 	}
 	w.expire(l.now())
-	return len(w.slots), w.lim.Requests
+	return w.held(), w.lim.Requests
 }
 
 // Len returns the number of keys held (for tests).
@@ -188,7 +187,7 @@ func (l *Window) get(key string, lim Limit, now time.Time) *window {
 	}
 	w, ok := l.keys[key]
 	if !ok {
-		w = &window{}
+		w = &window{inflight: map[uint64]struct{}{}}
 		l.keys[key] = w
 	}
 	if w.lim != lim {
@@ -210,7 +209,7 @@ func (l *Window) sweep(now time.Time) {
 	l.lastSweep = now
 	for k, w := range l.keys {
 		w.expire(now)
-		if len(w.slots) == 0 && len(w.queue) == 0 && now.After(w.paused) && now.Sub(w.used) > max(time.Minute, 2*w.lim.Per) {
+		if w.held() == 0 && len(w.queue) == 0 && now.After(w.paused) && now.Sub(w.used) > max(time.Minute, 2*w.lim.Per) {
 			delete(l.keys, k)
 		}
 	}
@@ -227,34 +226,39 @@ func (l *Window) admit(w *window, now time.Time) (uint64, bool) {
 		return l.nextID, true // no quota: only pauses hold calls
 	}
 	w.expire(now)
-	if len(w.slots) >= w.lim.Requests {
+	if w.held() >= w.lim.Requests {
 		return 0, false
 	}
 	if w.bucket != nil && !w.bucket.AllowN(now, 1) {
 		return 0, false
 	}
-	w.slots = append(w.slots, slot{id: l.nextID})
+	w.inflight[l.nextID] = struct{}{}
 	return l.nextID, true
 }
 
-// expire drops the slots whose hold has ended.
+// held is how many calls hold a slot.
+func (w *window) held() int { return len(w.inflight) + len(w.ends) - w.head }
+
+// expire drops the released slots whose hold has ended: amortized O(1).
 func (w *window) expire(now time.Time) {
-	kept := w.slots[:0]
-	for _, s := range w.slots {
-		if s.end.IsZero() || s.end.After(now) {
-			kept = append(kept, s)
-		}
+	for w.head < len(w.ends) && !w.ends[w.head].After(now) {
+		w.head++
 	}
-	w.slots = kept
+	if w.head > 0 && w.head*2 >= len(w.ends) {
+		n := copy(w.ends, w.ends[w.head:])
+		w.ends, w.head = w.ends[:n], 0
+	}
 }
 
-func (w *window) free(id uint64) {
-	for i, s := range w.slots {
-		if s.id == id {
-			w.slots = append(w.slots[:i], w.slots[i+1:]...)
-			return
-		}
+func (w *window) free(id uint64) { delete(w.inflight, id) }
+
+// hold moves an in-flight call to the released ones, held until end.
+func (w *window) hold(id uint64, end time.Time) {
+	delete(w.inflight, id)
+	if n := len(w.ends); n > w.head && end.Before(w.ends[n-1]) {
+		end = w.ends[n-1] // keep them sorted (a shorter Per after a reload): hold longer, never shorter
 	}
+	w.ends = append(w.ends, end)
 }
 
 // nextFree is the earliest time the call at queue position pos could be
@@ -269,7 +273,7 @@ func (w *window) nextFree(now time.Time, pos int) (time.Time, bool) {
 		return at, true
 	}
 	w.expire(now)
-	if need := len(w.slots) + pos + 1 - w.lim.Requests; need > 0 {
+	if need := w.held() + pos + 1 - w.lim.Requests; need > 0 {
 		end, ok := w.nthEnd(need)
 		if !ok {
 			return time.Time{}, false
@@ -295,12 +299,8 @@ func (w *window) refusal(now, at time.Time, known bool) *RefusedError {
 	retry := w.lim.Per
 	if known {
 		retry = at.Sub(now)
-	} else {
-		for _, s := range w.slots {
-			if !s.end.IsZero() && s.end.Sub(now) < retry {
-				retry = s.end.Sub(now)
-			}
-		}
+	} else if end, ok := w.nthEnd(1); ok && end.Sub(now) < retry {
+		retry = end.Sub(now)
 	}
 	return &RefusedError{RetryAfter: max(retry, time.Millisecond), Limit: w.lim.Requests, Reset: max(retry, 0),
 		Paused: w.paused.After(now) && !at.After(w.paused)}
@@ -309,7 +309,7 @@ func (w *window) refusal(now, at time.Time, known bool) *RefusedError {
 func (w *window) result(now time.Time, waited time.Duration) Result {
 	r := Result{Waited: waited, Limit: w.lim.Requests}
 	if w.lim.Requests > 0 {
-		r.Remaining = max(0, w.lim.Requests-len(w.slots))
+		r.Remaining = max(0, w.lim.Requests-w.held())
 		if at, known := w.nextFree(now, 0); known && at.After(now) {
 			r.Reset = at.Sub(now)
 		}
@@ -355,28 +355,12 @@ func (l *Window) schedule(key string, w *window, now time.Time) {
 }
 
 // nthEnd is the n-th earliest known end among the slots held (1-based);
-// false when fewer than n slots have a known end.
+// false when fewer than n slots have a known end (the rest are in flight).
 func (w *window) nthEnd(n int) (time.Time, bool) {
-	if n == 1 { // the common case, without allocating
-		var first time.Time
-		for _, s := range w.slots {
-			if !s.end.IsZero() && (first.IsZero() || s.end.Before(first)) {
-				first = s.end
-			}
-		}
-		return first, !first.IsZero()
+	if i := w.head + n - 1; i < len(w.ends) {
+		return w.ends[i], true
 	}
-	var ends []time.Time
-	for _, s := range w.slots {
-		if !s.end.IsZero() {
-			ends = append(ends, s.end)
-		}
-	}
-	if n > len(ends) {
-		return time.Time{}, false
-	}
-	slices.SortFunc(ends, func(a, b time.Time) int { return a.Compare(b) })
-	return ends[n-1], true
+	return time.Time{}, false
 }
 
 func (l *Window) ticket(key string, w *window, id uint64) Ticket {
@@ -393,17 +377,14 @@ func (l *Window) release(t Ticket, sent bool) {
 	if !ok {
 		return
 	}
-	now := l.now()
-	for i := range w.slots {
-		if w.slots[i].id != t.id || !w.slots[i].end.IsZero() {
-			continue
-		}
-		if sent {
-			w.slots[i].end = now.Add(w.lim.Per + l.margin)
-		} else {
-			w.slots = append(w.slots[:i], w.slots[i+1:]...)
-		}
-		l.dispatch(t.key, w, now)
-		return
+	if _, ok := w.inflight[t.id]; !ok {
+		return // released already: only the first release counts
 	}
+	now := l.now()
+	if sent {
+		w.hold(t.id, now.Add(w.lim.Per+l.margin))
+	} else {
+		w.free(t.id)
+	}
+	l.dispatch(t.key, w, now)
 }
