@@ -49,14 +49,14 @@ type Writer struct {
 	// the others wait on cond. durable/durablePrev are the last record in
 	// the file; a failed write rolls the chain back to it and bumps epoch,
 	// which fails every record of the batch and after it.
-	cond         sync.Cond
-	pending      []byte
-	spare        []byte
-	count        int64
-	flushing     bool
-	durable      uint64
-	durablePrev  string
-	epoch        uint64
+	cond        sync.Cond
+	pending     []byte
+	spare       []byte
+	count       int64
+	flushing    bool
+	durable     uint64
+	durablePrev string
+	epoch       uint64
 	// checkpointSeq and lastSignature are the last checkpoint's seq and
 	// signature, which the next checkpoint chains to.
 	checkpointSeq uint64

@@ -62,10 +62,10 @@ type window struct {
 	ends     []time.Time
 	head     int           // ends[head:] are live
 	bucket   *rate.Limiter // Burst < Requests: smoothing; nil otherwise
-	paused time.Time
-	queue  []*waiter // FIFO
-	timer  *time.Timer
-	used   time.Time
+	paused   time.Time
+	queue    []*waiter // FIFO
+	timer    *time.Timer
+	used     time.Time
 }
 
 type waiter struct {
