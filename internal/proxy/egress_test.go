@@ -58,3 +58,16 @@ func TestEgress_TimeoutsNameTheirPhase(t *testing.T) {
 		})
 	}
 }
+
+// TestEgress_PlainHTTPNeverUsesTheProxy: a loopback http upstream goes
+// direct even with an egress proxy configured (here one that would stall).
+func TestEgress_PlainHTTPNeverUsesTheProxy(t *testing.T) {
+	stalled := silent(t)
+	h := newHarness(t, harnessOpts{topYAML: "egress: {proxy: \"http://" + stalled + "\", connect_timeout: 300ms}\n"})
+	if resp, body := h.do("GET", "/huntress/v1/account", nil, bearer(soarKey)); resp.StatusCode != 200 {
+		t.Fatalf("plain-http upstream with an egress proxy set: %d %s", resp.StatusCode, body)
+	}
+	if n := len(h.huntress.Requests()); n != 1 {
+		t.Errorf("the vendor got %d requests", n)
+	}
+}
