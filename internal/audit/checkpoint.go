@@ -98,6 +98,15 @@ func (s *Signer) KeyID() string { return s.keyID }
 func (w *Writer) WriteCheckpoint(s *Signer, at time.Time) (Checkpoint, []byte, bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.scanned {
+		// The first checkpoint of this process chains to the last one in
+		// the file (a restart), found once, here rather than at every open.
+		w.scanned = true
+		w.waitIdle()
+		if w.file != nil && w.checkpointSeq == 0 {
+			w.checkpointSeq, w.lastSignature = lastCheckpoint(w.file, w.size)
+		}
+	}
 	if w.seq == 0 || w.seq == w.checkpointSeq {
 		return Checkpoint{}, nil, false, nil
 	}

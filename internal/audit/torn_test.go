@@ -146,3 +146,36 @@ func TestVerify_ReadsEveryLineTheWriterCanWrite(t *testing.T) {
 		t.Errorf("verify: %d, %v", n, err)
 	}
 }
+
+// TestCheckpoint_ChainsAcrossARestart: the first checkpoint after a
+// reopen chains to the last checkpoint in the file.
+func TestCheckpoint_ChainsAcrossARestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	seed, _, _ := NewSigningKey()
+	s, _ := NewSigner(seed)
+	w, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCalls(t, w, 3)
+	first, _, ok, err := w.WriteCheckpoint(s, time.Now())
+	if !ok || err != nil {
+		t.Fatalf("first checkpoint: %v %v", ok, err)
+	}
+	writeCalls(t, w, 2)
+	w.Close()
+
+	w, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	writeCalls(t, w, 1)
+	second, _, ok, err := w.WriteCheckpoint(s, time.Now())
+	if !ok || err != nil || second.PrevSignature != first.Signature || second.Seq != 7 {
+		t.Fatalf("after a restart: %+v (ok %v, %v); want it to chain to %s", second, ok, err, first.Signature[:8])
+	}
+	if _, _, ok, _ := w.WriteCheckpoint(s, time.Now()); ok {
+		t.Error("a checkpoint with no new record")
+	}
+}

@@ -58,9 +58,11 @@ type Writer struct {
 	durablePrev string
 	epoch       uint64
 	// checkpointSeq and lastSignature are the last checkpoint's seq and
-	// signature, which the next checkpoint chains to.
+	// signature, which the next checkpoint chains to; scanned says the
+	// file was searched for them (once, at the first checkpoint).
 	checkpointSeq uint64
 	lastSignature string
+	scanned       bool
 
 	writeErrors atomic.Int64
 	written     atomic.Int64
@@ -117,9 +119,6 @@ func (w *Writer) open() error {
 	if seq > 0 {
 		w.seq, w.prev = seq, prev
 		w.durable, w.durablePrev = seq, prev
-		if w.lastSignature == "" {
-			w.checkpointSeq, w.lastSignature = lastCheckpoint(f, tail.size)
-		}
 	}
 	if tail.torn > 0 {
 		ev := Event{Name: "audit_torn_tail", Detail: fmt.Sprintf(
@@ -149,7 +148,14 @@ func readTail(f *os.File) (tail, error) {
 		return tail{}, err
 	}
 	size := st.Size()
-	const chunk = 1 << 20
+	// Lines are at most MaxLine: a quarter MiB holds the last one; an
+	// older file with longer lines gets the whole MiB.
+	chunk := int64(256 << 10)
+	if size > chunk {
+		if probe, err := readTailChunk(f, size, chunk); err == nil && !bytes.Contains(probe[:len(probe)-1], []byte("\n")) {
+			chunk = 1 << 20
+		}
+	}
 	start := max(0, size-chunk)
 	buf := make([]byte, size-start)
 	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
@@ -403,4 +409,13 @@ func lastCheckpoint(f *os.File, end int64) (uint64, string) {
 		pos = start
 	}
 	return 0, ""
+}
+
+func readTailChunk(f *os.File, size, chunk int64) ([]byte, error) {
+	buf := make([]byte, chunk)
+	_, err := f.ReadAt(buf, size-chunk)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return buf, err
 }
