@@ -72,15 +72,16 @@ func callFrom(ctx context.Context) *call {
 
 // requestID returns the caller's X-Request-Id when it is sane (1 to 128 of
 // A-Z a-z 0-9 . _ - : and no more than one), else a new one: 32 hex digits,
-// a random per-process prefix and a counter, unique without a random read
-// per call.
+// a random per-process prefix and a scrambled counter (multiplied by an odd
+// constant and masked: a bijection, so unique, without telling callers how
+// many calls came before), with no random read per call.
 func (p *Proxy) requestID(r *http.Request) string {
 	if vs := r.Header.Values("X-Request-Id"); len(vs) == 1 && saneID(vs[0]) {
 		return vs[0]
 	}
 	var b [16]byte
 	copy(b[:8], p.idPrefix[:])
-	binary.BigEndian.PutUint64(b[8:], p.idCounter.Add(1))
+	binary.BigEndian.PutUint64(b[8:], p.idCounter.Add(1)*0x9e3779b97f4a7c15^binary.BigEndian.Uint64(p.idPrefix[:]))
 	return hex.EncodeToString(b[:])
 }
 

@@ -251,8 +251,17 @@ func certReason(err error) (reason, why string) {
 	return "", ""
 }
 
+// timeoutNote says why a connection failed, for the caller: the timeout
+// that ran out, the DNS failure (without the resolver's address, an
+// internal one), or the connect error.
 func timeoutNote(err error, setting string, d time.Duration) string {
-	if isTimeout(err) {
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &dns) && dns.IsTimeout:
+		return fmt.Sprintf("the DNS lookup of %s timed out", dns.Name)
+	case errors.As(err, &dns):
+		return fmt.Sprintf("the DNS lookup of %s failed", dns.Name)
+	case isTimeout(err):
 		return fmt.Sprintf("timed out: %s %s", setting, d)
 	}
 	var op *net.OpError
