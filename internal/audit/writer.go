@@ -150,16 +150,17 @@ func readTail(f *os.File) (tail, error) {
 	size := st.Size()
 	// Lines are at most MaxLine: a quarter MiB holds the last one; an
 	// older file with longer lines gets the whole MiB.
-	chunk := int64(256 << 10)
-	if size > chunk {
-		if probe, err := readTailChunk(f, size, chunk); err == nil && !bytes.Contains(probe[:len(probe)-1], []byte("\n")) {
-			chunk = 1 << 20
+	var start int64
+	var buf []byte
+	for _, chunk := range []int64{256 << 10, 1 << 20} {
+		start = max(0, size-chunk)
+		buf = make([]byte, size-start)
+		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+			return tail{}, err
 		}
-	}
-	start := max(0, size-chunk)
-	buf := make([]byte, size-start)
-	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
-		return tail{}, err
+		if start == 0 || bytes.IndexByte(buf[:len(buf)-1], '\n') >= 0 {
+			break // the chunk holds the last line whole
+		}
 	}
 	t := tail{size: size}
 	if buf[len(buf)-1] != '\n' {
@@ -409,13 +410,4 @@ func lastCheckpoint(f *os.File, end int64) (uint64, string) {
 		pos = start
 	}
 	return 0, ""
-}
-
-func readTailChunk(f *os.File, size, chunk int64) ([]byte, error) {
-	buf := make([]byte, chunk)
-	_, err := f.ReadAt(buf, size-chunk)
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return buf, err
 }

@@ -179,18 +179,9 @@ func decode(raw []byte, enc string) ([]byte, error) {
 // (each a list of object keys; arrays on the way are walked) with what fn
 // returns, editing the document in place so that every other byte stays as
 // the vendor sent it. fn's ok false replaces the value with null. It
-// reports whether anything changed.
+// reports whether anything changed. Callers look for the keys first
+// (containsAnyKey): parsing is the slow part.
 func rewriteJSONStrings(doc []byte, paths [][]string, fn func(string) (string, bool)) ([]byte, bool, error) {
-	// Cheap pre-check: no path's last key in the document, nothing to do.
-	found := false
-	for _, p := range paths {
-		if bytes.Contains(doc, []byte(`"`+p[len(p)-1]+`"`)) {
-			found = true
-		}
-	}
-	if !found {
-		return doc, false, nil
-	}
 	type frame struct {
 		obj     bool
 		wantKey bool
