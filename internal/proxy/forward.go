@@ -133,6 +133,9 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		ModifyResponse: u.modifyResponse,
 		ErrorHandler:   u.errorHandler,
 		ErrorLog:       zap.NewStdLog(p.opts.Log.Named("reverseproxy")),
+		// Without a pool ReverseProxy allocates a 32 KiB copy buffer per
+		// reply: most of the garbage of a proxied call.
+		BufferPool: &copyBuffers,
 		// No FlushInterval: ReverseProxy flushes every write of a reply
 		// that streams (no Content-Length, or text/event-stream) by
 		// itself, and a reply of known length needs no timer.
