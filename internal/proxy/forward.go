@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,7 +28,7 @@ type upstream struct {
 	cfg       Upstream
 	limitKey  string // the quota's key in the upstream limiter
 	slot      callers.Slot
-	transport *http.Transport
+	transport *upstreamTransport
 	rp        *httputil.ReverseProxy
 	p         *Proxy
 
@@ -125,7 +126,11 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		u.transport, u.certExpiry = prev.transport, prev.certExpiry
 	} else {
 		u.certExpiry = new(atomic.Int64)
-		u.transport = u.newTransport()
+		u.transport = &upstreamTransport{std: u.newTransport()}
+		if cfg.Target.Scheme == "http" {
+			u.transport.h1 = &h1Pool{dial: u.dial, addr: canonicalAddr(cfg.Target),
+				headerTimeout: cfg.Timeout, idleTimeout: cfg.Egress.IdleTimeout, maxIdle: maxIdlePerUpstream}
+		}
 	}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -141,6 +146,45 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		// itself, and a reply of known length needs no timer.
 	}
 	return u
+}
+
+// maxIdlePerUpstream is how many unused connections to a vendor are kept.
+const maxIdlePerUpstream = 128
+
+// upstreamTransport sends an upstream's requests. A plain-http vendor's
+// bodyless GET, HEAD and OPTIONS calls (the bulk: lists, lookups, polls)
+// take the synchronous HTTP/1.1 pool; everything else, and every https
+// vendor (HTTP/2 when offered), takes Go's transport.
+type upstreamTransport struct {
+	std *http.Transport
+	h1  *h1Pool // nil for an https vendor
+}
+
+func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.h1 != nil && h1Eligible(req) {
+		return t.h1.RoundTrip(req)
+	}
+	return t.std.RoundTrip(req)
+}
+
+// close closes the idle connections of a transport no upstream uses any
+// more; the busy ones close when their calls end.
+func (t *upstreamTransport) close() {
+	t.std.CloseIdleConnections()
+	if t.h1 != nil {
+		t.h1.Close()
+	}
+}
+
+// canonicalAddr is the host:port to dial for u.
+func canonicalAddr(u *url.URL) string {
+	if port := u.Port(); port != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
 }
 
 // dropinSlot says where a drop-in caller's key sits for this upstream

@@ -241,6 +241,13 @@ func (p *Proxy) Update(routes Routes) error {
 		st.upstreams[u.Name] = p.newUpstream(u, prev)
 	}
 	p.state.Store(st)
+	if old != nil {
+		for name, u := range old.upstreams {
+			if n := st.upstreams[name]; n == nil || n.transport != u.transport {
+				u.transport.close()
+			}
+		}
+	}
 	return nil
 }
 
