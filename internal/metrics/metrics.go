@@ -60,18 +60,35 @@ type Metrics struct {
 	inflight      prometheus.Gauge
 	refreshErrors *prometheus.CounterVec
 	tlsFailures   *prometheus.CounterVec
+	// requestSeries caches keybroker_requests_total's children by
+	// requestKey (bounded: every label takes configured names or a
+	// fixed set), copied on the rare write so that a call only reads.
+	requestSeries atomic.Pointer[map[requestKey]prometheus.Counter]
+	seriesMu      sync.Mutex
+	other         atomic.Pointer[upstreamSeries]
 }
 
 type names struct {
 	upstreams map[string]bool
 	callers   map[string]bool
+	// children are each upstream's series (and "other"'s), resolved once
+	// per configuration rather than per call.
+	children map[string]*upstreamSeries
 }
+
+// upstreamSeries are an upstream's per-call series.
+type upstreamSeries struct {
+	duration, upstreamTime, waits prometheus.Observer
+	vendor429                     prometheus.Counter
+}
+
+// requestKey is one keybroker_requests_total series.
+type requestKey struct{ upstream, caller, class, outcome string }
 
 // New registers every metric. upstreams and callers are the configured
 // names (SetNames changes them on reload).
 func New(upstreams, callers []string, st State) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	m.SetNames(upstreams, callers)
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_requests_total",
 		Help: "Calls by upstream, caller, status class and outcome."}, []string{"upstream", "caller", "status_class", "outcome"})
@@ -92,6 +109,7 @@ func New(upstreams, callers []string, st State) *Metrics {
 		Help: "Failed TLS handshakes with vendors, by upstream and reason (unknown_authority, expired, name_mismatch, timeout, ...)."}, []string{"upstream", "reason"})
 	m.reg.MustRegister(m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.SetNames(upstreams, callers)
 	return m
 }
 
@@ -103,6 +121,10 @@ func (m *Metrics) SetNames(upstreams, callers []string) {
 	}
 	for _, c := range callers {
 		n.callers[c] = true
+	}
+	n.children = map[string]*upstreamSeries{}
+	for _, u := range upstreams {
+		n.children[u] = m.seriesOf(u)
 	}
 	m.names.Store(n)
 }
@@ -129,20 +151,57 @@ func (m *Metrics) CallFinished(rec *audit.Record) {
 	default:
 		caller = bounded(caller, n.callers)
 	}
-	m.requests.WithLabelValues(up, caller, statusClass(rec.Status), rec.Outcome).Inc()
-	m.duration.WithLabelValues(up).Observe(rec.DurationMS / 1000)
+	m.requestCounter(requestKey{up, caller, statusClass(rec.Status), rec.Outcome}).Inc()
+	series := n.children[up]
+	if series == nil { // "other": exported once a call for it was seen
+		if series = m.other.Load(); series == nil {
+			series = m.seriesOf(up)
+			m.other.Store(series)
+		}
+	}
+	series.duration.Observe(rec.DurationMS / 1000)
 	if rec.Outcome == audit.OutcomeForwarded {
-		m.upstreamTime.WithLabelValues(up).Observe(rec.UpstreamMS / 1000)
+		series.upstreamTime.Observe(rec.UpstreamMS / 1000)
 		if rec.Status == http.StatusTooManyRequests {
-			m.vendor429.WithLabelValues(up).Inc()
+			series.vendor429.Inc()
 		}
 	}
 	if rec.RateLimitWaitMS > 0 || rec.Outcome == audit.OutcomeForwarded {
-		m.waits.WithLabelValues(up).Observe(rec.RateLimitWaitMS / 1000)
+		series.waits.Observe(rec.RateLimitWaitMS / 1000)
 	}
 	if rec.RateLimitedBy != "" && rec.Outcome == audit.OutcomeRefused {
 		m.refusals.WithLabelValues(up, rec.RateLimitedBy).Inc()
 	}
+}
+
+func (m *Metrics) seriesOf(upstream string) *upstreamSeries {
+	return &upstreamSeries{
+		duration:     m.duration.WithLabelValues(upstream),
+		upstreamTime: m.upstreamTime.WithLabelValues(upstream),
+		waits:        m.waits.WithLabelValues(upstream),
+		vendor429:    m.vendor429.WithLabelValues(upstream),
+	}
+}
+
+// requestCounter returns the requests_total series for k.
+func (m *Metrics) requestCounter(k requestKey) prometheus.Counter {
+	if cur := m.requestSeries.Load(); cur != nil {
+		if c, ok := (*cur)[k]; ok {
+			return c
+		}
+	}
+	m.seriesMu.Lock()
+	defer m.seriesMu.Unlock()
+	next := map[requestKey]prometheus.Counter{}
+	if cur := m.requestSeries.Load(); cur != nil {
+		for key, c := range *cur {
+			next[key] = c
+		}
+	}
+	c := m.requests.WithLabelValues(k.upstream, k.caller, k.class, k.outcome)
+	next[k] = c
+	m.requestSeries.Store(&next)
+	return c
 }
 
 // CredentialEvent counts refresh failures (secrets.Options.OnEvent).

@@ -1,0 +1,65 @@
+package metrics
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/keybroker/keybroker/internal/audit"
+)
+
+// The per-call series are resolved once per configuration; a call must
+// still land in the series its upstream, caller, status and outcome name,
+// and names added by a reload get their own series.
+func TestCallFinished_CountsIntoTheRightSeries(t *testing.T) {
+	m := New([]string{"huntress"}, []string{"soar"}, State{})
+	calls := []audit.Record{
+		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 20, UpstreamMS: 15},
+		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 30, UpstreamMS: 25},
+		{Upstream: "huntress", Caller: "soar", Status: http.StatusTooManyRequests, Outcome: audit.OutcomeForwarded},
+		{Upstream: "huntress", Caller: "soar", Status: http.StatusTooManyRequests, Outcome: audit.OutcomeRefused, RateLimitedBy: "upstream"},
+		{Upstream: "unknown-x", Caller: "intruder", Status: 401, Outcome: audit.OutcomeRefused},
+	}
+	for i := range calls {
+		m.CallStarted()
+		m.CallFinished(&calls[i])
+	}
+	for _, tc := range []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"2xx forwarded", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "2xx", audit.OutcomeForwarded)), 2},
+		{"4xx forwarded", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "4xx", audit.OutcomeForwarded)), 1},
+		{"4xx refused", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "4xx", audit.OutcomeRefused)), 1},
+		{"unknown names as other", testutil.ToFloat64(m.requests.WithLabelValues("other", "other", "4xx", audit.OutcomeRefused)), 1},
+		{"vendor 429", testutil.ToFloat64(m.vendor429.WithLabelValues("huntress")), 1},
+		{"refusals", testutil.ToFloat64(m.refusals.WithLabelValues("huntress", "upstream")), 1},
+		{"in flight", testutil.ToFloat64(m.inflight), 0},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+	// Configured upstreams' series exist from the start; "other" once
+	// a call named an unknown upstream.
+	if n := testutil.CollectAndCount(m.duration); n != 2 {
+		t.Errorf("%d duration series, want huntress and other", n)
+	}
+	fresh := New([]string{"huntress"}, nil, State{})
+	if n := testutil.CollectAndCount(fresh.duration); n != 1 {
+		t.Errorf("%d duration series before any call, want huntress's", n)
+	}
+
+	// A reload adds an upstream: its calls get its own series.
+	m.SetNames([]string{"huntress", "infocyte"}, []string{"soar"})
+	m.CallStarted()
+	m.CallFinished(&audit.Record{Upstream: "infocyte", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 5})
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("infocyte", "soar", "2xx", audit.OutcomeForwarded)); got != 1 {
+		t.Errorf("infocyte after reload: %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("other", "soar", "2xx", audit.OutcomeForwarded)); got != 0 {
+		t.Errorf("infocyte counted as other: %v", got)
+	}
+}
