@@ -4,6 +4,10 @@ package proxy
 
 import "net"
 
-// connAlive cannot peek here: a connection the vendor closed is found when
+// peeker cannot peek here: a connection the vendor closed is found when
 // the request is sent, and the request sent once more.
-func connAlive(net.Conn) bool { return true }
+type peeker struct{}
+
+func newPeeker(net.Conn) *peeker { return nil }
+
+func (p *peeker) check() bool { return true }

@@ -7,26 +7,42 @@ import (
 	"syscall"
 )
 
-// connAlive says whether a pooled connection is still open and quiet: a
-// peek that does not wait finds neither the vendor's close nor bytes
-// nobody asked for.
-func connAlive(c net.Conn) bool {
+// peeker looks at a pooled connection without reading from it. It is made
+// once per connection, so a check allocates nothing.
+type peeker struct {
+	rc    syscall.RawConn
+	alive bool
+	buf   [1]byte
+	fn    func(fd uintptr) bool
+}
+
+func newPeeker(c net.Conn) *peeker {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return nil
 	}
-	alive := true
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	p := &peeker{rc: rc}
+	p.fn = func(fd uintptr) bool {
 		// Nothing to read yet is the only sign of a live, quiet
 		// connection: 0 bytes is the vendor's close, any byte is junk.
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		p.alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 		return true // never wait
-	})
-	return err == nil && alive
+	}
+	return p
+}
+
+// check says whether the connection is still open and quiet: a peek that
+// does not wait finds neither the vendor's close nor bytes nobody asked
+// for.
+func (p *peeker) check() bool {
+	if p == nil {
+		return true
+	}
+	p.alive = false
+	return p.rc.Read(p.fn) == nil && p.alive
 }

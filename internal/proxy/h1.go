@@ -43,6 +43,9 @@ type h1Pool struct {
 	mu     sync.Mutex
 	idle   []*h1Conn // most recently used last
 	closed bool
+	// sweep closes connections past idleTimeout while the pool is not
+	// used (a pool in use expires them in get); armed while any idle.
+	sweep *time.Timer
 }
 
 // maxReplyHead bounds a reply's status line and headers, like
@@ -51,6 +54,7 @@ const maxReplyHead = 1 << 20
 
 type h1Conn struct {
 	conn     net.Conn
+	peek     *peeker
 	lim      limitedReader
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -200,7 +204,7 @@ func (t *h1Pool) get(ctx context.Context) (*h1Conn, bool, error) {
 		t.mu.Unlock()
 		// Every reuse peeks first: bytes that arrived on an idle
 		// connection must never be read as the next caller's reply.
-		if connAlive(pc.conn) {
+		if pc.peek.check() {
 			return pc, true, nil
 		}
 		pc.conn.Close()
@@ -211,7 +215,7 @@ func (t *h1Pool) get(ctx context.Context) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	pc := &h1Conn{conn: c, lim: limitedReader{r: c, n: noLimit}}
+	pc := &h1Conn{conn: c, lim: limitedReader{r: c, n: noLimit}, peek: newPeeker(c)}
 	pc.br = bufio.NewReader(&pc.lim)
 	pc.bw = bufio.NewWriter(c)
 	return pc, false, nil
@@ -246,7 +250,23 @@ func (t *h1Pool) release(pc *h1Conn, stop func() bool, reuse bool) {
 		return
 	}
 	t.idle = append(t.idle, pc)
+	if t.sweep == nil {
+		t.sweep = time.AfterFunc(t.idleTimeout, t.sweepIdle)
+	}
 	t.mu.Unlock()
+}
+
+// sweepIdle closes the connections past idleTimeout, and comes back while
+// any are left.
+func (t *h1Pool) sweepIdle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expireLocked(time.Now())
+	if len(t.idle) == 0 || t.closed {
+		t.sweep = nil
+		return
+	}
+	t.sweep.Reset(t.idleTimeout)
 }
 
 // CloseIdleConnections closes the pooled connections; with closed also

@@ -29,6 +29,9 @@ type rawVendor struct {
 	conns int
 	open  []net.Conn
 	wg    sync.WaitGroup
+	// gone hears when keybroker closed a connection (the vendor's read
+	// ended), if set.
+	gone chan time.Time
 }
 
 func newRawVendor(t *testing.T, reply func(n int, req *http.Request, c net.Conn) bool) *rawVendor {
@@ -59,6 +62,12 @@ func newRawVendor(t *testing.T, reply func(n int, req *http.Request, c net.Conn)
 				for {
 					req, err := http.ReadRequest(br)
 					if err != nil {
+						if v.gone != nil {
+							select {
+							case v.gone <- time.Now():
+							default:
+							}
+						}
 						return
 					}
 					v.mu.Lock()
@@ -348,5 +357,27 @@ func TestPool_VendorSilentPastTheTimeoutIs504(t *testing.T) {
 	resp, body = h.do("GET", "/huntress/v1/agents/2", nil, bearer(soarKey))
 	if resp.StatusCode != 200 || body != `{"path":"/v1/agents/2"}` {
 		t.Fatalf("next call: %d %s", resp.StatusCode, body)
+	}
+}
+
+// An unused connection is closed after egress.idle_timeout, also when no
+// further call comes to notice it.
+func TestPool_IdleConnectionsAreClosedAfterIdleTimeout(t *testing.T) {
+	v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool { answer(c, req); return true })
+	v.gone = make(chan time.Time, 4)
+	gone := v.gone
+	h := newHarness(t, harnessOpts{huntressURL: v.URL(), topYAML: "egress: {idle_timeout: 300ms}\n"})
+	start := time.Now()
+	resp, body := h.do("GET", "/huntress/v1/agents", nil, bearer(soarKey))
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	select {
+	case at := <-gone:
+		if d := at.Sub(start); d < 300*time.Millisecond {
+			t.Errorf("closed after %v, before the idle timeout", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the idle connection was still open 3s after a 300ms idle timeout")
 	}
 }
