@@ -381,3 +381,55 @@ func TestPool_IdleConnectionsAreClosedAfterIdleTimeout(t *testing.T) {
 		t.Fatal("the idle connection was still open 3s after a 300ms idle timeout")
 	}
 }
+
+// Every way a reply can be framed keeps the pooled connection in step: the
+// call after it gets its own reply (a reply read short or long would hand
+// the next caller the wrong one).
+func TestPool_ReplyFramingsKeepTheConnectionInStep(t *testing.T) {
+	framings := []struct {
+		name, method, reply, wantBody string
+		wantStatus                    int
+		closes                        bool // the framing ends the connection
+	}{
+		{"HEAD with a length", "HEAD", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 999\r\n\r\n", "", 200, false},
+		{"204", "GET", "HTTP/1.1 204 No Content\r\n\r\n", "", 204, false},
+		{"304", "GET", "HTTP/1.1 304 Not Modified\r\nEtag: \"x\"\r\n\r\n", "", 304, false},
+		{"chunked with a trailer", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+			"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n", "hello world", 200, false},
+		{"length", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nabcde", "abcde", 200, false},
+		{"until close", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end", "to the end", 200, true},
+		{"connection close", "GET", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", "ok", 200, true},
+		{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!", "old!", 200, true},
+	}
+	for _, f := range framings {
+		t.Run(f.name, func(t *testing.T) {
+			v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool {
+				if req.URL.Path == "/v1/framed" {
+					io.WriteString(c, f.reply)
+					return !f.closes
+				}
+				answer(c, req)
+				return true
+			})
+			h := newHarness(t, harnessOpts{huntressURL: v.URL()})
+			for i := 0; i < 3; i++ {
+				resp, body := h.do(f.method, "/huntress/v1/framed", nil, bearer(soarKey))
+				if resp.StatusCode != f.wantStatus || body != f.wantBody {
+					t.Fatalf("framed call %d: %d %q", i, resp.StatusCode, body)
+				}
+				path := fmt.Sprintf("/v1/agents/%d", i)
+				resp, body = h.do("GET", "/huntress"+path, nil, bearer(siemKey))
+				if resp.StatusCode != 200 || body != fmt.Sprintf(`{"path":%q}`, path) {
+					t.Fatalf("call after it: %d %q", resp.StatusCode, body)
+				}
+			}
+			want := 1
+			if f.closes {
+				want = 4 // each framed reply ends its connection; the next call opens one
+			}
+			if _, conns := v.seen(); conns != want {
+				t.Errorf("%d vendor connections, want %d", conns, want)
+			}
+		})
+	}
+}
