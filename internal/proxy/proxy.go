@@ -1,6 +1,8 @@
 // Package proxy is keybroker's request path: the router, request hygiene,
 // caller identity and policy decisions, rate limits, credential injection,
-// forwarding with httputil.ReverseProxy, the retry after a vendor 401, the
+// forwarding with httputil.ReverseProxy (over keybroker's own dialing and
+// TLS, and its HTTP/1.1 pool for plain-http vendors), the retry after a
+// vendor 401, the
 // contract's error replies, and the audit record of every call. It does not
 // read configuration files, talk to Vault or Redis, or write files: those
 // arrive through the small interfaces below.
