@@ -2,10 +2,9 @@
 // caller identity and policy decisions, rate limits, credential injection,
 // forwarding with httputil.ReverseProxy (over keybroker's own dialing and
 // TLS, and its HTTP/1.1 pool for plain-http vendors), the retry after a
-// vendor 401, the
-// contract's error replies, and the audit record of every call. It does not
-// read configuration files, talk to Vault or Redis, or write files: those
-// arrive through the small interfaces below.
+// vendor 401, the contract's error replies, and the audit record of every
+// call. It does not read configuration files, talk to Vault or Redis, or
+// write files: those arrive through the small interfaces below.
 package proxy
 
 import (
