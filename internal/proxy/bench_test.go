@@ -2,8 +2,11 @@ package proxy_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -22,6 +25,7 @@ import (
 	"github.com/keybroker/keybroker/internal/metrics"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/secrets"
+	"github.com/keybroker/keybroker/internal/vendortest"
 )
 
 // BenchmarkProxy compares, in one run on loopback against a stand-in
@@ -29,25 +33,59 @@ import (
 // header (the Go floor) with keybroker with every feature on: caller key,
 // policy, a limiter with room, audit to a file, metrics. The conns
 // sub-benchmarks set how many client connections run in parallel.
-func BenchmarkProxy(b *testing.B) {
+func BenchmarkProxy(b *testing.B) { benchmarkProxy(b, false) }
+
+// BenchmarkProxy_HTTPS is the same over HTTPS to the vendor (HTTP/2, as
+// with a real vendor), both proxies trusting the vendor's test CA. The
+// HTTP/1.1 pool is not used here: https vendors take Go's transport.
+func BenchmarkProxy_HTTPS(b *testing.B) { benchmarkProxy(b, true) }
+
+func benchmarkProxy(b *testing.B, https bool) {
 	body := []byte(`{"agents":[{"id":1,"hostname":"host-1"}],"pagination":{}}`)
-	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	vendor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)
 	}))
+	dir := b.TempDir()
+	bareTransport := &http.Transport{MaxIdleConnsPerHost: 128}
+	egressYAML := ""
+	if https {
+		ca, err := vendortest.NewCA("bench vendor CA")
+		if err != nil {
+			b.Fatal(err)
+		}
+		leaf, err := ca.Leaf([]string{"localhost"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		vendor.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
+		vendor.EnableHTTP2 = true
+		vendor.StartTLS()
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca.PEM)
+		bareTransport.TLSClientConfig = &tls.Config{RootCAs: pool}
+		bareTransport.ForceAttemptHTTP2 = true
+		_ = ca.WriteFile(filepath.Join(dir, "ca.pem"))
+		egressYAML = fmt.Sprintf("egress: {ca_file: %q}\n", filepath.Join(dir, "ca.pem"))
+	} else {
+		vendor.Start()
+	}
 	defer vendor.Close()
-	target, _ := url.Parse(vendor.URL)
+	vendorURL := vendor.URL
+	if https {
+		vendorURL = fmt.Sprintf("https://localhost:%d", vendor.Listener.Addr().(*net.TCPAddr).Port)
+	}
+	target, _ := url.Parse(vendorURL)
 
 	bare := httptest.NewServer(&httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set("Authorization", "Basic aGs6aHM=")
 		},
-		Transport: &http.Transport{MaxIdleConnsPerHost: 128},
+		Transport: bareTransport,
 	})
 	defer bare.Close()
 
-	dir := b.TempDir()
 	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600)
 	key := "kbk_bench_key"
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
@@ -61,7 +99,7 @@ callers:
   - name: soar
     key_sha256: %s
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
-`, vendor.URL, filepath.Join(dir, "h.json"), callers.HashKey(key))), nil)
+`, vendorURL, filepath.Join(dir, "h.json"), callers.HashKey(key))+egressYAML), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
