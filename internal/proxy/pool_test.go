@@ -184,8 +184,10 @@ func TestPool_UnsolicitedRepliesNeverReachTheNextCaller(t *testing.T) {
 		{"one byte later", func(c net.Conn) { time.Sleep(30 * time.Millisecond); c.Write([]byte("H")) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			written := make(chan struct{}) // the unsolicited bytes are sent
 			v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool {
 				if n == 1 && tc.name == "in the same write" {
+					defer close(written)
 					var b bytes.Buffer
 					body := fmt.Sprintf(`{"path":%q}`, req.URL.Path)
 					fmt.Fprintf(&b, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
@@ -197,6 +199,7 @@ func TestPool_UnsolicitedRepliesNeverReachTheNextCaller(t *testing.T) {
 				answer(c, req)
 				if n == 1 {
 					tc.after(c)
+					close(written)
 				}
 				return true
 			})
@@ -205,7 +208,8 @@ func TestPool_UnsolicitedRepliesNeverReachTheNextCaller(t *testing.T) {
 			if resp.StatusCode != 200 || !strings.Contains(body, "/v1/agents/1") {
 				t.Fatalf("first call: %d %s", resp.StatusCode, body)
 			}
-			time.Sleep(60 * time.Millisecond) // the unsolicited bytes are there
+			<-written
+			time.Sleep(10 * time.Millisecond) // on loopback they are there at once
 			resp, body = h.do("GET", "/huntress/v1/agents/2", nil, bearer(siemKey))
 			if resp.StatusCode != 200 || body != `{"path":"/v1/agents/2"}` {
 				t.Fatalf("second caller got %d %s, want its own reply", resp.StatusCode, body)
