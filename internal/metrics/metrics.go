@@ -65,14 +65,16 @@ type Metrics struct {
 	// fixed set), copied on the rare write so that a call only reads.
 	requestSeries atomic.Pointer[map[requestKey]prometheus.Counter]
 	seriesMu      sync.Mutex
-	other         atomic.Pointer[upstreamSeries]
+	// other is the series of upstreams not configured, made when first
+	// seen.
+	other atomic.Pointer[upstreamSeries]
 }
 
 type names struct {
 	upstreams map[string]bool
 	callers   map[string]bool
-	// children are each upstream's series (and "other"'s), resolved once
-	// per configuration rather than per call.
+	// children are each configured upstream's series, resolved once per
+	// configuration rather than per call ("other" is Metrics.other).
 	children map[string]*upstreamSeries
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -128,7 +129,7 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		u.certExpiry = new(atomic.Int64)
 		u.transport = &upstreamTransport{std: u.newTransport()}
 		if cfg.Target.Scheme == "http" {
-			u.transport.h1 = &h1Pool{dial: u.dial, addr: canonicalAddr(cfg.Target),
+			u.transport.h1 = &h1Pool{dial: u.dial, addr: httpAddr(cfg.Target),
 				headerTimeout: cfg.Timeout, idleTimeout: cfg.Egress.IdleTimeout, maxIdle: maxIdlePerUpstream}
 		}
 	}
@@ -176,15 +177,35 @@ func (t *upstreamTransport) close() {
 	}
 }
 
-// canonicalAddr is the host:port to dial for u.
-func canonicalAddr(u *url.URL) string {
-	if port := u.Port(); port != "" {
+// httpAddr is the host:port to dial for a plain-http URL.
+func httpAddr(u *url.URL) string {
+	if u.Port() != "" {
 		return u.Host
 	}
-	if u.Scheme == "https" {
-		return net.JoinHostPort(u.Hostname(), "443")
-	}
 	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// copyBufferSize is the size of ReverseProxy's copy buffers.
+const copyBufferSize = 32 << 10
+
+// copyBuffers lends ReverseProxy its copy buffers (httputil.BufferPool).
+var copyBuffers bufferPool
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, _ := b.p.Get().(*[copyBufferSize]byte); v != nil {
+		return v[:]
+	}
+	return make([]byte, copyBufferSize)
+}
+
+// Put keeps only buffers of the pool's size; the conversion to an array
+// pointer stores them without a new allocation.
+func (b *bufferPool) Put(buf []byte) {
+	if len(buf) == copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(buf))
+	}
 }
 
 // dropinSlot says where a drop-in caller's key sits for this upstream

@@ -92,29 +92,6 @@ func (u *upstream) rewriteBodyLinks(resp *http.Response, c *call) {
 	resp.Uncompressed = true
 }
 
-// copyBufferSize is the size of ReverseProxy's copy buffers.
-const copyBufferSize = 32 << 10
-
-// copyBuffers lends ReverseProxy its copy buffers (httputil.BufferPool).
-var copyBuffers bufferPool
-
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte {
-	if v, _ := b.p.Get().(*[copyBufferSize]byte); v != nil {
-		return v[:]
-	}
-	return make([]byte, copyBufferSize)
-}
-
-// Put keeps only buffers of the pool's size; the conversion to an array
-// pointer stores them without a new allocation.
-func (b *bufferPool) Put(buf []byte) {
-	if len(buf) == copyBufferSize {
-		b.p.Put((*[copyBufferSize]byte)(buf))
-	}
-}
-
 type readCloser struct {
 	io.Reader
 	io.Closer
