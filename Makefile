@@ -6,9 +6,9 @@ GO       ?= go
 
 .PHONY: run build test deps bench fuzz demo clean
 
-## build: the static keybroker binary in .run/bin/proxy
+## build: the static keybroker binary in .run/bin/keybroker
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/proxy ./cmd/proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/keybroker ./cmd/proxy
 
 ## run: keybroker on the embedded dev config (file secrets, no Vault needed)
 run: build
@@ -25,7 +25,7 @@ $(VAULTDEV): tools/vaultdev/main.go tools/vaultdev/go.mod tools/vaultdev/go.sum
 
 ## test: every test, with the race detector, against a real Vault and Redis
 test: build $(VAULTDEV)
-	KEYBROKER_VAULTDEV=$(CURDIR)/$(VAULTDEV) KEYBROKER_BIN=$(CURDIR)/$(BIN)/proxy $(GO) test -race -count=1 ./...
+	KEYBROKER_VAULTDEV=$(CURDIR)/$(VAULTDEV) KEYBROKER_BIN=$(CURDIR)/$(BIN)/keybroker $(GO) test -race -count=1 ./...
 
 ## bench: the benchmarks (limiter decisions, proxy overhead)
 bench: $(VAULTDEV)
@@ -40,7 +40,7 @@ fuzz:
 ## demo: the whole flow offline: Vault, fake vendors, keybroker, two callers, a rotation
 demo: build $(VAULTDEV)
 	@echo "==> built keybroker and the Vault test server"
-	$(GO) run ./tools/demo -proxy $(BIN)/proxy -vaultdev $(VAULTDEV)
+	$(GO) run ./tools/demo -keybroker $(BIN)/keybroker -vaultdev $(VAULTDEV)
 
 clean:
 	rm -rf .run

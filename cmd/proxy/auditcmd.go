@@ -17,11 +17,18 @@ import (
 )
 
 func auditCmd(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usageError{errors.New("usage: proxy audit keygen | verify FILE... | report FILE...")}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		if len(args) > 0 {
+			fmt.Fprint(stdout, auditUsage)
+			return flag.ErrHelp
+		}
+		return usageError{errors.New("usage: keybroker audit keygen | verify FILE... | report FILE...")}
 	}
 	switch args[0] {
 	case "keygen":
+		if err := newFlags("audit keygen", "audit keygen", stdout).Parse(args[1:]); err != nil {
+			return flagError(err)
+		}
 		seed, pub, err := audit.NewSigningKey()
 		if err != nil {
 			return err
@@ -36,6 +43,10 @@ func auditCmd(args []string, stdout io.Writer) error {
 	return usageError{fmt.Errorf("unknown audit command %q: keygen, verify or report", args[0])}
 }
 
+const auditUsage = `usage: keybroker audit keygen | verify FILE... | report FILE...
+  (keybroker help audit verify, keybroker help audit report: their flags)
+`
+
 // stringList is a repeatable flag.
 type stringList []string
 
@@ -48,7 +59,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var files []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err}
+			return nil, flagError(err)
 		}
 		if fs.NArg() == 0 {
 			return files, nil
@@ -91,7 +102,7 @@ func openTrail(files []string) ([]audit.Source, func(), error) {
 }
 
 func auditVerify(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs := newFlags("audit verify", "audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]", stdout)
 	var keys stringList
 	fs.Var(&keys, "public-key", "a public key checkpoints may be signed with (base64; repeatable)")
 	keyFile := fs.String("public-keys", "", "a file of public keys, one per line (or public_key: lines)")
@@ -101,7 +112,7 @@ func auditVerify(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(files) == 0 {
-		return usageError{errors.New("usage: proxy audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]")}
+		return usageError{errors.New("usage: keybroker audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]")}
 	}
 	opts := audit.VerifyOptions{}
 	if *keyFile != "" {
@@ -192,7 +203,7 @@ func readCheckpoint(path string) (*audit.Checkpoint, error) {
 }
 
 func auditReport(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("audit report", flag.ContinueOnError)
+	fs := newFlags("audit report", "audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format F]", stdout)
 	since := fs.String("since", "", "count records from this time (RFC 3339, or a date 2006-01-02)")
 	until := fs.String("until", "", "count records before this time (RFC 3339, or a date)")
 	caller := fs.String("caller", "", "only this caller")
@@ -203,7 +214,7 @@ func auditReport(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(files) == 0 {
-		return usageError{errors.New("usage: proxy audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format table|csv|json|html]")}
+		return usageError{errors.New("usage: keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format table|csv|json|html]")}
 	}
 	f := audit.ReportFilter{Caller: *caller, Upstream: *upstream}
 	for _, t := range []struct {

@@ -441,7 +441,7 @@ func proxyBinary(t *testing.T) string {
 	if b := os.Getenv("KEYBROKER_BIN"); b != "" {
 		return b
 	}
-	out := filepath.Join(t.TempDir(), "proxy")
+	out := filepath.Join(t.TempDir(), "keybroker")
 	cmd := exec.Command("go", "build", "-o", out, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

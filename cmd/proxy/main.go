@@ -1,11 +1,13 @@
-// Command proxy is keybroker: a credential-brokering reverse proxy for
-// security vendors' APIs.
+// Command proxy builds the keybroker binary (make build installs it as
+// keybroker; go install names it proxy, after this directory): a
+// credential-brokering reverse proxy for security vendors' APIs.
 //
-//	proxy [serve] -config FILE             run the proxy (the default)
-//	proxy validate -config FILE [--check-secrets]
-//	proxy hash-key [-stdin]                make a caller key and its SHA-256
-//	proxy audit keygen|verify|report       sign, check and read the audit trail
-//	proxy version
+//	keybroker [serve] -config FILE             run the proxy (the default)
+//	keybroker validate -config FILE [--check-secrets] [--check-upstreams]
+//	keybroker hash-key [-stdin]                make a caller key and its SHA-256
+//	keybroker audit keygen|verify|report       sign, check and read the audit trail
+//	keybroker version
+//	keybroker help [COMMAND]                   the commands, or one command's flags
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 package main
@@ -51,13 +53,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
+	} else if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		cmd, args = "help", nil
 	}
 	var err error
 	switch cmd {
 	case "serve":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		err = serveCmd(ctx, args, stderr, nil)
+		err = serveCmd(ctx, args, stderr, stdout, nil)
 	case "validate":
 		err = validateCmd(context.Background(), args, stdout)
 	case "hash-key":
@@ -66,12 +70,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = auditCmd(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "keybroker", buildVersion())
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	case "help":
+		err = helpCmd(args, stdin, stdout, stderr)
 	default:
 		err = usageError{fmt.Errorf("unknown command %q\n%s", cmd, usage)}
 	}
-	if err == nil {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "keybroker:", err)
@@ -82,27 +86,71 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitRuntime
 }
 
-const usage = `usage:
-  proxy [serve] -config FILE               run the proxy
-  proxy validate -config FILE [--check-secrets] [--check-upstreams]
-                                           check a configuration (and read every credential;
-                                           and open a TLS connection to every upstream)
-  proxy hash-key [-stdin]                  make a new caller key and its key_sha256
-                                           (-stdin: hash a key read from standard input)
-  proxy audit keygen                       make a checkpoint signing key (private_key, public_key)
-  proxy audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]
-                                           check a trail's chain (rotated files oldest first,
-                                           .gz too), its signed checkpoints, the auditor's copy
-  proxy audit report FILE... [--since T] [--until T] [--caller C] [--upstream U]
-                         [--format table|csv|json|html]
-                                           counts by caller and upstream, and lifecycle events
-  proxy version
+// helpCmd prints the command list, or one command's synopsis and flags
+// (the command itself prints them when asked with -h).
+func helpCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	switch sub := append(args[1:len(args):len(args)], "-h"); args[0] {
+	case "serve":
+		return serveCmd(context.Background(), sub, stderr, stdout, nil)
+	case "validate":
+		return validateCmd(context.Background(), sub, stdout)
+	case "hash-key":
+		return hashKeyCmd(sub, stdin, stdout)
+	case "audit":
+		return auditCmd(sub, stdout)
+	case "version", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usageError{fmt.Errorf("unknown command %q\n%s", args[0], usage)}
+}
+
+// newFlags is a flag set whose -h prints the command's synopsis and its
+// flags to out, and ends the command with flag.ErrHelp (exit 0).
+func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: keybroker %s\n", synopsis)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(out, "\nflags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its flags)
+
+  keybroker [serve] -config FILE               run the proxy
+  keybroker validate -config FILE [--check-secrets] [--check-upstreams]
+                                               check a configuration (and read every credential;
+                                               and open a TLS connection to every upstream)
+  keybroker hash-key [-stdin]                  make a new caller key and its key_sha256
+                                               (-stdin: hash a key read from standard input)
+  keybroker audit keygen                       make a checkpoint signing key (private_key, public_key)
+  keybroker audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]
+                                               check a trail's chain (rotated files oldest first,
+                                               .gz too), its signed checkpoints, the auditor's copy
+  keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U]
+                             [--format table|csv|json|html]
+                                               counts by caller and upstream, and lifecycle events
+  keybroker version
+  keybroker help [COMMAND]
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 `
 
 func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 	path := fs.String("config", "", "configuration file (YAML)")
 	if err := fs.Parse(args); err != nil {
-		return nil, usageError{err}
+		return nil, flagError(err)
 	}
 	if *path == "" {
 		return nil, usageError{errors.New("-config FILE is required")}
@@ -115,7 +163,7 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 }
 
 func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs := newFlags("validate", "validate -config FILE [--check-secrets] [--check-upstreams]", stdout)
 	check := fs.Bool("check-secrets", false, "also read every credential from its source and report its fields and version")
 	upstreams := fs.Bool("check-upstreams", false, "also open a TLS connection to every upstream (through the egress proxy) and report it; sends no credential")
 	cfg, err := loadConfig(fs, args)
@@ -141,10 +189,10 @@ func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("hash-key", flag.ContinueOnError)
+	fs := newFlags("hash-key", "hash-key [-stdin]", stdout)
 	fromStdin := fs.Bool("stdin", false, "hash an existing key read from standard input instead of making one")
 	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+		return flagError(err)
 	}
 	if *fromStdin {
 		line, err := bufio.NewReader(stdin).ReadString('\n')
@@ -166,6 +214,15 @@ func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 		"Give the key to the caller (it sends Proxy-Authorization: Bearer <key>);\n"+
 		"put key_sha256 in its callers: entry. keybroker never stores the key itself.\n", key, sum)
 	return nil
+}
+
+// flagError passes -h through (exit 0, the usage is printed) and makes
+// any other flag error a usage error (exit 2).
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return usageError{err}
 }
 
 func buildVersion() string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -34,8 +33,8 @@ import (
 // and tools use it instead of reading the log).
 type readyFunc func(listen, admin net.Addr)
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer, ready readyFunc) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+func serveCmd(ctx context.Context, args []string, stderr, stdout io.Writer, ready readyFunc) error {
+	fs := newFlags("serve", "[serve] -config FILE", stdout)
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
 		return err

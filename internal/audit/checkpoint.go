@@ -83,7 +83,7 @@ type Signer struct {
 func NewSigner(seed string) (*Signer, error) {
 	b, err := base64.StdEncoding.DecodeString(seed)
 	if err != nil || len(b) != ed25519.SeedSize {
-		return nil, errors.New("private_key is not base64 of a 32-byte Ed25519 seed (proxy audit keygen makes one)")
+		return nil, errors.New("private_key is not base64 of a 32-byte Ed25519 seed (keybroker audit keygen makes one)")
 	}
 	priv := ed25519.NewKeyFromSeed(b)
 	return &Signer{priv: priv, keyID: KeyID(priv.Public().(ed25519.PublicKey))}, nil

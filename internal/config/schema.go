@@ -331,7 +331,7 @@ type Audit struct {
 // Signing configures signed audit checkpoints.
 type Signing struct {
 	// Credential holds the Ed25519 key: field private_key, base64 of the
-	// 32-byte seed (proxy audit keygen makes one). Read, refreshed and
+	// 32-byte seed (keybroker audit keygen makes one). Read, refreshed and
 	// rotated like a vendor credential.
 	Credential Credential `yaml:"credential"`
 	// CheckpointInterval is how often a checkpoint is written when records

@@ -398,7 +398,7 @@ func (c *Config) completeCallers(e *errs) {
 		if cl.KeySHA256 != "" {
 			k, err := hex.DecodeString(strings.ToLower(cl.KeySHA256))
 			if err != nil || len(k) != 32 {
-				e.add(p+".key_sha256", "must be 64 hex digits (the SHA-256 of the key; `proxy hash-key` makes one)")
+				e.add(p+".key_sha256", "must be 64 hex digits (the SHA-256 of the key; `keybroker hash-key` makes one)")
 			} else if other, dup := keys[string(k)]; dup {
 				e.add(p+".key_sha256", "same key as caller %s", quote(other))
 			} else {

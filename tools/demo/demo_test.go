@@ -20,7 +20,7 @@ func TestDemo_RunsToCompletion(t *testing.T) {
 		vaultBin, _ = filepath.Abs("../../.run/bin/vaultdev")
 	}
 	vs.Stop()
-	proxyBin := filepath.Join(t.TempDir(), "proxy")
+	proxyBin := filepath.Join(t.TempDir(), "keybroker")
 	if out, err := exec.Command("go", "build", "-o", proxyBin, "../../cmd/proxy").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}

@@ -33,7 +33,7 @@ import (
 )
 
 func main() {
-	proxyBin := flag.String("proxy", ".run/bin/proxy", "keybroker binary")
+	proxyBin := flag.String("keybroker", ".run/bin/keybroker", "keybroker binary")
 	vaultBin := flag.String("vaultdev", ".run/bin/vaultdev", "Vault test server binary")
 	once := flag.Bool("once", false, "stop after the scripted calls")
 	flag.Parse()
@@ -95,10 +95,10 @@ func run(ctx context.Context, out io.Writer, proxyBin, vaultBin string, interact
 	tokFile := filepath.Join(dir, "vault-token")
 	auditPath := filepath.Join(dir, "audit.log")
 	_ = os.WriteFile(tokFile, []byte(ready.Root_token), 0o600)
-	// The audit signing key, as "proxy audit keygen" prints it.
+	// The audit signing key, as "keybroker audit keygen" prints it.
 	keys, err := exec.Command(proxyBin, "audit", "keygen").Output()
 	if err != nil {
-		return fmt.Errorf("proxy audit keygen: %w", err)
+		return fmt.Errorf("keybroker audit keygen: %w", err)
 	}
 	var seed, publicKey string
 	for _, l := range strings.Split(string(keys), "\n") {
@@ -135,7 +135,7 @@ callers:
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
 audit:
   path: %s
-  # Signed checkpoints: a key made by "proxy audit keygen", read like any credential.
+  # Signed checkpoints: a key made by "keybroker audit keygen", read like any credential.
   signing: {credential: {file: {path: %s}}, checkpoint_interval: 1s}
 `, listen, admin, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath, signingPath)), 0o600)
 
@@ -219,10 +219,10 @@ audit:
 	stopProcess(kb)
 
 	say("\n==> the auditor verifies the trail with the public key")
-	say("    proxy audit verify %s --public-key %s", auditPath, publicKey)
+	say("    keybroker audit verify %s --public-key %s", auditPath, publicKey)
 	verify, _ := exec.Command(proxyBin, "audit", "verify", auditPath, "--public-key", publicKey).CombinedOutput()
 	say("  %s", strings.ReplaceAll(strings.TrimSpace(string(verify)), "\n", "\n  "))
-	say("\n==> and reads the report (proxy audit report %s)", auditPath)
+	say("\n==> and reads the report (keybroker audit report %s)", auditPath)
 	report, _ := exec.Command(proxyBin, "audit", "report", auditPath).CombinedOutput()
 	say("%s", strings.TrimRight(string(report), "\n"))
 	return nil
