@@ -203,6 +203,9 @@ func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 		if key == "" {
 			return usageError{errors.New("no key on standard input")}
 		}
+		if len(key) < callers.MinKeyLength {
+			return usageError{fmt.Errorf("the key is shorter than %d characters: anyone could guess it; `keybroker hash-key` makes a good one", callers.MinKeyLength)}
+		}
 		fmt.Fprintf(stdout, "key_sha256: %s\n", callers.HashKey(key))
 		return nil
 	}

@@ -78,6 +78,55 @@ func TestHashKey(t *testing.T) {
 	if code := run([]string{"hash-key", "-stdin"}, strings.NewReader(m[1]+"\n"), &out, &out); code != 0 || !strings.Contains(out.String(), m[2]) {
 		t.Errorf("-stdin: %q", out.String())
 	}
+	for _, short := range []string{"test", "fifteen-chars-x", "  padded-short  "} {
+		out.Reset()
+		code := run([]string{"hash-key", "-stdin"}, strings.NewReader(short+"\n"), &out, &out)
+		if code != 2 || !strings.Contains(out.String(), "shorter than 16 characters") || strings.Contains(out.String(), "key_sha256") {
+			t.Errorf("-stdin %q: exit %d, %q; want 2 and a refusal", short, code, out.String())
+		}
+	}
+}
+
+// TestValidateAndServe_RefuseAGuessableKey: the example's old key (the hash
+// of "test") stops both validate and serve, naming the caller.
+func TestValidateAndServe_RefuseAGuessableKey(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "weak.yaml")
+	doc := "upstreams: [{name: h, url: http://127.0.0.1:1, auth: {type: header, header: X-Key, field: key}, credential: {env: {key: NOPE}}}]\n" +
+		"callers:\n  - {name: soar-workflows, key_sha256: " + callers.HashKey("test") + "}\n"
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"validate", "serve"} {
+		var out bytes.Buffer
+		code := run([]string{cmd, "-config", cfg}, nil, &out, &out)
+		if code != 2 || !strings.Contains(out.String(), `callers[0].key_sha256: caller "soar-workflows": this is the hash of a guessable key`) {
+			t.Errorf("%s: exit %d, %q", cmd, code, out.String())
+		}
+	}
+}
+
+func TestHelp_ListsCommandsAndFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"keybroker validate", "keybroker hash-key", "keybroker audit report", "keybroker help [COMMAND]"}},
+		{[]string{"help"}, []string{"keybroker validate"}},
+		{[]string{"help", "validate"}, []string{"usage: keybroker validate", "-check-secrets", "-check-upstreams", "-config"}},
+		{[]string{"help", "audit", "report"}, []string{"-since", "-format"}},
+		{[]string{"help", "hash-key"}, []string{"-stdin"}},
+		{[]string{"serve", "-h"}, []string{"-config"}},
+		{[]string{"audit", "verify", "--help"}, []string{"-public-key", "-checkpoint"}},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, nil, &out, &errb)
+		for _, w := range tc.want {
+			if code != 0 || !strings.Contains(out.String(), w) || strings.Contains(errb.String(), "help requested") {
+				t.Errorf("%v: exit %d, stdout %q, stderr %q; want %q", tc.args, code, out.String(), errb.String(), w)
+				break
+			}
+		}
+	}
 }
 
 // TestServe_EndToEnd runs the real command: config file, listeners on free

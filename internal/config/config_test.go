@@ -1,7 +1,10 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"github.com/keybroker/keybroker/internal/callers"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +29,7 @@ upstreams:
       vault: {mount: secret, path: vendors/infocyte}
 callers:
   - name: soar
-    key_sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    key_sha256: 82afc692e8b389df4298b8d4464c066ef58a371b64f6b5da9f4caaaede381f40
 vault:
   address: https://vault.internal:8200
   auth: {method: token, token_file: /dev/null}
@@ -111,7 +114,7 @@ func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
 		{"margin too long", "callers:", "ratelimit: {margin: 5s}\ncallers:", "ratelimit.margin: must be between 0s and 1s"},
 		{"duplicate upstream", "name: infocyte", "name: huntress", "upstreams[1].name: duplicate upstream"},
 		{"bad upstream name", "name: infocyte", "name: Info/Cyte", "upstreams[1].name: required"},
-		{"bad key hash", "key_sha256: 9f86", "key_sha256: zz86", "callers[0].key_sha256: must be 64 hex digits"},
+		{"bad key hash", "key_sha256: ", "key_sha256: zz86", "callers[0].key_sha256: must be 64 hex digits"},
 		{"allow names unknown upstream", "    key_sha256:", "    allow: [{upstream: nope}]\n    key_sha256:", "callers[0].allow[0].upstream: no upstream named \"nope\""},
 		{"bad path pattern", "    key_sha256:", "    allow: [{upstream: huntress, paths: [/v1/**/x]}]\n    key_sha256:", "callers[0].allow[0].paths[0]: ** is allowed only as a trailing /**"},
 		{"client cert without CA", "    key_sha256:", "    client_cert: {common_name: x}\n    key_sha256:", "callers[0].client_cert: needs tls.client_ca_file"},
@@ -186,7 +189,9 @@ func TestLoad_ExampleConfigIsValid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vars["KEYBROKER_DEV_KEY_SHA256"] = strings.Repeat("ab", 32)
+		for _, v := range []string{"KEYBROKER_DEV_KEY_SHA256", "SOAR_KEY_SHA256", "SIEM_KEY_SHA256"} {
+			vars[v] = HashOfRandomKey(t)
+		}
 		if _, err := parseWithoutFiles(data, env(vars)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
@@ -274,4 +279,28 @@ func FuzzConfig(f *testing.F) {
 			t.Fatal("no callers and not anonymous")
 		}
 	})
+}
+
+func TestLoad_RefusesGuessableCallerKeys(t *testing.T) {
+	for _, key := range []string{"", "test", "test2", "changeme", "Password", "keybroker", "soar", "soar\n"} {
+		sum := sha256.Sum256([]byte(key))
+		doc := strings.Replace(base, "key_sha256: ", "key_sha256: "+hex.EncodeToString(sum[:])+" #", 1)
+		_, err := Parse([]byte(doc), nil)
+		if err == nil || !strings.Contains(err.Error(), `callers[0].key_sha256: caller "soar": this is the hash of a guessable key`) {
+			t.Errorf("key %q: want the guessable-key error naming the caller, got %v", key, err)
+		}
+	}
+	if _, err := Parse([]byte(base), nil); err != nil {
+		t.Errorf("a random key is refused: %v", err)
+	}
+}
+
+// HashOfRandomKey is the key_sha256 of a fresh random key.
+func HashOfRandomKey(t *testing.T) string {
+	t.Helper()
+	_, sum, err := callers.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
 }

@@ -399,6 +399,8 @@ func (c *Config) completeCallers(e *errs) {
 			k, err := hex.DecodeString(strings.ToLower(cl.KeySHA256))
 			if err != nil || len(k) != 32 {
 				e.add(p+".key_sha256", "must be 64 hex digits (the SHA-256 of the key; `keybroker hash-key` makes one)")
+			} else if callers.IsWeakKeyHash(k, cl.Name) {
+				e.add(p+".key_sha256", "caller %s: this is the hash of a guessable key (empty, a common word or the caller's name); make a key with `keybroker hash-key`", quote(cl.Name))
 			} else if other, dup := keys[string(k)]; dup {
 				e.add(p+".key_sha256", "same key as caller %s", quote(other))
 			} else {
