@@ -36,6 +36,15 @@ const KeyPrefix = "kbk_"
 // part was wrong or which callers exist.
 var ErrUnauthenticated = errors.New("caller unauthenticated")
 
+// ErrDropinName is the one ErrUnauthenticated that says what was wrong: a
+// drop-in Basic credential whose key is valid but whose user name is not
+// that key's caller. Only the key's holder can get it, so it confirms no
+// name to anyone else; it spares the holder a hunt for the wrong part.
+var ErrDropinName = fmt.Errorf("%s: %w", DropinNameMessage, ErrUnauthenticated)
+
+// DropinNameMessage is ErrDropinName's text for the caller's 401.
+const DropinNameMessage = "valid key; the user name must be its caller's name"
+
 // Identity is who made a call.
 type Identity struct {
 	// Name is the caller's name; empty for anonymous.
@@ -138,15 +147,19 @@ func (r *Registry) Identify(req *http.Request, slot Slot) (Identity, error) {
 	if vals := req.Header.Values("Proxy-Authorization"); len(vals) > 0 {
 		if len(vals) == 1 {
 			if key, ok := cutScheme(vals[0], "Bearer"); ok {
-				if c := r.byKey(key, ""); c != nil {
+				if c := r.byKey(key); c != nil {
 					return Identity{Name: c.name, Auth: AuthKey, caller: c}, nil
 				}
 			}
 		}
 		return Identity{Auth: AuthNone}, ErrUnauthenticated
 	}
-	if c := r.dropin(req, slot); c != nil {
+	c, misnamed := r.dropin(req, slot)
+	if c != nil {
 		return Identity{Name: c.name, Auth: AuthDropin, caller: c}, nil
+	}
+	if misnamed {
+		return Identity{Auth: AuthNone}, ErrDropinName
 	}
 	if r.allowAnonymous {
 		return Identity{Auth: AuthAnonymous}, nil
@@ -154,10 +167,13 @@ func (r *Registry) Identify(req *http.Request, slot Slot) (Identity, error) {
 	return Identity{Auth: AuthNone}, ErrUnauthenticated
 }
 
-func (r *Registry) dropin(req *http.Request, slot Slot) *caller {
+// dropin finds the caller whose key sits in one of the upstream's drop-in
+// slots. misnamed reports a Basic credential with a valid key under
+// another user name (when no slot identified anyone).
+func (r *Registry) dropin(req *http.Request, slot Slot) (c *caller, misnamed bool) {
 	auths := req.Header.Values("Authorization")
 	if len(auths) > 1 {
-		return nil // ambiguous: never guess which one is meant
+		return nil, false // ambiguous: never guess which one is meant
 	}
 	auth := ""
 	if len(auths) == 1 {
@@ -170,7 +186,11 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *caller {
 				// The contract is <caller name>:<key>: a name is required,
 				// so ":<key>" identifies nobody.
 				if name, key, ok := strings.Cut(string(raw), ":"); ok && name != "" {
-					return r.byKey(key, name)
+					c := r.byKey(key)
+					if c != nil && subtle.ConstantTimeCompare([]byte(name), []byte(c.name)) == 1 {
+						return c, false
+					}
+					misnamed = c != nil
 				}
 			}
 		}
@@ -181,8 +201,8 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *caller {
 			if k, ok := cutScheme(v, "Bearer"); ok {
 				v = k
 			}
-			if c := r.byKey(v, ""); c != nil {
-				return c
+			if c := r.byKey(v); c != nil {
+				return c, false
 			}
 		}
 	}
@@ -190,19 +210,19 @@ func (r *Registry) dropin(req *http.Request, slot Slot) *caller {
 		q := req.URL.Query()
 		for _, p := range slot.Params {
 			if vs := q[p]; len(vs) == 1 {
-				if c := r.byKey(vs[0], ""); c != nil {
-					return c
+				if c := r.byKey(vs[0]); c != nil {
+					return c, false
 				}
 			}
 		}
 	}
-	return nil
+	return nil, misnamed
 }
 
-// byKey returns the caller whose key hashes to key's SHA-256 (and whose name
-// is name, when name is given). Every caller is compared, in constant time,
-// so the time taken says nothing about which callers exist.
-func (r *Registry) byKey(key, name string) *caller {
+// byKey returns the caller whose key hashes to key's SHA-256. Every caller
+// is compared, in constant time, so the time taken says nothing about which
+// callers exist.
+func (r *Registry) byKey(key string) *caller {
 	if key == "" {
 		return nil
 	}
@@ -212,9 +232,6 @@ func (r *Registry) byKey(key, name string) *caller {
 		if c.hasKey && subtle.ConstantTimeCompare(sum[:], c.key[:]) == 1 && found == nil {
 			found = c
 		}
-	}
-	if found != nil && name != "" && subtle.ConstantTimeCompare([]byte(name), []byte(found.name)) != 1 {
-		return nil
 	}
 	return found
 }

@@ -245,3 +245,64 @@ func TestProxy_AuditRecordForForwardedCall(t *testing.T) {
 		t.Errorf("audit chain: %d records, %v", n, err)
 	}
 }
+
+// TestProxy_PlaceholderCredentialNeverReachesTheVendor: a credential whose
+// field still holds an example's REPLACE_WITH_ placeholder gets 503
+// credential_unavailable naming it, and the vendor sees nothing.
+func TestProxy_PlaceholderCredentialNeverReachesTheVendor(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.writeSecret("huntress.json", map[string]string{"api_key": "REPLACE_WITH_HUNTRESS_API_KEY", "api_secret": huntressSecret})
+	h.writeSecret("infocyte.json", map[string]string{"token": "REPLACE_WITH_INFOCYTE_API_TOKEN"})
+	for _, path := range []string{"/huntress/v1/account", "/infocyte/Version"} {
+		resp, body := h.do("GET", path, nil, bearer(soarKey))
+		contractError(t, resp, body, 503, "credential_unavailable")
+		if !strings.Contains(body, "placeholder credential") {
+			t.Errorf("%s: message does not name the placeholder: %s", path, body)
+		}
+		rec := h.lastRecord(resp.Header.Get("X-Request-Id"))
+		if rec["status"] != float64(503) || !strings.Contains(rec["error"].(string), "placeholder credential") {
+			t.Errorf("%s: audit record %v", path, rec)
+		}
+	}
+	if n := h.huntress.Count(0) + h.infocyte.Count(0); n != 0 {
+		t.Errorf("the vendors received %d calls with a placeholder credential", n)
+	}
+}
+
+// TestProxy_DropinWrongUserNameSaysSo: a valid key under another user name
+// gets a 401 that says the name is wrong; any other bad drop-in credential
+// gets the usual 401 that names no part.
+func TestProxy_DropinWrongUserNameSaysSo(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	basic := func(user, pass string) map[string]string {
+		return map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))}
+	}
+	resp, body := h.do("GET", "/huntress/v1/account", nil, basic("soar", soarKey))
+	if resp.StatusCode != 200 {
+		t.Fatalf("right name and key: %d %s", resp.StatusCode, body)
+	}
+	for _, tc := range []struct {
+		name      string
+		hdr       map[string]string
+		wrongName bool
+	}{
+		{"valid key, another caller's name", basic("siem", soarKey), true},
+		{"valid key, unknown name", basic("dev", soarKey), true},
+		{"valid key, name case differs", basic("SOAR", soarKey), true},
+		{"known name, wrong key", basic("soar", "kbk_not_the_key_at_all_0000"), false},
+		{"unknown name, wrong key", basic("nobody", "kbk_not_the_key_at_all_0000"), false},
+		{"no name", basic("", soarKey), false},
+	} {
+		resp, body := h.do("GET", "/huntress/v1/account", nil, tc.hdr)
+		contractError(t, resp, body, 401, "caller_unauthenticated")
+		if got := strings.Contains(body, "the user name must be its caller's name"); got != tc.wrongName {
+			t.Errorf("%s: says the user name is wrong: %v, want %v (%s)", tc.name, got, tc.wrongName, body)
+		}
+		if strings.Contains(body, `"soar"`) || strings.Contains(body, "siem") {
+			t.Errorf("%s: the 401 names a caller: %s", tc.name, body)
+		}
+	}
+	if n := h.huntress.Count(0); n != 1 {
+		t.Errorf("vendor got %d calls, want only the good one", n)
+	}
+}

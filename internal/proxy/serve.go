@@ -16,6 +16,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/ratelimit"
+	"github.com/keybroker/keybroker/internal/secrets"
 )
 
 // replayLimit is the largest request body held in memory so the call can be
@@ -83,6 +84,9 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	// learns nothing about which upstreams exist.
 	id, err := st.callers.Identify(r, slot)
 	c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
+	if errors.Is(err, callers.ErrDropinName) {
+		return nil, &refusal{CodeCallerUnauthenticated, callers.DropinNameMessage}
+	}
 	if err != nil {
 		return nil, &refusal{CodeCallerUnauthenticated, identityHint(slot, st.clientCerts)}
 	}
@@ -117,6 +121,9 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	cred, err := p.opts.Credentials.Get(r.Context(), name)
 	if err != nil {
 		p.opts.Log.Warn("no usable credential", zap.String("upstream", name), zap.Error(err))
+		if errors.Is(err, secrets.ErrPlaceholder) {
+			return nil, &refusal{CodeCredentialUnavailable, "placeholder credential for upstream " + quoteName(name) + ": put the real vendor credential in its source"}
+		}
 		return nil, &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
 	}
 	c.cred = cred

@@ -79,6 +79,14 @@ func (c Credential) Field(name string) (Secret, error) {
 // ErrMissing: a required field is not in the stored secret (an ErrInvalid).
 var ErrMissing = fmt.Errorf("missing: %w", ErrInvalid)
 
+// ErrPlaceholder: a required field still holds a placeholder that shipped
+// examples and `make run` write (an ErrInvalid). It is never sent to a vendor.
+var ErrPlaceholder = fmt.Errorf("placeholder credential: %w", ErrInvalid)
+
+// PlaceholderPrefix starts every placeholder value keybroker's examples
+// write ("REPLACE_WITH_HUNTRESS_API_KEY").
+const PlaceholderPrefix = "REPLACE_WITH_"
+
 // CheckField checks one required field: present, non-empty and without
 // surrounding white space (a pasted newline is the classic cause of a
 // vendor 401). The error names the field, never the value.
@@ -91,6 +99,8 @@ func CheckField(fields map[string]Secret, name string) error {
 		return fmt.Errorf("field %q is empty: %w", name, ErrInvalid)
 	case strings.TrimSpace(string(v)) != string(v):
 		return fmt.Errorf("field %q has leading or trailing white space: %w", name, ErrInvalid)
+	case strings.HasPrefix(string(v), PlaceholderPrefix):
+		return fmt.Errorf("field %q holds a placeholder (%s…), not a real value: %w", name, PlaceholderPrefix, ErrPlaceholder)
 	}
 	return nil
 }
