@@ -88,7 +88,7 @@ func TestLoad_ExpandsEnvironmentInsideValuesOnly(t *testing.T) {
 		t.Errorf("an injected newline must stay inside the value and fail as a bad URL, got %v", err)
 	}
 	_, err = Parse([]byte(doc), nil)
-	if err == nil || err.Error() != "upstreams[1].url: environment variable INFOCYTE_URL is not set" {
+	if err == nil || err.Error() != "line 9: upstreams[1].url: environment variable INFOCYTE_URL is not set" {
 		t.Errorf("missing variable: %v", err)
 	}
 }
@@ -303,4 +303,89 @@ func HashOfRandomKey(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return sum
+}
+
+// TestLoad_EveryErrorAtOnceAtItsLine: unknown keys, wrong types and
+// semantic errors come in one run, each with its line and path, in line
+// order; a typo does not cascade into "required" errors about the field it
+// was meant to be.
+func TestLoad_EveryErrorAtOnceAtItsLine(t *testing.T) {
+	doc := `listn: 127.0.0.1:8080
+upstreams:
+  - name: huntress
+    preset: huntress
+    timeout: soon
+    credential:
+      vault: {mount: secret, path: vendors/huntress}
+  - name: other
+    url: https://api.example.com
+    auth: {type: header, header: X-Key, feild: key}
+    credential:
+      vault: {mount: secret, pth: vendors/other}
+callers:
+  - name: soar
+    key_sha256: nothex
+    allow_anonymous: true
+log: {level: loud}
+vault:
+  address: https://vault.internal:8200
+  auth: {method: token, token_file: /dev/null}
+`
+	_, err := Parse([]byte(doc), nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		"line 1: listn: unknown field (did you mean listen?)",
+		"line 5: upstreams[0].timeout: expected a duration",
+		"line 10: upstreams[1].auth.feild: unknown field (did you mean field?)",
+		"line 12: upstreams[1].credential.vault.pth: unknown field (did you mean path?)",
+		"line 15: callers[0].key_sha256: must be 64 hex digits",
+		"line 16: callers[0].allow_anonymous: unknown field",
+		"line 17: log.level: must be debug, info, warn or error",
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Errorf("got %d errors, want %d:\n%s", len(got), len(want), err)
+	}
+	for i, w := range want {
+		if i >= len(got) || !strings.HasPrefix(got[i], w) {
+			t.Errorf("error %d: want %q, got:\n%s", i, w, err)
+		}
+	}
+	for _, cascade := range []string{"auth.field: required", "vault.path: required"} {
+		if strings.Contains(err.Error(), cascade) {
+			t.Errorf("a typo cascaded into %q", cascade)
+		}
+	}
+}
+
+// TestLoad_MissingFieldIsReportedAtItsParent: a required field that is
+// absent is reported at the line of the mapping that lacks it.
+func TestLoad_MissingFieldIsReportedAtItsParent(t *testing.T) {
+	doc := strings.Replace(base, "path: vendors/infocyte", "path: \"\"", 1)
+	doc = strings.Replace(doc, "    preset: infocyte\n", "    auth: {type: header, header: X-Key}\n", 1)
+	_, err := Parse([]byte(doc), nil)
+	for _, w := range []string{"line 8: upstreams[1].auth.field: required for type header", "line 11: upstreams[1].credential.vault.path: required"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("want %q in %v", w, err)
+		}
+	}
+}
+
+// TestLoad_SyntaxErrorSaysWhereTheConstructBegan: an unclosed [ or quote
+// is noticed lines later; the error names both places.
+func TestLoad_SyntaxErrorSaysWhereTheConstructBegan(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"listen: 127.0.0.1:8080\nadmin:\n  listen: 127.0.0.1:9090\n  pprof: [true\nlog:\n  level: info\n",
+			"line 5, column 4: did not find expected ',' or ']' (while parsing a flow sequence that starts at line 4, column 10)"},
+		{"listen: a\nupstreams:\n  - name: x\n    url: \"http://x\n  - name: y\n",
+			"(while scanning a quoted scalar that starts at line 4, column 10)"},
+		{"a: 1\nb:\n  c: 2\n   d: 3\n", "line 4, column 5: mapping values are not allowed in this context"},
+	} {
+		_, err := Parse([]byte(tc.doc), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want %q, got %v", tc.want, err)
+		}
+	}
 }

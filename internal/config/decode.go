@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v4"
 )
 
 // LookupEnv reads one environment variable; os.LookupEnv in production.
@@ -15,7 +15,8 @@ type LookupEnv func(name string) (string, bool)
 
 // decoder walks a YAML node tree alongside a Go value. It exists, instead of
 // yaml.Decoder with KnownFields, so that every error names its field path
-// (upstreams[1].auth.field) rather than a line of a re-encoded document, and
+// (upstreams[1].auth.field) and its line, so that one run reports every
+// unknown key and wrong type (a bad node is skipped, the walk goes on), and
 // so that ${VAR} is expanded inside each scalar after parsing: a value taken
 // from the environment can never change the structure of the document.
 type decoder struct {
@@ -23,6 +24,97 @@ type decoder struct {
 	// nodes counts nodes visited, aliases expanded each time they are
 	// used, so that an alias bomb fails fast instead of running away.
 	nodes int
+	// lines maps each field path present in the document to its line.
+	lines map[string]int
+	// errs are the decoding errors, in document order.
+	errs []*FieldError
+	// tainted are the paths whose decoded value is incomplete, so that
+	// validation does not report what follows from a typo.
+	tainted []taint
+}
+
+// taint marks a path whose value did not decode. missingOnly: an unknown
+// key was found under it, so only fields absent from the document may be
+// the victims (the key was probably one of them, misspelt).
+type taint struct {
+	path        string
+	missingOnly bool
+}
+
+// FieldError is one configuration error: the field path, the line it is on
+// (0 when unknown) and what is wrong. It never holds a value.
+type FieldError struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, orRoot(e.Path), e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", orRoot(e.Path), e.Msg)
+}
+
+// errAbort stops the walk: the document is too large to go on.
+type errAbort struct{ error }
+
+func (d *decoder) fail(path string, line int, missingOnly bool, format string, args ...any) {
+	d.errs = append(d.errs, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+	d.tainted = append(d.tainted, taint{path: path, missingOnly: missingOnly})
+}
+
+// suppressed reports whether a validation error at path may be a
+// consequence of a decoding error, and so is left out.
+func (d *decoder) suppressed(path string) bool {
+	for _, t := range d.tainted {
+		if !under(path, t.path) {
+			continue
+		}
+		if !t.missingOnly {
+			return true
+		}
+		if path == t.path {
+			return true
+		}
+		// The child of t.path on the way to path: absent from the document?
+		rest := strings.TrimPrefix(path[len(t.path):], ".")
+		seg := rest
+		if i := strings.IndexAny(rest[1:], ".["); i >= 0 {
+			seg = rest[:i+1]
+		}
+		child := t.path + seg
+		if t.path != "" && !strings.HasPrefix(seg, "[") {
+			child = t.path + "." + seg
+		}
+		if _, present := d.lines[child]; !present {
+			return true
+		}
+	}
+	return false
+}
+
+// lineOf is the line of path, or of its nearest ancestor in the document
+// (a missing field is reported at its parent's line).
+func (d *decoder) lineOf(path string) int {
+	for {
+		if l, ok := d.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return d.lines[""]
+		}
+		path = path[:i]
+	}
+}
+
+// under reports whether path is p or lies below it.
+func under(path, p string) bool {
+	if p == "" || path == p {
+		return true
+	}
+	return strings.HasPrefix(path, p) && (path[len(p)] == '.' || path[len(p)] == '[')
 }
 
 // maxNodes bounds a configuration's expanded size; real ones use hundreds.
@@ -33,7 +125,7 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 // expand replaces ${VAR} and ${VAR:-default} in s. "$${" escapes a literal "${".
-func (d *decoder) expand(path, s string) (string, error) {
+func (d *decoder) expand(s string) (string, error) {
 	if !strings.Contains(s, "${") {
 		return s, nil
 	}
@@ -54,14 +146,16 @@ func (d *decoder) expand(path, s string) (string, error) {
 		return ""
 	})
 	if missing != "" {
-		return "", fmt.Errorf("%s: environment variable %s is not set", path, missing)
+		return "", fmt.Errorf("environment variable %s is not set", missing)
 	}
 	return strings.ReplaceAll(out, escaped, "${"), nil
 }
 
+// decode fills v from n. It records errors and goes on; it returns an
+// error only when the walk must stop (errAbort).
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	if d.nodes++; d.nodes > maxNodes {
-		return fmt.Errorf("%s: the document expands to too many values (YAML aliases?)", orRoot(path))
+		return errAbort{fmt.Errorf("%s: the document expands to too many values (YAML aliases?)", orRoot(path))}
 	}
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
@@ -91,11 +185,14 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return d.structure(n, v, path)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return fmt.Errorf("%s: expected a list", path)
+			d.fail(path, n.Line, false, "expected a list")
+			return nil
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
-			if err := d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[p] = item.Line
+			if err := d.decode(item, s.Index(i), p); err != nil {
 				return err
 			}
 		}
@@ -103,14 +200,17 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			return fmt.Errorf("%s: expected a mapping", path)
+			d.fail(path, n.Line, false, "expected a mapping")
+			return nil
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := n.Content[i].Value
+			key, kl := n.Content[i].Value, n.Content[i].Line
 			if m.MapIndex(reflect.ValueOf(key)).IsValid() {
-				return fmt.Errorf("%s: duplicate key", join(path, key))
+				d.fail(join(path, key), kl, false, "duplicate key")
+				continue
 			}
+			d.lines[join(path, key)] = kl
 			elem := reflect.New(v.Type().Elem()).Elem()
 			if err := d.decode(n.Content[i+1], elem, join(path, key)); err != nil {
 				return err
@@ -126,7 +226,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) error {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s: expected a mapping", orRoot(path))
+		d.fail(path, n.Line, false, "expected a mapping")
+		return nil
 	}
 	fields := map[string]int{}
 	t := v.Type()
@@ -138,15 +239,19 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) error {
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		key := n.Content[i].Value
+		key, kl := n.Content[i].Value, n.Content[i].Line
 		idx, ok := fields[key]
 		if !ok {
-			return fmt.Errorf("%s: unknown field", join(path, key))
+			d.fail(join(path, key), kl, false, "unknown field%s", suggest(key, fields))
+			d.tainted = append(d.tainted, taint{path: path, missingOnly: true})
+			continue
 		}
 		if seen[key] {
-			return fmt.Errorf("%s: duplicate key", join(path, key))
+			d.fail(join(path, key), kl, false, "duplicate key")
+			continue
 		}
 		seen[key] = true
+		d.lines[join(path, key)] = kl
 		if err := d.decode(n.Content[i+1], v.Field(idx), join(path, key)); err != nil {
 			return err
 		}
@@ -158,11 +263,13 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) error {
 // type, never the value: a value may have come from a secret-bearing variable.
 func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("%s: expected a single value", path)
+		d.fail(path, n.Line, false, "expected a single value")
+		return nil
 	}
-	val, err := d.expand(path, n.Value)
+	val, err := d.expand(n.Value)
 	if err != nil {
-		return err
+		d.fail(path, n.Line, false, "%v", err)
+		return nil
 	}
 	node := *n
 	if val != n.Value {
@@ -172,7 +279,7 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) error {
 		}
 	}
 	if err := node.Decode(v.Addr().Interface()); err != nil {
-		return fmt.Errorf("%s: %s", path, expected(v))
+		d.fail(path, n.Line, false, "%s", expected(v))
 	}
 	return nil
 }
@@ -208,3 +315,39 @@ func orRoot(path string) string {
 
 // quote is strconv.Quote, for names (never values) in messages.
 func quote(s string) string { return strconv.Quote(s) }
+
+// suggest names the known field closest to an unknown key ("listn" →
+// listen), when one is close.
+func suggest(key string, fields map[string]int) string {
+	best, bestD := "", 3
+	for f := range fields {
+		if dd := distance(key, f); dd < bestD || (dd == bestD && f < best) {
+			best, bestD = f, dd
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+// distance is the Levenshtein distance between two short names.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

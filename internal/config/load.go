@@ -12,8 +12,9 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"sort"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v4"
 )
 
 // Load reads, expands, defaults and validates the configuration file at path.
@@ -37,7 +38,7 @@ func Parse(data []byte, env LookupEnv) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config: the file is empty")
 		}
-		return nil, fmt.Errorf("config: not valid YAML: %w", err)
+		return nil, syntaxError(err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -45,14 +46,42 @@ func Parse(data []byte, env LookupEnv) (*Config, error) {
 	}
 
 	cfg := &Config{}
-	d := &decoder{env: env}
+	d := &decoder{env: env, lines: map[string]int{"": 1}}
 	if err := d.decode(&root, reflect.ValueOf(cfg).Elem(), ""); err != nil {
 		return nil, err
 	}
-	if err := cfg.complete(env); err != nil {
-		return nil, err
+	all := d.errs
+	for _, e := range cfg.complete(env) {
+		if d.suppressed(e.Path) {
+			continue
+		}
+		e.Line = d.lineOf(e.Path)
+		all = append(all, e)
 	}
-	return cfg, nil
+	if len(all) == 0 {
+		return cfg, nil
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Line < all[j].Line })
+	joined := make([]error, len(all))
+	for i, e := range all {
+		joined[i] = e
+	}
+	return nil, errors.Join(joined...)
+}
+
+// syntaxError says where YAML's parser found the problem and, when it
+// knows, where the construct it was reading began: an unclosed [ or quote
+// is found lines later, at the next token that cannot belong to it.
+func syntaxError(err error) error {
+	var le *yaml.LoadError
+	if !errors.As(err, &le) || le.Mark.Line == 0 {
+		return fmt.Errorf("config: not valid YAML: %w", err)
+	}
+	msg := fmt.Sprintf("config: not valid YAML: line %d, column %d: %s", le.Mark.Line, le.Mark.Column, le.Message)
+	if le.ContextMsg != "" && le.ContextMark.Line > 0 && le.ContextMark != le.Mark {
+		msg += fmt.Sprintf(" (%s that starts at line %d, column %d)", le.ContextMsg, le.ContextMark.Line, le.ContextMark.Column)
+	}
+	return errors.New(msg)
 }
 
 // Upstream returns the upstream named name, or nil.

@@ -2,7 +2,6 @@ package config
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,13 +48,13 @@ var headerTokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 var linkPathRE = regexp.MustCompile(`^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$`)
 
 // errs collects validation errors so that one run reports all of them.
-type errs []error
+type errs []*FieldError
 
 func (e *errs) add(path, format string, args ...any) {
-	*e = append(*e, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	*e = append(*e, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (c *Config) complete(env LookupEnv) error {
+func (c *Config) complete(env LookupEnv) errs {
 	var e errs
 	def(&c.Listen, DefaultListen)
 	def(&c.Admin.Listen, DefaultAdminListen)
@@ -73,7 +72,7 @@ func (c *Config) complete(env LookupEnv) error {
 	}
 	c.completeCallers(&e)
 	c.completeRest(&e)
-	return errors.Join(e...)
+	return e
 }
 
 func (c *Config) completeEgress(e *errs) {

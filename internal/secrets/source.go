@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v4"
 )
 
 // Reading is what a Source returns: the secret's fields and, when the source
