@@ -4,15 +4,24 @@ BIN      := .run/bin
 VAULTDEV := $(BIN)/vaultdev
 GO       ?= go
 
-.PHONY: run build test deps bench fuzz demo clean
+.PHONY: run run-vendors build test deps bench fuzz demo clean
 
 ## build: the static keybroker binary in .run/bin/keybroker
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/keybroker ./cmd/proxy
 
-## run: keybroker on the embedded dev config (file secrets, no Vault needed)
-run: build
+## run: keybroker on the dev config in front of stand-in vendors (offline, no Vault needed)
+run: build $(BIN)/standin
 	@bash scripts/dev-run.sh
+
+## run-vendors: the same in front of the real vendors (credentials in dev/secrets/)
+run-vendors: build $(BIN)/standin
+	@bash scripts/dev-run.sh --real
+
+$(BIN)/standin: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/standin ./tools/standin
+
+FORCE:
 
 ## deps: install redis-server, Go modules and the Vault test server
 deps:

@@ -56,6 +56,9 @@ func checkSecrets(ctx context.Context, parts assemble.Parts, out io.Writer) erro
 			case errors.Is(ferr, secrets.ErrMissing):
 				fields = append(fields, f+"=missing")
 				status = "missing field"
+			case errors.Is(ferr, secrets.ErrPlaceholder):
+				fields = append(fields, f+"=placeholder")
+				status = "placeholder credential (" + secrets.PlaceholderPrefix + "…): put the real value in"
 			default:
 				fields = append(fields, f+"=invalid")
 				status = "empty or white-space-padded field"

@@ -247,3 +247,66 @@ func waitReady(t *testing.T, url string) {
 	}
 	t.Fatalf("%s never ready", url)
 }
+
+// TestServe_PlaceholderCredentialsAreFlagged: an example's REPLACE_WITH_
+// value is named as a placeholder by validate --check-secrets and /readyz,
+// and a call gets 503 credential_unavailable without reaching the vendor.
+func TestServe_PlaceholderCredentialsAreFlagged(t *testing.T) {
+	dir := t.TempDir()
+	hunt := vendortest.NewHuntress("hk_key", "hs_secret_value_1", vendortest.HuntressOptions{})
+	defer hunt.Close()
+	key, sum, _ := callers.NewKey()
+	secret := filepath.Join(dir, "h.json")
+	if err := os.WriteFile(secret, []byte(`{"api_key":"REPLACE_WITH_HUNTRESS_API_KEY","api_secret":"REPLACE_WITH_HUNTRESS_API_SECRET"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "k.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
+upstreams:
+  - {name: huntress, preset: huntress, url: %s, credential: {file: {path: %s}}}
+callers:
+  - {name: soar, key_sha256: %s}
+audit: {path: %s}
+`, hunt.URL, secret, sum, filepath.Join(dir, "audit.log"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"validate", "-config", cfgPath, "--check-secrets"}, nil, &out, &out); code != 1 ||
+		!strings.Contains(out.String(), "api_key=placeholder,api_secret=placeholder") || !strings.Contains(out.String(), "placeholder credential") {
+		t.Errorf("validate --check-secrets: exit %d\n%s", code, out.String())
+	}
+
+	listen, admin, stop, _ := startServe(t, cfgPath)
+	defer func() { _ = stop() }()
+	var ready string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if ready = string(b); resp.StatusCode == 503 && strings.Contains(ready, "placeholder") {
+			break
+		}
+	}
+	if !strings.Contains(ready, `holds a placeholder`) || !strings.Contains(ready, `"ready":false`) {
+		t.Errorf("/readyz does not flag the placeholder: %s", ready)
+	}
+	req, _ := http.NewRequest("GET", "http://"+listen+"/huntress/v1/account", nil)
+	req.Header.Set("Proxy-Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Keybroker-Error") != "credential_unavailable" || !strings.Contains(string(b), "placeholder credential") {
+		t.Errorf("call: %d %s", resp.StatusCode, b)
+	}
+	if n := hunt.Count(0); n != 0 {
+		t.Errorf("the vendor got %d calls", n)
+	}
+}
