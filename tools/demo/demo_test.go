@@ -25,7 +25,8 @@ func TestDemo_RunsToCompletion(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	var out strings.Builder
-	if err := run(context.Background(), &out, proxyBin, vaultBin, false); err != nil {
+	dir := filepath.Join(t.TempDir(), "demo")
+	if err := run(context.Background(), &out, dir, proxyBin, vaultBin, false); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	s := out.String()
@@ -46,6 +47,20 @@ func TestDemo_RunsToCompletion(t *testing.T) {
 	}
 	if strings.Contains(s, "demo-secret") || strings.Contains(s, strings.Repeat("d", 64)) {
 		t.Error("the demo printed a vendor secret")
+	}
+	// The trail and its public key stay, and verify with the auditor's command.
+	pub, err := os.ReadFile(filepath.Join(dir, "audit-public.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify, err := exec.Command(proxyBin, "audit", "verify", filepath.Join(dir, "audit.log"), "--public-key", strings.TrimSpace(string(pub))).CombinedOutput()
+	if err != nil || !strings.Contains(string(verify), "every signature valid") {
+		t.Errorf("the kept trail does not verify: %v\n%s", err, verify)
+	}
+	for _, gone := range []string{"audit-signing.json", "vault-token"} {
+		if _, err := os.Stat(filepath.Join(dir, gone)); err == nil {
+			t.Errorf("%s outlived the demo", gone)
+		}
 	}
 	if t.Failed() {
 		t.Log(s)

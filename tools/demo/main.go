@@ -3,8 +3,10 @@
 // and Infocyte servers, and the keybroker binary in front of them. It calls
 // as two callers (one allowed, one refused), rotates a secret in Vault, and
 // prints what the vendor received (credential redacted) and the audit
-// lines. Interactive, it then keeps everything running until Ctrl-C;
-// with -once (or no terminal) it stops by itself.
+// lines. Interactive, it then keeps everything running until Ctrl-C and
+// prints a caller key to try it with; with -once (or no terminal) it stops
+// by itself. The signed audit trail and its public key stay in -dir
+// (.run/demo) for README's "For auditors" steps.
 package main
 
 import (
@@ -36,11 +38,12 @@ func main() {
 	proxyBin := flag.String("keybroker", ".run/bin/keybroker", "keybroker binary")
 	vaultBin := flag.String("vaultdev", ".run/bin/vaultdev", "Vault test server binary")
 	once := flag.Bool("once", false, "stop after the scripted calls")
+	dir := flag.String("dir", ".run/demo", "where the demo keeps its audit trail, public key and config (emptied first)")
 	flag.Parse()
 	interactive := !*once && os.Getenv("CI") == "" && isTerminal(os.Stdin)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout, *proxyBin, *vaultBin, interactive); err != nil {
+	if err := run(ctx, os.Stdout, *dir, *proxyBin, *vaultBin, interactive); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -51,13 +54,14 @@ func isTerminal(f *os.File) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-func run(ctx context.Context, out io.Writer, proxyBin, vaultBin string, interactive bool) error {
+func run(ctx context.Context, out io.Writer, dir, proxyBin, vaultBin string, interactive bool) error {
 	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
-	dir, err := os.MkdirTemp("", "keybroker-demo-")
-	if err != nil {
+	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
 
 	say("==> starting Vault (tools/vaultdev) on a loopback port")
 	vault := exec.Command(vaultBin, "-addr", "127.0.0.1:0")
@@ -94,7 +98,11 @@ func run(ctx context.Context, out io.Writer, proxyBin, vaultBin string, interact
 	siemKey, siemSum, _ := callers.NewKey()
 	tokFile := filepath.Join(dir, "vault-token")
 	auditPath := filepath.Join(dir, "audit.log")
-	_ = os.WriteFile(tokFile, []byte(ready.Root_token), 0o600)
+	if err := os.WriteFile(tokFile, []byte(ready.Root_token), 0o600); err != nil {
+		return err
+	}
+	// Neither the Vault token nor the signing key outlives the demo.
+	defer os.Remove(tokFile)
 	// The audit signing key, as "keybroker audit keygen" prints it.
 	keys, err := exec.Command(proxyBin, "audit", "keygen").Output()
 	if err != nil {
@@ -109,10 +117,17 @@ func run(ctx context.Context, out io.Writer, proxyBin, vaultBin string, interact
 		}
 	}
 	signingPath := filepath.Join(dir, "audit-signing.json")
-	_ = os.WriteFile(signingPath, []byte(fmt.Sprintf(`{"private_key":%q}`, seed)), 0o600)
+	if err := os.WriteFile(signingPath, []byte(fmt.Sprintf(`{"private_key":%q}`, seed)), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(signingPath)
+	publicPath := filepath.Join(dir, "audit-public.key")
+	if err := os.WriteFile(publicPath, []byte(publicKey+"\n"), 0o600); err != nil {
+		return err
+	}
 	cfgPath := filepath.Join(dir, "keybroker.yaml")
 	listen, admin := freeAddr(), freeAddr()
-	_ = os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 listen: %s
 admin: {listen: %q}
 vault:
@@ -137,7 +152,9 @@ audit:
   path: %s
   # Signed checkpoints: a key made by "keybroker audit keygen", read like any credential.
   signing: {credential: {file: {path: %s}}, checkpoint_interval: 1s}
-`, listen, admin, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath, signingPath)), 0o600)
+`, listen, admin, ready.Address, tokFile, hunt.URL, info.BaseURL(), soarSum, siemSum, auditPath, signingPath)), 0o600); err != nil {
+		return err
+	}
 
 	say("==> starting keybroker")
 	kb := exec.Command(proxyBin, "serve", "-config", cfgPath)
@@ -225,6 +242,7 @@ audit:
 	say("\n==> and reads the report (keybroker audit report %s)", auditPath)
 	report, _ := exec.Command(proxyBin, "audit", "report", auditPath).CombinedOutput()
 	say("%s", strings.TrimRight(string(report), "\n"))
+	say("\n==> the signed trail stays for README's \"For auditors\" steps:\n    %s (public key: %s)", auditPath, publicPath)
 	return nil
 }
 
