@@ -16,6 +16,14 @@ path "secret/metadata/vendors/infocyte" {
   capabilities = ["read"]
 }
 
+# The audit signing key (audit.signing.credential; README "For auditors").
+path "secret/data/keybroker/audit-signing" {
+  capabilities = ["read"]
+}
+path "secret/metadata/keybroker/audit-signing" {
+  capabilities = ["read"]
+}
+
 # keybroker renews and looks up its own token (granted by Vault's default
 # policy too; listed so the intent is explicit if default is not attached).
 path "auth/token/renew-self" {

@@ -21,7 +21,7 @@ approle)
   echo "role_id (put in KEYBROKER_ROLE_ID): $(vault read -field=role_id auth/approle/role/keybroker/role-id)"
   umask 077
   vault write -f -field=secret_id auth/approle/role/keybroker/secret-id > secret-id
-  echo "secret_id written to ./secret-id: install it as /etc/keybroker/secret-id (mode 0400, owner keybroker)"
+  echo "secret_id written to ./secret-id: install it as /etc/keybroker/secret-id (mode 0400, owner root; the unit hands it to keybroker)"
   ;;
 kubernetes)
   ns=${2:?usage: setup.sh kubernetes NAMESPACE}
