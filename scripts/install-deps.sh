@@ -8,12 +8,14 @@ cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*"; }
 
-# Debian packages: redis-server (shared quotas) and tinyproxy (an egress
-# CONNECT proxy for the egress tests). The tests start their own instances
+# Debian packages: redis-server (shared quotas), tinyproxy (an egress
+# CONNECT proxy for the egress tests) and python3-requests (the README's
+# Python snippets, run by the tests). The tests start their own instances
 # on loopback ports; the packaged services are stopped.
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v tinyproxy >/dev/null 2>&1 || missing="$missing tinyproxy"
+/usr/bin/python3 -c 'import requests' >/dev/null 2>&1 || missing="$missing python3-requests"
 if [ -n "$missing" ]; then
   say "installing$missing (Debian)"
   if [ "$(id -u)" -ne 0 ]; then
@@ -24,7 +26,7 @@ if [ -n "$missing" ]; then
   apt-get update -q
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $missing
-  for svc in $missing; do
+  for svc in redis-server tinyproxy; do
     (service "$svc" stop || systemctl stop "$svc" || true) >/dev/null 2>&1
   done
 fi
