@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/audit/report"
 )
 
 func auditCmd(args []string, stdout io.Writer) error {
@@ -208,7 +209,7 @@ func auditReport(args []string, stdout io.Writer) error {
 	until := fs.String("until", "", "count records before this time (RFC 3339, or a date)")
 	caller := fs.String("caller", "", "only this caller")
 	upstream := fs.String("upstream", "", "only this upstream")
-	format := fs.String("format", audit.FormatTable, "table, csv, json or html")
+	format := fs.String("format", report.FormatTable, "table, csv, json or html")
 	files, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -216,7 +217,7 @@ func auditReport(args []string, stdout io.Writer) error {
 	if len(files) == 0 {
 		return usageError{errors.New("usage: keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format table|csv|json|html]")}
 	}
-	f := audit.ReportFilter{Caller: *caller, Upstream: *upstream}
+	f := report.Filter{Caller: *caller, Upstream: *upstream}
 	for _, t := range []struct {
 		flag string
 		v    string
@@ -234,7 +235,7 @@ func auditReport(args []string, stdout io.Writer) error {
 		*t.dst = at
 	}
 	switch *format {
-	case audit.FormatTable, audit.FormatCSV, audit.FormatJSON, audit.FormatHTML:
+	case report.FormatTable, report.FormatCSV, report.FormatJSON, report.FormatHTML:
 	default:
 		return usageError{fmt.Errorf("--format %q: table, csv, json or html", *format)}
 	}
@@ -243,9 +244,17 @@ func auditReport(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer closeAll()
-	rep := audit.NewReport(f)
+	rep := report.New(f)
 	if err := rep.ReadTrail(srcs); err != nil {
 		return err
 	}
-	return rep.Render(stdout, *format)
+	if err := rep.Render(stdout, *format); err != nil {
+		return err
+	}
+	if !rep.Chain.Intact {
+		// As verify: the report is written, and the exit status says the
+		// files are not one intact trail.
+		return fmt.Errorf("the files do not form one hash chain: %s", rep.Chain.Break)
+	}
+	return nil
 }

@@ -175,8 +175,26 @@ audit_signing_placeholder: x
 	// A torn last line.
 	torn := filepath.Join(s.dir, "torn.log")
 	mustWrite(t, torn, string(trail)+`{"seq":999,"prev":"ab`)
-	if code, out := verify(torn); code != 1 || !strings.Contains(out, "torn final line") {
-		t.Errorf("torn: exit %d\n%s", code, out)
+	lastSeq := strings.Count(string(trail), "\n")
+	if code, out := verify(torn); code != 1 || !strings.Contains(out, "torn final line") ||
+		!strings.Contains(out, fmt.Sprintf("line %d (after seq %d)", lastSeq+1, lastSeq)) {
+		t.Errorf("torn: exit %d, want the line named after seq %d\n%s", code, lastSeq, out)
+	}
+
+	// report checks the chain as verify does: files that do not chain
+	// (a rotated pair out of order) are reported, and exit 1.
+	var out bytes.Buffer
+	mid := len(lines) / 2
+	first, second := filepath.Join(s.dir, "first.log"), filepath.Join(s.dir, "second.log")
+	mustWrite(t, first, strings.Join(lines[:mid], ""))
+	mustWrite(t, second, strings.Join(lines[mid:], ""))
+	if code := run([]string{"audit", "report", first, second, "--format", "json"}, nil, &out, &out); code != 0 || !strings.Contains(out.String(), `"intact": true`) {
+		t.Errorf("report on a chained pair: exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"audit", "report", second, first}, nil, &out, &out); code != 1 || !strings.Contains(out.String(), "chain: BROKEN at "+first) ||
+		!strings.Contains(out.String(), "do not form one hash chain") {
+		t.Errorf("report on files that do not chain: exit %d\n%s", code, out.String())
 	}
 
 	// Rotated files, the older gzipped, verify in order.

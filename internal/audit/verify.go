@@ -14,6 +14,9 @@ type VerifyError struct {
 	File   string // the file, when a trail of several is verified
 	Line   int    // 1-based line number in the file
 	Seq    uint64 // the record's seq, if it could be read
+	// After is set when the line could not be read as a record: Seq is
+	// then the seq of the record before it.
+	After  bool
 	Reason string
 	// Torn is set when the failure is a torn final line: bytes with no
 	// newline that are not a record, left by a write cut short (a full
@@ -26,6 +29,9 @@ func (e *VerifyError) Error() string {
 	where := ""
 	if e.File != "" {
 		where = e.File + ": "
+	}
+	if e.After {
+		return fmt.Sprintf("%sline %d (after seq %d): %s", where, e.Line, e.Seq, e.Reason)
 	}
 	return fmt.Sprintf("%sline %d (seq %d): %s", where, e.Line, e.Seq, e.Reason)
 }
@@ -89,9 +95,7 @@ type VerifyReport struct {
 func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 	rep := VerifyReport{Signed: opts.Keys != nil}
 	var (
-		n            int
-		prevSeq      uint64
-		prevHash     string
+		chain        Chain
 		lastSig      string
 		cpLineSeq    uint64
 		auditorFound bool
@@ -112,7 +116,6 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 			if line == nil {
 				break
 			}
-			n++
 			line0++
 			var link struct {
 				Seq   uint64 `json:"seq"`
@@ -128,36 +131,25 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 			}
 			if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
 				if !complete {
-					return rep, &VerifyError{File: src.Name, Line: line0, Torn: true, Reason: fmt.Sprintf(
+					return rep, &VerifyError{File: src.Name, Line: line0, Seq: chain.LastSeq, After: true, Torn: true, Reason: fmt.Sprintf(
 						"torn final line: %d bytes with no newline, not a complete record (a write cut short by a full disk or a crash; keybroker cuts it off on its next start)", len(line))}
 				}
-				return rep, &VerifyError{File: src.Name, Line: line0, Reason: "not an audit record"}
+				return rep, &VerifyError{File: src.Name, Line: line0, Seq: chain.LastSeq, After: true, Reason: "not an audit record"}
 			}
-			if n > 1 {
-				if link.Seq != prevSeq+1 {
-					return rep, fail(fmt.Sprintf("seq %d follows %d: records missing or out of order", link.Seq, prevSeq))
-				}
-				if link.Prev != prevHash {
-					return rep, fail("prev does not match the line before: it was altered, or a line was removed or inserted")
-				}
-			} else {
+			if reason := chain.Check(link.Seq, link.Prev); reason != "" {
+				return rep, fail(reason)
+			}
+			if chain.Records == 0 {
 				rep.FirstSeq = link.Seq
-			}
-			hash := hashLine(line)
-			if cp := opts.Checkpoint; cp != nil && link.Seq == cp.Seq {
-				if hash != cp.Hash {
-					return rep, fail("this record is not the one the auditor's checkpoint signed: the trail was rewritten")
-				}
-				auditorFound = true
 			}
 			if link.Event != nil && link.Event.Name == EventCheckpoint {
 				cp := link.Event.Checkpoint
 				switch {
 				case cp == nil:
 					return rep, fail("a checkpoint without its signature")
-				case n == 1:
+				case chain.Records == 0:
 					// The trail given starts here: nothing before it to compare.
-				case cp.Seq != prevSeq || cp.Hash != prevHash:
+				case cp.Seq != chain.LastSeq || cp.Hash != chain.LastHash:
 					return rep, fail("the checkpoint does not match the record before it: records it covers were altered")
 				}
 				if opts.Keys != nil {
@@ -176,22 +168,28 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 				rep.Checkpoints++
 				rep.Covered = cp.Seq
 			}
-			prevSeq, prevHash = link.Seq, hash
-			rep.Records = n
+			chain.Advance(link.Seq, line)
+			if cp := opts.Checkpoint; cp != nil && link.Seq == cp.Seq {
+				if chain.LastHash != cp.Hash {
+					return rep, fail("this record is not the one the auditor's checkpoint signed: the trail was rewritten")
+				}
+				auditorFound = true
+			}
+			rep.Records = chain.Records
 			rep.LastSeq = link.Seq
 		}
 	}
 	if cp := opts.Checkpoint; cp != nil && !auditorFound {
 		reason := fmt.Sprintf("the trail ends at seq %d, before the auditor's checkpoint at seq %d: records were cut off", rep.LastSeq, cp.Seq)
-		if n == 0 || rep.FirstSeq > cp.Seq {
+		if chain.Records == 0 || rep.FirstSeq > cp.Seq {
 			reason = fmt.Sprintf("the trail given does not reach back to the auditor's checkpoint at seq %d (it starts at %d): give the older files too", cp.Seq, rep.FirstSeq)
 		}
-		return rep, &VerifyError{Line: n, Seq: rep.LastSeq, Reason: reason}
+		return rep, &VerifyError{Line: chain.Records, Seq: rep.LastSeq, Reason: reason}
 	}
 	if cpLineSeq > 0 {
 		rep.Uncovered = int(rep.LastSeq - cpLineSeq)
 	} else {
-		rep.Uncovered = n
+		rep.Uncovered = chain.Records
 	}
 	return rep, nil
 }

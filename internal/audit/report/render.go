@@ -1,0 +1,256 @@
+package report
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/audit"
+)
+
+// Report formats.
+const (
+	FormatTable = "table"
+	FormatCSV   = "csv"
+	FormatJSON  = "json"
+	FormatHTML  = "html"
+)
+
+// Render writes the report in format.
+func (r *Report) Render(w io.Writer, format string) error {
+	switch format {
+	case FormatTable, "":
+		return r.table(w)
+	case FormatCSV:
+		return r.csv(w)
+	case FormatJSON:
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	case FormatHTML:
+		return r.html(w)
+	}
+	return fmt.Errorf("unknown format %q: table, csv, json or html", format)
+}
+
+func (r *Report) period() string {
+	if r.From.IsZero() {
+		return "no records"
+	}
+	return r.From.UTC().Format("2006-01-02 15:04:05") + " to " + r.To.UTC().Format("2006-01-02 15:04:05") + " UTC"
+}
+
+// files names the files read and their record counts.
+func (r *Report) files() string {
+	var fs []string
+	for _, f := range r.Chain.Files {
+		fs = append(fs, fmt.Sprintf("%s (%d records)", f.Name, f.Records))
+	}
+	return strings.Join(fs, ", ")
+}
+
+// chainStatus says in one line whether the files chain.
+func (r *Report) chainStatus() string {
+	if !r.Chain.Intact {
+		return "BROKEN at " + r.Chain.Break
+	}
+	if r.Chain.Records == 0 {
+		return "no records"
+	}
+	return fmt.Sprintf("intact, seq %d to %d (hash chain only; `keybroker audit verify` with the public keys checks the signatures)", r.Chain.FirstSeq, r.Chain.LastSeq)
+}
+
+// bucketName is the chart's bucket size in words ("5 seconds", "1 hour").
+func bucketName(sec int64) string {
+	for _, u := range []struct {
+		s    int64
+		name string
+	}{{7 * 86400, "week"}, {86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}} {
+		if sec%u.s == 0 {
+			if n := sec / u.s; n != 1 {
+				return fmt.Sprintf("%d %ss", n, u.name)
+			}
+			return u.name
+		}
+	}
+	return fmt.Sprintf("%d seconds", sec)
+}
+
+func versions(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, " ")
+}
+
+func statusClasses(st map[string]int) (c2, c3, c4, c5 int) {
+	for k, n := range st {
+		switch {
+		case strings.HasPrefix(k, "2"):
+			c2 += n
+		case strings.HasPrefix(k, "3"):
+			c3 += n
+		case strings.HasPrefix(k, "4"):
+			c4 += n
+		case strings.HasPrefix(k, "5"):
+			c5 += n
+		}
+	}
+	return
+}
+
+// table fits a terminal: one line per caller and upstream, then the
+// refused paths and the lifecycle events.
+func (r *Report) table(w io.Writer) error {
+	fmt.Fprintf(w, "keybroker audit report, %s\nfiles: %s\nchain: %s\n\n", r.period(), r.files(), r.chainStatus())
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CALLER\tUPSTREAM\tCALLS\tFORWARDED\tREFUSED\tFAILED\tDENIED\t429\tMAX WAIT\tKEY VERSIONS")
+	for _, row := range r.Rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0fms\t%s\n", row.Caller, orNone(row.Upstream), row.Calls,
+			row.Outcomes[audit.OutcomeForwarded], row.Outcomes[audit.OutcomeRefused], row.Outcomes[audit.OutcomeFailed]+row.Outcomes[audit.OutcomeCancelled],
+			row.Denied, row.RateLimited, row.WaitMSMax, versions(row.CredentialVersions))
+	}
+	tw.Flush()
+	for _, row := range r.Rows {
+		if len(row.DeniedPaths) > 0 {
+			var ps []string
+			for _, p := range row.DeniedPaths {
+				ps = append(ps, fmt.Sprintf("%s (%d)", p.Path, p.Count))
+			}
+			fmt.Fprintf(w, "\ndenied %s on %s: %s", row.Caller, row.Upstream, strings.Join(ps, ", "))
+		}
+	}
+	e := r.Events
+	fmt.Fprintf(w, "\n\nevents: %d rotation(s), %d reload(s) (%d rejected), %d refresh failure(s), %d stale-serving,\n        %d audit outage(s), %d signed checkpoint(s)\n",
+		e.Rotations, e.Reloads, e.ReloadsRejected, e.RefreshFailures, e.StaleServing, e.AuditOutages, e.Checkpoints)
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// csvHeader is the CSV's first line.
+var csvHeader = []string{"caller", "upstream", "calls", "forwarded", "refused", "failed", "cancelled",
+	"status_2xx", "status_3xx", "status_4xx", "status_5xx", "denied", "ratelimit_refusals",
+	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths"}
+
+func (r *Report) csv(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write(csvHeader)
+	for _, row := range r.Rows {
+		c2, c3, c4, c5 := statusClasses(row.Statuses)
+		var denied []string
+		for _, p := range row.DeniedPaths {
+			denied = append(denied, fmt.Sprintf("%s (%d)", p.Path, p.Count))
+		}
+		_ = cw.Write([]string{row.Caller, row.Upstream, strconv.Itoa(row.Calls),
+			strconv.Itoa(row.Outcomes[audit.OutcomeForwarded]), strconv.Itoa(row.Outcomes[audit.OutcomeRefused]),
+			strconv.Itoa(row.Outcomes[audit.OutcomeFailed]), strconv.Itoa(row.Outcomes[audit.OutcomeCancelled]),
+			strconv.Itoa(c2), strconv.Itoa(c3), strconv.Itoa(c4), strconv.Itoa(c5),
+			strconv.Itoa(row.Denied), strconv.Itoa(row.RateLimited),
+			strconv.FormatFloat(row.WaitMSTotal, 'f', 1, 64), strconv.FormatFloat(row.WaitMSMax, 'f', 1, 64),
+			versions(row.CredentialVersions), strings.Join(denied, "; ")})
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// html is one self-contained page: no external asset, no script, rendered
+// by html/template, which escapes every value for where it stands (text,
+// attribute). The chart is inline SVG (chart.go).
+func (r *Report) html(w io.Writer) error {
+	return page.Execute(w, struct {
+		*Report
+		Period, Files, ChainStatus string
+		Plot                       plot
+	}{r, r.period(), r.files(), r.chainStatus(), r.plot()})
+}
+
+var page = template.Must(template.New("report").Funcs(template.FuncMap{
+	"outcome": func(row Row, names ...string) int {
+		n := 0
+		for _, o := range names {
+			n += row.Outcomes[o]
+		}
+		return n
+	},
+	"versions": versions,
+	"denied": func(ps []PathCount) string {
+		var s []string
+		for _, p := range ps {
+			s = append(s, fmt.Sprintf("%s (%d)", p.Path, p.Count))
+		}
+		return strings.Join(s, "; ")
+	},
+	"utc": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+	"f1":  func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>keybroker audit report</title><style>
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#eee}td.l,th.l{text-align:left}
+.broken{color:#c00;font-weight:bold}.intact{color:#070}
+</style></head><body>
+<h1>keybroker audit report</h1>
+<table id="scope">
+<tr><th class="l">Period</th><td class="l">{{.Period}}</td></tr>
+<tr><th class="l">Files</th><td class="l">{{.Files}}</td></tr>
+<tr><th class="l">Chain</th><td class="l {{if .Chain.Intact}}intact{{else}}broken{{end}}" id="chain">{{.ChainStatus}}</td></tr>
+</table>
+<table id="rows"><thead><tr><th class="l">Caller</th><th class="l">Upstream</th><th>Calls</th><th>Forwarded</th><th>Refused</th><th>Failed</th><th>Denied</th><th>Rate-limited</th><th>Max wait (ms)</th><th class="l">Key versions</th><th class="l">Top denied paths</th></tr></thead><tbody>
+{{- range .Rows}}
+<tr><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td>{{.Calls}}</td><td>{{outcome . "forwarded"}}</td><td>{{outcome . "refused"}}</td><td>{{outcome . "failed" "cancelled"}}</td><td>{{.Denied}}</td><td>{{.RateLimited}}</td><td>{{printf "%.0f" .WaitMSMax}}</td><td class="l">{{versions .CredentialVersions}}</td><td class="l">{{denied .DeniedPaths}}</td></tr>
+{{- end}}
+</tbody></table>
+<h2>Calls over time</h2>
+{{with .Plot}}<svg xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="calls per {{.Bucket}} per caller">
+{{- if not .Series}}<text x="20" y="40">no calls</text>
+{{- else}}
+<line class="axis" x1="{{.Left}}" y1="{{.Bottom}}" x2="{{.Right}}" y2="{{.Bottom}}" stroke="#888"/>
+<line class="axis" x1="{{.Left}}" y1="{{.Top}}" x2="{{.Left}}" y2="{{.Bottom}}" stroke="#888"/>
+{{- range .YTicks}}
+<line x1="{{$.Plot.Left}}" y1="{{f1 .Y}}" x2="{{$.Plot.Right}}" y2="{{f1 .Y}}" stroke="#ddd"/><text class="ytick" x="{{$.Plot.TickX}}" y="{{f1 .Y}}" font-size="11" text-anchor="end" dominant-baseline="middle">{{.Label}}</text>
+{{- end}}
+<text class="ylabel" x="12" y="{{.MidY}}" font-size="11" text-anchor="middle" transform="rotate(-90 12 {{.MidY}})">calls per {{.Bucket}}</text>
+<text class="xtick" x="{{.Left}}" y="{{.XTickY}}" font-size="11">{{.Start}}</text>
+<text class="xtick" x="{{.Right}}" y="{{.XTickY}}" font-size="11" text-anchor="end">{{.End}}</text>
+<text class="xlabel" x="{{.MidX}}" y="{{.XTickY}}" font-size="11" text-anchor="middle">UTC, one point per {{.Bucket}}</text>
+{{- range .Series}}
+<polyline class="caller" data-caller="{{.Caller}}" fill="none" stroke="{{.Color}}" stroke-width="2" points="{{.Points}}"/>
+{{- $s := .}}{{range .Marks}}
+<circle class="point" cx="{{f1 .X}}" cy="{{f1 .Y}}" r="3.5" fill="{{$s.Color}}"><title>{{$s.Caller}}: {{.Calls}} call(s)</title></circle>
+{{- if .Refused}}<circle class="refused" cx="{{f1 .X}}" cy="{{f1 .Y}}" r="6" fill="none" stroke="#c00" stroke-width="2"><title>{{$s.Caller}}: {{.Refused}} refused</title></circle>{{end}}
+{{- end}}
+<text x="{{.LegendX}}" y="{{$.Plot.LegendY}}" font-size="12" fill="{{.Color}}">{{.Caller}}</text>
+{{- end}}
+<text x="{{.Right}}" y="{{.LegendY}}" font-size="12" fill="#c00" text-anchor="end">○ refused</text>
+{{- end}}
+</svg>{{end}}
+<h2>Lifecycle events</h2>
+<table id="events">
+<tr><th class="l">Rotations</th><td>{{.Events.Rotations}}</td></tr>
+<tr><th class="l">Reloads (rejected)</th><td>{{.Events.Reloads}} ({{.Events.ReloadsRejected}})</td></tr>
+<tr><th class="l">Refresh failures</th><td>{{.Events.RefreshFailures}}</td></tr>
+<tr><th class="l">Stale serving</th><td>{{.Events.StaleServing}}</td></tr>
+<tr><th class="l">Audit outages</th><td>{{.Events.AuditOutages}}</td></tr>
+<tr><th class="l">Signed checkpoints</th><td>{{.Events.Checkpoints}}</td></tr>
+</table>
+{{- if .Events.Notable}}
+<table id="notable"><tr><th class="l">Time (UTC)</th><th class="l">Event</th><th class="l">Upstream</th><th class="l">Detail</th></tr>
+{{- range .Events.Notable}}
+<tr><td class="l">{{utc .Time}}</td><td class="l">{{.Name}}</td><td class="l">{{.Upstream}}</td><td class="l">{{.Detail}}</td></tr>
+{{- end}}
+</table>
+{{- end}}
+</body></html>
+`))

@@ -1,0 +1,400 @@
+// Package report is the auditor's report on an audit trail: per caller and
+// upstream, the calls, how they ended, what was refused, the lifecycle
+// events, and whether the files given form one intact hash chain; as a
+// table, CSV, JSON or one self-contained HTML page. It only reads a trail:
+// writing and verifying one is package audit's.
+package report
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/audit"
+)
+
+// Filter selects the records a report counts; zero fields select all.
+type Filter struct {
+	Since, Until     time.Time
+	Caller, Upstream string
+}
+
+// Report is what an auditor asks of a trail. It is built by streaming the
+// trail (AddLine, one line at a time), so a year of records needs memory
+// only for the rows and the chart's buckets, not the records.
+type Report struct {
+	From   time.Time   `json:"from"`
+	To     time.Time   `json:"to"`
+	Rows   []Row       `json:"rows"`
+	Events EventCounts `json:"events"`
+	// Chain says which files were read and whether they chain.
+	Chain Chain `json:"chain"`
+	// BucketSeconds is the chart's bucket: the smallest of a fixed ladder
+	// (1s … 1 week) that shows the period in at most maxBuckets buckets.
+	BucketSeconds int64 `json:"bucket_seconds"`
+
+	filter Filter
+	rows   map[[2]string]*Row
+	denied map[[2]string]map[string]int
+	// buckets counts calls and refusals per caller per bucket.
+	buckets map[string]map[int64]*[2]int
+	chain   audit.Chain
+}
+
+// Chain is the hash-chain check of the files a report read.
+type Chain struct {
+	Files    []FileCount `json:"files"`
+	Intact   bool        `json:"intact"`
+	Records  int         `json:"records"`
+	FirstSeq uint64      `json:"first_seq"`
+	LastSeq  uint64      `json:"last_seq"`
+	// Break is the first place the chain breaks ("file: line N (seq S):
+	// reason"), empty when intact.
+	Break string `json:"break,omitempty"`
+}
+
+// FileCount is one file of the trail and how many records it held.
+type FileCount struct {
+	Name    string `json:"name"`
+	Records int    `json:"records"`
+}
+
+// Row is one caller's use of one upstream.
+type Row struct {
+	Caller             string           `json:"caller"`
+	Upstream           string           `json:"upstream"`
+	Calls              int              `json:"calls"`
+	Outcomes           map[string]int   `json:"outcomes"`
+	Statuses           map[string]int   `json:"statuses"`
+	CredentialVersions []int            `json:"credential_versions"`
+	Denied             int              `json:"denied"`
+	DeniedPaths        []PathCount      `json:"denied_paths,omitempty"`
+	RateLimited        int              `json:"ratelimit_refusals"`
+	WaitMSTotal        float64          `json:"ratelimit_wait_ms_total"`
+	WaitMSMax          float64          `json:"ratelimit_wait_ms_max"`
+	versions           map[int]struct{} // for CredentialVersions
+}
+
+// PathCount is a refused path and how often.
+type PathCount struct {
+	Path  string `json:"path"`
+	Count int    `json:"count"`
+}
+
+// EventCounts are the lifecycle events of the period.
+type EventCounts struct {
+	Rotations       int            `json:"rotations"`
+	Reloads         int            `json:"reloads"`
+	ReloadsRejected int            `json:"reloads_rejected"`
+	RefreshFailures int            `json:"refresh_failures"`
+	StaleServing    int            `json:"stale_serving"`
+	AuditOutages    int            `json:"audit_outages"`
+	Checkpoints     int            `json:"checkpoints"`
+	ByName          map[string]int `json:"by_name"`
+	// Notable lists the events above, first ones first (at most 200).
+	Notable []EventLine `json:"notable"`
+}
+
+// EventLine is one notable event.
+type EventLine struct {
+	Time     time.Time `json:"time"`
+	Name     string    `json:"name"`
+	Upstream string    `json:"upstream,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+}
+
+const (
+	maxDeniedPaths = 1000 // distinct paths kept per row; the rest as "(other)"
+	topDenied      = 5
+	maxNotable     = 200
+)
+
+// New starts an empty report.
+func New(f Filter) *Report {
+	return &Report{filter: f, rows: map[[2]string]*Row{}, denied: map[[2]string]map[string]int{},
+		buckets: map[string]map[int64]*[2]int{}, Events: EventCounts{ByName: map[string]int{}},
+		BucketSeconds: ladder[0], Chain: Chain{Intact: true}}
+}
+
+// line is what a report reads of a record.
+type line struct {
+	Seq             uint64               `json:"seq"`
+	Prev            string               `json:"prev"`
+	Type            string               `json:"type"`
+	Time            string               `json:"time"`
+	Caller          string               `json:"caller"`
+	CallerAuth      string               `json:"caller_auth"`
+	Upstream        string               `json:"upstream"`
+	Path            string               `json:"path"`
+	Status          int                  `json:"status"`
+	Outcome         string               `json:"outcome"`
+	Policy          string               `json:"policy"`
+	RateLimitedBy   string               `json:"ratelimited_by"`
+	RateLimitWaitMS float64              `json:"ratelimit_wait_ms"`
+	Credential      *audit.CredentialRef `json:"credential"`
+	Event           *audit.Event         `json:"event"`
+}
+
+// AddLine counts one record of the trail.
+func (r *Report) AddLine(raw []byte) error {
+	var l line
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return fmt.Errorf("not an audit record: %w", err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, l.Time)
+	if err != nil {
+		return fmt.Errorf("record time %q: %w", l.Time, err)
+	}
+	f := r.filter
+	if (!f.Since.IsZero() && at.Before(f.Since)) || (!f.Until.IsZero() && !at.Before(f.Until)) {
+		return nil
+	}
+	if l.Type == audit.TypeEvent && l.Event != nil {
+		if f.Caller == "" && (f.Upstream == "" || l.Event.Upstream == "" || l.Event.Upstream == f.Upstream) {
+			r.span(at)
+			r.event(at, l.Event)
+		}
+		return nil
+	}
+	caller := callerLabel(l.Caller, l.CallerAuth)
+	if (f.Caller != "" && caller != f.Caller) || (f.Upstream != "" && l.Upstream != f.Upstream) {
+		return nil
+	}
+	r.span(at)
+	key := [2]string{caller, l.Upstream}
+	row := r.rows[key]
+	if row == nil {
+		row = &Row{Caller: caller, Upstream: l.Upstream, Outcomes: map[string]int{}, Statuses: map[string]int{}, versions: map[int]struct{}{}}
+		r.rows[key] = row
+	}
+	row.Calls++
+	row.Outcomes[l.Outcome]++
+	row.Statuses[strconv.Itoa(l.Status)]++
+	if l.Credential != nil && l.Credential.Version > 0 {
+		row.versions[l.Credential.Version] = struct{}{}
+	}
+	if l.Policy == audit.PolicyDenied {
+		row.Denied++
+		paths := r.denied[key]
+		if paths == nil {
+			paths = map[string]int{}
+			r.denied[key] = paths
+		}
+		p := l.Path
+		if _, ok := paths[p]; !ok && len(paths) >= maxDeniedPaths {
+			p = "(other)"
+		}
+		paths[p]++
+	}
+	refused := l.Status == 429 && l.RateLimitedBy != ""
+	if refused {
+		row.RateLimited++
+	}
+	row.WaitMSTotal += l.RateLimitWaitMS
+	row.WaitMSMax = max(row.WaitMSMax, l.RateLimitWaitMS)
+	refusedCall := 0
+	if l.Outcome == audit.OutcomeRefused {
+		refusedCall = 1
+	}
+	r.count(caller, at, 1, refusedCall)
+	return nil
+}
+
+// maxBuckets is the most buckets the chart draws.
+const maxBuckets = 120
+
+// ladder are the bucket sizes, in seconds, the chart chooses from.
+var ladder = []int64{1, 5, 15, 30, 60, 5 * 60, 15 * 60, 30 * 60, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400}
+
+// count adds calls and refusals to caller's bucket at at.
+func (r *Report) count(caller string, at time.Time, calls, refused int) {
+	r.fit()
+	series := r.buckets[caller]
+	if series == nil {
+		series = map[int64]*[2]int{}
+		r.buckets[caller] = series
+	}
+	b := at.Unix() / r.BucketSeconds
+	if series[b] == nil {
+		series[b] = &[2]int{}
+	}
+	series[b][0] += calls
+	series[b][1] += refused
+}
+
+// fit coarsens every series to the next bucket size while the period
+// (From to To) needs more than maxBuckets buckets.
+func (r *Report) fit() {
+	first, last := r.From.Unix(), r.To.Unix()
+	for (last/r.BucketSeconds - first/r.BucketSeconds + 1) > maxBuckets {
+		next := r.BucketSeconds
+		for _, b := range ladder {
+			if b > r.BucketSeconds {
+				next = b
+				break
+			}
+		}
+		if next == r.BucketSeconds {
+			break // a week a bucket: more than two years draw wider
+		}
+		for c, series := range r.buckets {
+			merged := map[int64]*[2]int{}
+			for b, n := range series {
+				nb := b * r.BucketSeconds / next
+				if merged[nb] == nil {
+					merged[nb] = &[2]int{}
+				}
+				merged[nb][0] += n[0]
+				merged[nb][1] += n[1]
+			}
+			r.buckets[c] = merged
+		}
+		r.BucketSeconds = next
+	}
+}
+
+func callerLabel(name, auth string) string {
+	switch {
+	case name != "":
+		return name
+	case auth == "anonymous":
+		return "(anonymous)"
+	}
+	return "(no identity)"
+}
+
+func (r *Report) span(at time.Time) {
+	if r.From.IsZero() || at.Before(r.From) {
+		r.From = at
+	}
+	if at.After(r.To) {
+		r.To = at
+	}
+}
+
+func (r *Report) event(at time.Time, ev *audit.Event) {
+	e := &r.Events
+	e.ByName[ev.Name]++
+	notable := true
+	switch ev.Name {
+	case "credential_rotated":
+		e.Rotations++
+	case "config_reloaded":
+		e.Reloads++
+	case "config_rejected":
+		e.ReloadsRejected++
+	case "credential_refresh_failed":
+		e.RefreshFailures++
+	case "credential_serving_stale":
+		e.StaleServing++
+	case "audit_recovered", "audit_torn_tail", "audit_disk_low":
+		e.AuditOutages++
+	case audit.EventCheckpoint:
+		e.Checkpoints++
+		notable = false
+	default:
+		notable = false
+	}
+	if notable && len(e.Notable) < maxNotable {
+		e.Notable = append(e.Notable, EventLine{Time: at, Name: ev.Name, Upstream: ev.Upstream, Detail: eventDetail(ev)})
+	}
+}
+
+// eventDetail is an event's detail, or what its versions say.
+func eventDetail(ev *audit.Event) string {
+	switch {
+	case ev.Detail != "":
+		return ev.Detail
+	case ev.OldVersion > 0 && ev.Version > 0:
+		return fmt.Sprintf("v%d → v%d", ev.OldVersion, ev.Version)
+	case ev.Version > 0:
+		return fmt.Sprintf("v%d", ev.Version)
+	}
+	return ""
+}
+
+// Finish sorts the rows, picks the top denied paths and fits the chart's
+// buckets to the whole period.
+func (r *Report) Finish() {
+	if !r.From.IsZero() {
+		r.fit()
+	}
+	r.Rows = r.Rows[:0]
+	for key, row := range r.rows {
+		for v := range row.versions {
+			row.CredentialVersions = append(row.CredentialVersions, v)
+		}
+		sort.Ints(row.CredentialVersions)
+		if row.CredentialVersions == nil {
+			row.CredentialVersions = []int{}
+		}
+		for p, n := range r.denied[key] {
+			row.DeniedPaths = append(row.DeniedPaths, PathCount{p, n})
+		}
+		sort.Slice(row.DeniedPaths, func(i, j int) bool {
+			a, b := row.DeniedPaths[i], row.DeniedPaths[j]
+			return a.Count > b.Count || (a.Count == b.Count && a.Path < b.Path)
+		})
+		if len(row.DeniedPaths) > topDenied {
+			row.DeniedPaths = row.DeniedPaths[:topDenied]
+		}
+		r.Rows = append(r.Rows, *row)
+	}
+	sort.Slice(r.Rows, func(i, j int) bool {
+		a, b := r.Rows[i], r.Rows[j]
+		return a.Caller < b.Caller || (a.Caller == b.Caller && a.Upstream < b.Upstream)
+	})
+}
+
+// ReadTrail streams every record of the sources, oldest file first, into
+// the report, and checks as it goes that they form one hash chain (as
+// `keybroker audit verify` does without keys). A broken chain is stated in
+// Chain, not returned: the report still counts what it read.
+func (r *Report) ReadTrail(srcs []audit.Source) error {
+	for _, src := range srcs {
+		br := bufio.NewReaderSize(src.R, 64<<10)
+		fc := FileCount{Name: src.Name}
+		for n := 1; ; n++ {
+			raw, complete, err := audit.NextLine(br)
+			if err != nil {
+				return fmt.Errorf("%s: line %d: %w", src.Name, n, err)
+			}
+			if raw == nil {
+				break
+			}
+			var link struct {
+				Seq  uint64 `json:"seq"`
+				Prev string `json:"prev"`
+			}
+			if err := json.Unmarshal(raw, &link); err != nil || link.Seq == 0 {
+				if !complete {
+					r.broken(fmt.Sprintf("%s: line %d (after seq %d): torn final line, not a complete record", src.Name, n, r.chain.LastSeq))
+					break // nothing to count
+				}
+				return fmt.Errorf("%s: line %d (after seq %d): not an audit record", src.Name, n, r.chain.LastSeq)
+			}
+			if reason := r.chain.Check(link.Seq, link.Prev); reason != "" {
+				r.broken(fmt.Sprintf("%s: line %d (seq %d): %s", src.Name, n, link.Seq, reason))
+			}
+			r.chain.Advance(link.Seq, raw)
+			if err := r.AddLine(raw); err != nil {
+				return fmt.Errorf("%s: line %d (seq %d): %w", src.Name, n, link.Seq, err)
+			}
+			fc.Records++
+		}
+		r.Chain.Files = append(r.Chain.Files, fc)
+	}
+	r.Chain.Records, r.Chain.FirstSeq, r.Chain.LastSeq = r.chain.Records, r.chain.FirstSeq, r.chain.LastSeq
+	r.Finish()
+	return nil
+}
+
+// broken records the first break of the chain.
+func (r *Report) broken(where string) {
+	if r.Chain.Intact {
+		r.Chain.Intact, r.Chain.Break = false, where
+	}
+}
