@@ -11,9 +11,9 @@ import (
 
 // VerifyError locates the first record that breaks the chain.
 type VerifyError struct {
-	File   string // the file, when a trail of several is verified
-	Line   int    // 1-based line number in the file
-	Seq    uint64 // the record's seq, if it could be read
+	File string // the file, when a trail of several is verified
+	Line int    // 1-based line number in the file
+	Seq  uint64 // the record's seq, if it could be read
 	// After is set when the line could not be read as a record: Seq is
 	// then the seq of the record before it.
 	After  bool
