@@ -12,6 +12,7 @@ import (
 
 	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -93,7 +94,7 @@ func checkUpstreams(ctx context.Context, parts assemble.Parts, out io.Writer) er
 	failed := 0
 	for _, up := range parts.Routes.Upstreams {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ch, err := proxy.CheckUpstream(cctx, up, creds)
+		ch, err := egress.Check(cctx, proxy.NewDialer(up, creds))
 		cancel()
 		var chain []string
 		for _, c := range ch.Chain {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -39,6 +40,10 @@ type Parts struct {
 // no upstream can have it.
 const AuditSigningCredential = "_audit_signing"
 
+// EgressCredential is the cache name of the egress proxy's credential; no
+// upstream can have it.
+const EgressCredential = "_egress_proxy"
+
 // Env looks up an environment variable (env credential sources).
 type Env func(string) (string, bool)
 
@@ -50,12 +55,15 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 	for i, u := range cfg.Upstreams {
 		up, spec, err := upstream(u, vault, env)
 		if err == nil {
-			up.Egress, err = egress(cfg, u)
+			up.Egress, err = egressSettings(cfg, u)
 		}
 		if err != nil {
 			return Parts{}, fmt.Errorf("upstreams[%d]: %w", i, err)
 		}
-		proxied = proxied || up.Egress.ProxyCredential != ""
+		if up.Egress.Proxy != nil && cfg.Egress.ProxyCredential != nil {
+			up.ProxyCredential = EgressCredential
+		}
+		proxied = proxied || up.ProxyCredential != ""
 		p.Routes.Upstreams = append(p.Routes.Upstreams, up)
 		p.Specs = append(p.Specs, spec)
 		p.Upstreams = append(p.Upstreams, u.Name)
@@ -67,7 +75,7 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		if err != nil {
 			return Parts{}, fmt.Errorf("egress.proxy_credential: %w", err)
 		}
-		p.Specs = append(p.Specs, secrets.Spec{Name: proxy.EgressCredential, Source: src, Required: []string{"username", "password"}})
+		p.Specs = append(p.Specs, secrets.Spec{Name: EgressCredential, Source: src, Required: []string{"username", "password"}})
 	}
 	if sg := cfg.Audit.Signing; sg != nil {
 		// The checkpoint signing key is read, refreshed and rotated like a
@@ -153,11 +161,11 @@ func source(cr config.Credential, vault *secrets.Vault, env Env, single string) 
 	return nil, errors.New("no source")
 }
 
-// egress is how upstream u is reached: its proxy (https only), the proxy's
-// credential, the CAs that verify the vendor, the phase timeouts.
-func egress(cfg *config.Config, u config.Upstream) (proxy.Egress, error) {
+// egressSettings is how upstream u is reached: its proxy (https only), the
+// CAs that verify the vendor, the phase timeouts.
+func egressSettings(cfg *config.Config, u config.Upstream) (egress.Settings, error) {
 	g := cfg.Egress
-	e := proxy.Egress{DialTimeout: g.DialTimeout.D(), ConnectTimeout: g.ConnectTimeout.D(),
+	e := egress.Settings{DialTimeout: g.DialTimeout.D(), ConnectTimeout: g.ConnectTimeout.D(),
 		TLSHandshakeTimeout: g.TLSHandshakeTimeout.D(), IdleTimeout: g.IdleTimeout.D()}
 	if p := u.EgressProxy(g); p != "" {
 		pu, err := url.Parse(p)
@@ -165,9 +173,6 @@ func egress(cfg *config.Config, u config.Upstream) (proxy.Egress, error) {
 			return e, fmt.Errorf("egress.proxy: %w", err)
 		}
 		e.Proxy = pu
-		if g.ProxyCredential != nil {
-			e.ProxyCredential = proxy.EgressCredential
-		}
 	}
 	if ca := u.EgressCAFile(g); ca != "" {
 		pool, err := x509.SystemCertPool()

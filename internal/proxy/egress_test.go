@@ -4,8 +4,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-
-	"github.com/keybroker/keybroker/internal/proxy"
 )
 
 // silent accepts connections and never says a word.
@@ -71,14 +69,5 @@ func TestEgress_PlainHTTPNeverUsesTheProxy(t *testing.T) {
 	}
 	if n := len(h.huntress.Requests()); n != 1 {
 		t.Errorf("the vendor got %d requests", n)
-	}
-}
-
-// TestEgress_DNSFailureDoesNotNameTheResolver: the caller learns the
-// vendor's name did not resolve, not the internal resolver's address.
-func TestEgress_DNSFailureDoesNotNameTheResolver(t *testing.T) {
-	err := &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "api.huntress.io", Server: "10.255.255.53:53", IsNotFound: true}}
-	if got := proxy.TimeoutNote(err); got != "the DNS lookup of api.huntress.io failed" {
-		t.Errorf("note %q", got)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,14 +21,16 @@ import (
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/egress"
 )
 
-// upstream is one vendor: its reverse proxy and its own connection pool.
+// upstream is one vendor: its reverse proxy and its own transport.
 type upstream struct {
 	cfg       Upstream
 	limitKey  string // the quota's key in the upstream limiter
 	slot      callers.Slot
-	transport *upstreamTransport
+	dialer    *egress.Dialer
+	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	p         *Proxy
 
@@ -46,9 +47,6 @@ type upstream struct {
 	// leaks caches the injected values for the current credential version,
 	// which no reply header may carry.
 	leaks atomic.Pointer[leakSet]
-	// certExpiry is when the vendor's certificate expires (Unix seconds),
-	// as last seen; shared with the transport that saw it.
-	certExpiry *atomic.Int64
 }
 
 // transportKey is what a transport is made from: an upstream whose key
@@ -59,7 +57,7 @@ func (u Upstream) transportKey() string {
 	if e.Proxy != nil {
 		proxy = e.Proxy.String()
 	}
-	return fmt.Sprint(u.Target, u.Timeout, proxy, e.ProxyCredential, e.CAFile, e.RootCAs != nil,
+	return fmt.Sprint(u.Target, u.Timeout, proxy, u.ProxyCredential, e.CAFile, e.RootCAs != nil,
 		e.DialTimeout, e.ConnectTimeout, e.TLSHandshakeTimeout, e.IdleTimeout)
 }
 
@@ -124,14 +122,13 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	}
 
 	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
-		u.transport, u.certExpiry = prev.transport, prev.certExpiry
+		u.dialer, u.transport = prev.dialer, prev.transport
 	} else {
-		u.certExpiry = new(atomic.Int64)
-		u.transport = &upstreamTransport{std: u.newTransport()}
-		if cfg.Target.Scheme == "http" {
-			u.transport.h1 = &h1Pool{dial: u.dial, addr: httpAddr(cfg.Target),
-				headerTimeout: cfg.Timeout, idleTimeout: cfg.Egress.IdleTimeout, maxIdle: maxIdlePerUpstream}
+		u.dialer = NewDialer(cfg, p.opts.Credentials)
+		if o, ok := p.opts.Observer.(TLSObserver); ok {
+			u.dialer.OnTLSFailure = func(reason string) { o.TLSHandshakeFailed(cfg.Name, reason) }
 		}
+		u.transport = egress.NewTransport(u.dialer, cfg.Timeout)
 	}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -140,7 +137,7 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		ErrorHandler:   u.errorHandler,
 		ErrorLog:       zap.NewStdLog(p.opts.Log.Named("reverseproxy")),
 		// Without a pool ReverseProxy allocates a 32 KiB copy buffer per
-		// reply: most of the garbage of a proxied call.
+		// reply.
 		BufferPool: &copyBuffers,
 		// No FlushInterval: ReverseProxy flushes every write of a reply
 		// that streams (no Content-Length, or text/event-stream) by
@@ -149,40 +146,40 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	return u
 }
 
-// maxIdlePerUpstream is how many unused connections to a vendor are kept.
-const maxIdlePerUpstream = 128
-
-// upstreamTransport sends an upstream's requests. A plain-http vendor's
-// bodyless GET, HEAD and OPTIONS calls (the bulk: lists, lookups, polls)
-// take the synchronous HTTP/1.1 pool; everything else, and every https
-// vendor (HTTP/2 when offered), takes Go's transport.
-type upstreamTransport struct {
-	std *http.Transport
-	h1  *h1Pool // nil for an https vendor
+// NewDialer is how the proxy reaches up: its egress settings, and the
+// egress proxy's credential read from creds per tunnel.
+func NewDialer(up Upstream, creds Credentials) *egress.Dialer {
+	d := egress.NewDialer(up.Name, up.Target, up.Egress)
+	if name := up.ProxyCredential; name != "" {
+		d.ProxyCredential = func(ctx context.Context) (string, string, error) {
+			cred, err := creds.Get(ctx, name)
+			if err != nil {
+				return "", "", err
+			}
+			user, _ := cred.Field("username")
+			pass, _ := cred.Field("password")
+			return user.Reveal(), pass.Reveal(), nil
+		}
+	}
+	return d
 }
 
-func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.h1 != nil && h1Eligible(req) {
-		return t.h1.RoundTrip(req)
-	}
-	return t.std.RoundTrip(req)
+// TLSObserver, when the Observer implements it, is told of failed TLS
+// handshakes with vendors, by upstream and reason.
+type TLSObserver interface {
+	TLSHandshakeFailed(upstream, reason string)
 }
 
-// close closes the idle connections of a transport no upstream uses any
-// more; the busy ones close when their calls end.
-func (t *upstreamTransport) close() {
-	t.std.CloseIdleConnections()
-	if t.h1 != nil {
-		t.h1.Close()
+// CertExpiries returns, per upstream reached over TLS, when the vendor's
+// certificate (as last seen) expires.
+func (p *Proxy) CertExpiries() map[string]time.Time {
+	out := map[string]time.Time{}
+	for name, u := range p.state.Load().upstreams {
+		if t := u.dialer.CertExpiry(); !t.IsZero() {
+			out[name] = t
+		}
 	}
-}
-
-// httpAddr is the host:port to dial for a plain-http URL.
-func httpAddr(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	return net.JoinHostPort(u.Hostname(), "80")
+	return out
 }
 
 // copyBufferSize is the size of ReverseProxy's copy buffers.
@@ -379,7 +376,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	c := callFrom(r.Context())
 	// A call that could not even connect never reached the vendor; any
 	// other failure may have been counted, so its slot is held.
-	var eg *egressError
+	var eg *egress.Error
 	c.ticket.Release(!errors.As(err, &eg) && !isDial(err))
 	var tooBig *http.MaxBytesError
 	switch {
@@ -394,12 +391,17 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		fail(w, c, CodeBadRequest, msgBodyTimeout)
 		return
 	case errors.As(err, &eg):
-		u.logEgress(c, eg)
-		fail(w, c, eg.code(), eg.msg)
+		u.p.opts.Log.Warn("could not reach the vendor", zap.String("request_id", c.id), zap.String("upstream", u.cfg.Name),
+			zap.String("phase", eg.Phase), zap.String("reason", eg.Reason), zap.Error(eg.Err))
+		code := CodeUpstreamUnreachable
+		if eg.Timeout {
+			code = CodeUpstreamTimeout
+		}
+		fail(w, c, code, eg.Msg)
 	case isDialOrTLS(err):
 		u.logTransport(c, err)
 		fail(w, c, CodeUpstreamUnreachable, "could not connect to upstream "+quoteName(u.cfg.Name))
-	case isTimeout(err):
+	case egress.IsTimeout(err):
 		u.logTransport(c, err)
 		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.String()+" (upstreams[].timeout)")
 	default:
@@ -433,7 +435,3 @@ func isDialOrTLS(err error) bool {
 		strings.Contains(err.Error(), "tls: ")
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -101,7 +102,10 @@ type Upstream struct {
 	RewriteLinks []string
 	// Egress is how the vendor is reached (direct, system roots, by
 	// default).
-	Egress Egress
+	Egress egress.Settings
+	// ProxyCredential names the egress proxy's credential (fields
+	// username, password) in Options.Credentials; "": none.
+	ProxyCredential string
 }
 
 // Routes is what the proxy serves, swapped whole by Update on a reload.
@@ -234,7 +238,6 @@ func (p *Proxy) Update(routes Routes) error {
 		if u.MaxRequestBytes <= 0 {
 			u.MaxRequestBytes = DefaultMaxRequestBytes
 		}
-		u.Egress.defaults()
 		var prev *upstream
 		if old != nil {
 			prev = old.upstreams[u.Name]
@@ -245,7 +248,7 @@ func (p *Proxy) Update(routes Routes) error {
 	if old != nil {
 		for name, u := range old.upstreams {
 			if n := st.upstreams[name]; n == nil || n.transport != u.transport {
-				u.transport.close()
+				u.transport.CloseIdleConnections()
 			}
 		}
 	}
