@@ -434,4 +434,3 @@ func isDialOrTLS(err error) bool {
 	return errors.As(err, &rec) || errors.As(err, &alert) || errors.As(err, &verify) ||
 		strings.Contains(err.Error(), "tls: ")
 }
-

@@ -190,4 +190,3 @@ func TestTransport_VendorSilentPastTheTimeoutIs504(t *testing.T) {
 		t.Errorf("the vendor saw %v on %d connections; want both calls, the timed-out connection not reused", paths, conns)
 	}
 }
-
