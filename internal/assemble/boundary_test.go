@@ -2,6 +2,7 @@ package assemble_test
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -38,7 +39,7 @@ func TestImportBoundaries(t *testing.T) {
 		}
 		return false
 	}
-	for _, p := range []string{"proxy", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics"} {
+	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics"} {
 		if reaches(module+"internal/"+p, module+"internal/config", map[string]bool{}) {
 			t.Errorf("internal/%s imports internal/config: it must take its own runtime types", p)
 		}
@@ -61,6 +62,15 @@ func TestImportBoundaries(t *testing.T) {
 		for _, d := range deps {
 			if owner, ok := owners[d]; ok && pkg != module+owner {
 				t.Errorf("%s imports %s; only %s may", strings.TrimPrefix(pkg, module), d, owner)
+			}
+		}
+	}
+	// The leaves know nothing of the request path: egress and rawquery
+	// import nothing of keybroker; reply only those two.
+	for pkg, allowed := range map[string][]string{"egress": nil, "rawquery": nil, "reply": {"egress", "rawquery"}} {
+		for _, d := range imports[module+"internal/"+pkg] {
+			if strings.HasPrefix(d, module) && !slices.Contains(allowed, strings.TrimPrefix(d, module+"internal/")) {
+				t.Errorf("internal/%s imports %s: it must stay a leaf", pkg, strings.TrimPrefix(d, module))
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/rawquery"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -115,7 +116,7 @@ func (q queryScheme) value(c secrets.Credential) string {
 }
 
 func (q queryScheme) Inject(out *http.Request, c secrets.Credential) {
-	raw := dropParams(out.URL.RawQuery, []string{q.param})
+	raw := rawquery.Drop(out.URL.RawQuery, q.param)
 	if raw != "" {
 		raw += "&"
 	}
@@ -157,43 +158,43 @@ func identityHint(slot callers.Slot, certs bool) string {
 	return "no valid caller identity: send " + strings.Join(ways, ", or ")
 }
 
-// dropParams removes every parameter named in names (compared decoded)
-// from a raw query, keeping the rest byte for byte.
-func dropParams(raw string, names []string) string {
-	if len(names) == 0 {
-		return raw
+// leakValues returns the strings that must never reach a caller for this
+// credential: each value the upstream's auth scheme injects, as injected,
+// query- and path-escaped and base64-encoded. They are computed once per
+// credential version.
+func (u *upstream) leakValues(cred secrets.Credential) []string {
+	if lc := u.leaks.Load(); lc != nil && lc.ref == cred.Ref && lc.version == cred.Version && lc.source == cred.Source {
+		return lc.values
 	}
-	return filterQuery(raw, func(name, _, _ string) bool { return containsName(names, name) })
+	var vals []string
+	add := func(v string) {
+		if len(v) < 6 { // too short to search for without false alarms
+			return
+		}
+		vals = append(vals, v, url.QueryEscape(v), url.PathEscape(v), base64.StdEncoding.EncodeToString([]byte(v)))
+	}
+	for _, v := range u.cfg.Auth.Injected(cred) {
+		add(v)
+	}
+	vals = dedupe(vals)
+	u.leaks.Store(&leakSet{source: cred.Source, ref: cred.Ref, version: cred.Version, values: vals})
+	return vals
 }
 
-// filterQuery removes the parameters for which drop says so (given the
-// decoded name and value and the raw pair), keeping the rest byte for byte.
-func filterQuery(raw string, drop func(name, value, pair string) bool) string {
-	if raw == "" {
-		return ""
-	}
-	pairs := strings.Split(raw, "&")
-	kept := pairs[:0]
-	for _, pair := range pairs {
-		k, v, _ := strings.Cut(pair, "=")
-		if dk, err := url.QueryUnescape(k); err == nil {
-			k = dk
-		}
-		if dv, err := url.QueryUnescape(v); err == nil {
-			v = dv
-		}
-		if !drop(k, v, pair) {
-			kept = append(kept, pair)
-		}
-	}
-	return strings.Join(kept, "&")
+type leakSet struct {
+	source, ref string
+	version     int
+	values      []string
 }
 
-func containsName(names []string, k string) bool {
-	for _, n := range names {
-		if n == k {
-			return true
+func dedupe(vs []string) []string {
+	seen := make(map[string]bool, len(vs))
+	out := vs[:0]
+	for _, v := range vs {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
 		}
 	}
-	return false
+	return out
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/rawquery"
+	"github.com/keybroker/keybroker/internal/reply"
 )
 
 // upstream is one vendor: its reverse proxy and its own transport.
@@ -40,10 +42,9 @@ type upstream struct {
 	// stripQuery are query parameters that may carry a caller's key or a
 	// credential and never reach the vendor: the slot's parameters.
 	stripQuery []string
-	// links are the rewrite_links paths, split into object keys; linkKeys
-	// their last keys, quoted, for a quick look before parsing.
-	links    [][]string
-	linkKeys [][]byte
+	// guard keeps the vendor's replies from handing the caller a secret or
+	// a link around keybroker.
+	guard *reply.Guard
 	// leaks caches the injected values for the current credential version,
 	// which no reply header may carry.
 	leaks atomic.Pointer[leakSet]
@@ -115,11 +116,8 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	for _, h := range append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], slot.Headers...) {
 		u.stripHeaders[http.CanonicalHeaderKey(h)] = true
 	}
-	for _, l := range cfg.RewriteLinks {
-		segs := strings.Split(l, ".")
-		u.links = append(u.links, segs)
-		u.linkKeys = append(u.linkKeys, []byte(`"`+segs[len(segs)-1]+`"`))
-	}
+	u.guard = reply.NewGuard(reply.Options{Upstream: cfg.Name, Target: cfg.Target, CredentialParams: slot.Params,
+		Links: cfg.RewriteLinks, Log: p.opts.Log})
 
 	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
 		u.dialer, u.transport = prev.dialer, prev.transport
@@ -225,14 +223,14 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = t.Host
 	out.URL.Path = t.Path + c.rest
 	out.URL.RawPath = ""
-	out.URL.RawQuery = dropParams(pr.In.URL.RawQuery, u.stripQuery)
+	out.URL.RawQuery = rawquery.Drop(pr.In.URL.RawQuery, u.stripQuery...)
 	out.Host = ""
 	stripRequestHeaders(out.Header, u.stripHeaders)
 	// Request trailers are never forwarded: a chunked body could otherwise
 	// carry Authorization, Cookie or anything else stripped above.
 	out.Trailer = nil
 	out.Header.Set("X-Request-Id", c.id)
-	if len(u.links) > 0 {
+	if u.guard.RewritesBodies() {
 		// The transport asks for gzip itself and decompresses it, so the
 		// reply's links can be read and rewritten whatever the caller
 		// accepts (a br or zstd reply could not be).
@@ -261,8 +259,8 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		u.vendorThrottled(resp, c)
 	}
 	u.cleanReply(resp)
-	u.guardReplyHeaders(resp, c)
-	u.rewriteBodyLinks(resp, c)
+	u.guard.Guard(resp, reply.Call{RequestID: c.id, Origin: reply.OriginOf(c.in), Leaks: u.leakValues(c.cred),
+		Head: c.in.Method == http.MethodHead})
 	return nil
 }
 

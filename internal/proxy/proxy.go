@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -137,8 +136,6 @@ type Proxy struct {
 	// gate keeps the unidentified limits; summary counts what they refused.
 	gate    *ratelimit.Local
 	summary summary
-	// bodies are buffers for small JSON replies read whole.
-	bodies sync.Pool
 	// idPrefix and idCounter make request ids (requestID).
 	idPrefix  [8]byte
 	idCounter atomic.Uint64
@@ -184,7 +181,6 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 		opts.SummaryInterval = time.Minute
 	}
 	p := &Proxy{opts: opts, gate: ratelimit.NewLocal(opts.Now)}
-	p.bodies.New = func() any { return &pooledBody{buf: make([]byte, 0, 4<<10)} }
 	_, _ = rand.Read(p.idPrefix[:])
 	if err := p.Update(routes); err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package proxy
+package reply
 
 import (
 	"bytes"
@@ -20,16 +20,16 @@ import (
 // the caller untouched.
 const maxLinkRewrite = 8 << 20
 
-// rewriteBodyLinks rewrites the link fields the upstream names
+// body rewrites the link fields the upstream names
 // (rewrite_links) in a JSON reply, so that a client following
 // pagination.next_page_url comes back through keybroker instead of sending
 // its key to the vendor. The body is read into memory only when it is
 // JSON, in an encoding keybroker can read (identity, gzip, deflate) and at
 // most maxLinkRewrite long; a rewritten body is sent uncompressed with its
 // Content-Length fixed up. Anything else is passed on byte for byte.
-func (u *upstream) rewriteBodyLinks(resp *http.Response, c *call) {
-	if len(u.links) == 0 || resp.Body == nil || resp.Body == http.NoBody || !isJSON(resp.Header.Get("Content-Type")) ||
-		resp.ContentLength > maxLinkRewrite || c.in.Method == http.MethodHead {
+func (g *Guard) body(resp *http.Response, c Call) {
+	if len(g.links) == 0 || resp.Body == nil || resp.Body == http.NoBody || !isJSON(resp.Header.Get("Content-Type")) ||
+		resp.ContentLength > maxLinkRewrite || c.Head {
 		return
 	}
 	enc := resp.Header.Get("Content-Encoding")
@@ -37,16 +37,16 @@ func (u *upstream) rewriteBodyLinks(resp *http.Response, c *call) {
 		enc = strings.ToLower(strings.TrimSpace(enc))
 	}
 	if enc != "" && enc != "identity" && enc != "gzip" && enc != "x-gzip" && enc != "deflate" {
-		u.p.opts.Log.Warn("links not rewritten: reply in an encoding keybroker cannot read",
-			zap.String("request_id", c.id), zap.String("upstream", u.cfg.Name), zap.String("content_encoding", enc))
+		g.o.Log.Warn("links not rewritten: reply in an encoding keybroker cannot read",
+			zap.String("request_id", c.RequestID), zap.String("upstream", g.o.Upstream), zap.String("content_encoding", enc))
 		return
 	}
 	var raw []byte
 	if n := resp.ContentLength; n >= 0 && n <= maxPooledBody {
 		// The common case, a small reply of known length: read into a
 		// pooled buffer, handed back when the caller's copy is closed.
-		pb := u.p.bodies.Get().(*pooledBody)
-		pb.reset(int(n), &u.p.bodies)
+		pb := g.bodies.Get().(*pooledBody)
+		pb.reset(int(n), &g.bodies)
 		if _, err := io.ReadFull(resp.Body, pb.buf); err != nil {
 			resp.Body = readCloser{io.MultiReader(bytes.NewReader(pb.buf), resp.Body), resp.Body}
 			return
@@ -69,13 +69,11 @@ func (u *upstream) rewriteBodyLinks(resp *http.Response, c *call) {
 	if err != nil {
 		return // not readable as its encoding says: pass it on as it came
 	}
-	to := originOf(c.in)
-	leaks := u.leakValues(c.cred)
-	if !containsAnyKey(plain, u.linkKeys) {
+	if !containsAnyKey(plain, g.linkKeys) {
 		return // no link field in it: nothing to rewrite
 	}
-	out, changed, err := rewriteJSONStrings(plain, u.links, func(s string) (string, bool) {
-		return u.rewriteLink(s, resp.Request.URL, to, leaks)
+	out, changed, err := rewriteJSONStrings(plain, g.links, func(s string) (string, bool) {
+		return g.link(s, resp.Request.URL, c)
 	})
 	if err != nil || !changed {
 		return
