@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,166 +100,6 @@ type app struct {
 	stopCache func()
 }
 
-// vaultClient is a Vault client with its token-keeping loop.
-type vaultClient struct {
-	*secrets.Vault
-	cfg  config.Vault
-	stop func() // ends Run; nil until started
-}
-
-// build creates the long-lived parts, in one order: audit, Vault (when the
-// configuration uses it), metrics, limiter, then the assembled parts, the
-// credential cache and the proxy. It starts nothing; run does.
-func build(cfg *config.Config, log *zap.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log, minFree: cfg.Audit.MinFreeBytes}
-	var err error
-	if cfg.Audit.Path == "" {
-		a.auditor = audit.NewWriter(os.Stdout)
-	} else if a.auditor, err = audit.Open(cfg.Audit.Path); err != nil {
-		return nil, err
-	}
-	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
-	if cfg.Audit.Signing != nil {
-		a.checkpoints = &checkpointer{a: a, cfg: *cfg.Audit.Signing}
-	}
-
-	if cfg.UsesVault() {
-		v, err := a.newVault(cfg.Vault)
-		if err != nil {
-			a.close()
-			return nil, err
-		}
-		a.vault.Store(v)
-	}
-	a.metrics = metrics.New(nil, nil, metrics.State{
-		Credentials: func() []secrets.Status { return a.creds.current().Status() },
-		VaultToken: func() (time.Time, bool) {
-			if v := a.vault.Load(); v != nil {
-				return v.TokenExpiry()
-			}
-			return time.Time{}, false
-		},
-		VaultUsed: func() bool { return a.vault.Load() != nil },
-		Audit:     a.auditor.Stats,
-		LimiterFallback: func() bool {
-			return a.redisLimiter != nil && a.redisLimiter.InFallback()
-		},
-		AuditSpace: a.auditSpace,
-		CertExpiry: func() map[string]time.Time { return a.proxy.CertExpiries() },
-		Quota: func(upstream string) (int, int) {
-			if a.quotaUsage == nil {
-				return 0, 0
-			}
-			return a.quotaUsage(proxy.QuotaKey(upstream))
-		},
-	})
-	upstreamLimiter, err := a.upstreamLimiter()
-	if err != nil {
-		a.close()
-		return nil, err
-	}
-	parts, err := assemble.Assemble(cfg, a.vault.Load().client(), os.LookupEnv)
-	if err != nil {
-		a.close()
-		return nil, err
-	}
-	a.metrics.SetNames(parts.Upstreams, parts.Callers)
-	cache, err := a.newCache(parts)
-	if err != nil {
-		a.close()
-		return nil, err
-	}
-	a.creds.cur.Store(cache)
-	a.proxy, err = proxy.New(parts.Routes, proxy.Options{
-		Credentials:     &a.creds,
-		Auditor:         a.auditor,
-		UpstreamLimiter: upstreamLimiter,
-		Observer:        a.metrics,
-		Log:             log.Named("proxy"),
-		SummaryInterval: cfg.Server.Unidentified.SummaryInterval.D(),
-	})
-	if err != nil {
-		a.close()
-		return nil, err
-	}
-	return a, nil
-}
-
-// newVault makes a Vault client for settings v. It does not log in: its
-// Run does, and retries, so that keybroker starts (unready) while Vault is
-// down and becomes ready when it is back.
-func (a *app) newVault(v config.Vault) (*vaultClient, error) {
-	opts, err := assemble.VaultOptions(v, os.LookupEnv)
-	if err != nil {
-		return nil, err
-	}
-	opts.Log = a.log.Named("vault")
-	opts.OnEvent = func(ev secrets.Event) {
-		a.event(audit.Event{Name: ev.Type, Source: ev.Source, Ref: ev.Ref, Detail: ev.Error})
-	}
-	c, err := secrets.NewVault(opts)
-	if err != nil {
-		return nil, err
-	}
-	return &vaultClient{Vault: c, cfg: v}, nil
-}
-
-// client is the Vault client, nil for none.
-func (v *vaultClient) client() *secrets.Vault {
-	if v == nil {
-		return nil
-	}
-	return v.Vault
-}
-
-// start runs v's token loop until its stop is called.
-func (a *app) startVault(v *vaultClient) {
-	if v != nil && v.stop == nil {
-		v.stop = a.background(v.Run)
-	}
-}
-
-func (a *app) newCache(p assemble.Parts) (*secrets.Cache, error) {
-	opts := p.Cache
-	opts.Log = a.log.Named("secrets")
-	opts.OnEvent = a.credentialEvent
-	return secrets.NewCache(p.Specs, opts)
-}
-
-// upstreamLimiter keeps vendor quotas: locally, or in Redis for replicas.
-func (a *app) upstreamLimiter() (proxy.Limiter, error) {
-	rl := a.cfg.RateLimit
-	if rl.Backend != "redis" {
-		w := ratelimit.NewWindow(nil, rl.Margin.D())
-		a.quotaUsage = w.Usage
-		return w, nil
-	}
-	password := ""
-	if rl.Redis.PasswordFile != "" {
-		b, err := os.ReadFile(rl.Redis.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("ratelimit.redis.password_file: %w", err)
-		}
-		password = strings.TrimSpace(string(b))
-	}
-	ratelimit.RouteRedisLogs(a.log.Named("redis"))
-	r := ratelimit.NewRedis(ratelimit.RedisOptions{
-		Address: rl.Redis.Address, Password: password, TLS: rl.Redis.TLS, Replicas: rl.Replicas, Margin: rl.Margin.D(),
-		Log: a.log.Named("ratelimit"),
-		OnFallback: func(on bool, reason string) {
-			name := "limiter_recovered"
-			if on {
-				name = "limiter_fallback"
-			}
-			a.event(audit.Event{Name: name, Detail: reason})
-		},
-	})
-	a.redisLimiter = r
-	a.quotaUsage = r.Usage
-	a.closers = append(a.closers, func() { _ = r.Close() })
-	return r, nil
-}
-
 // credentialEvent writes a credential lifecycle event to the audit trail.
 func (a *app) credentialEvent(ev secrets.Event) {
 	a.metrics.CredentialEvent(ev)
@@ -279,19 +118,6 @@ func (a *app) close() {
 		a.closers[i]()
 	}
 	a.closers = nil
-}
-
-// background runs f until the returned stop is called (or run ends).
-func (a *app) background(f func(context.Context) error) (stop func()) {
-	ctx, cancel := context.WithCancel(a.bg)
-	done := make(chan struct{})
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer close(done)
-		_ = f(ctx)
-	}()
-	return func() { cancel(); <-done }
 }
 
 // run serves until ctx ends, then shuts down gracefully: stop accepting,
