@@ -41,7 +41,9 @@ func (l *lockedBuffer) String() string {
 func TestRun_ExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("upstreams: []\ncolers: 1\n"), 0o600)
+	if err := os.WriteFile(bad, []byte("upstreams: []\ncolers: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args []string
 		code int
@@ -137,9 +139,11 @@ func TestServe_EndToEnd(t *testing.T) {
 	hunt := vendortest.NewHuntress("hk_key", "hs_PLANTED_cmd_secret", vendortest.HuntressOptions{})
 	defer hunt.Close()
 	key, sum, _ := callers.NewKey()
-	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk_key","api_secret":"hs_PLANTED_cmd_secret"}`), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk_key","api_secret":"hs_PLANTED_cmd_secret"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "k.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -151,7 +155,9 @@ callers:
   - name: soar
     key_sha256: %s
 audit: {path: %s}
-`, hunt.URL, filepath.Join(dir, "h.json"), sum, filepath.Join(dir, "audit.log"))), 0o600)
+`, hunt.URL, filepath.Join(dir, "h.json"), sum, filepath.Join(dir, "audit.log"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	var out bytes.Buffer
 	if code := run([]string{"validate", "-config", cfgPath, "--check-secrets"}, nil, &out, &out); code != 0 ||

@@ -48,9 +48,11 @@ func newObsSetup(t *testing.T, auditPath string) *obsSetup {
 		auditPath = filepath.Join(dir, "audit.log")
 	}
 	s.audit = auditPath
-	os.WriteFile(filepath.Join(dir, "h.json"), []byte(fmt.Sprintf(`{"api_key":%q,"api_secret":%q}`, obsKey, obsSecret)), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(fmt.Sprintf(`{"api_key":%q,"api_secret":%q}`, obsKey, obsSecret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "k.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -67,7 +69,9 @@ callers:
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
 audit: {path: %q}
 log: {level: debug}
-`, s.hunt.URL, filepath.Join(dir, "h.json"), soarSum, siemSum, auditPath)), 0o600)
+`, s.hunt.URL, filepath.Join(dir, "h.json"), soarSum, siemSum, auditPath)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s.listen, s.admin, s.stop, s.stderr = startServe(t, cfg)
 	return s
 }
@@ -322,7 +326,9 @@ func TestObservability_TamperingAndRotation(t *testing.T) {
 		t.Fatalf("no record in the reopened file: %v", err)
 	}
 	both := filepath.Join(t.TempDir(), "both.log")
-	os.WriteFile(both, append(old, cur...), 0o600)
+	if err := os.WriteFile(both, append(old, cur...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
 	if code := run([]string{"audit", "verify", both}, nil, &out, &out); code != 0 {
 		t.Fatalf("rotated files together do not verify: %s", out.String())
@@ -331,7 +337,9 @@ func TestObservability_TamperingAndRotation(t *testing.T) {
 	lines := strings.SplitAfter(string(old)+string(cur), "\n")
 	lines[2] = strings.Replace(lines[2], `"seq":3`, `"seq":3 `, 1) // any edit
 	lines[2] = strings.Replace(lines[2], `"type":"`, `"type": "`, 1)
-	os.WriteFile(both, []byte(strings.Join(lines, "")), 0o600)
+	if err := os.WriteFile(both, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out.Reset()
 	if code := run([]string{"audit", "verify", both}, nil, &out, &out); code != 1 || !strings.Contains(out.String(), "line 4") {
 		t.Errorf("tampered file: exit %d: %s", code, out.String())

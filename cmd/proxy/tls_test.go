@@ -2,15 +2,10 @@ package main
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,51 +16,44 @@ import (
 	"github.com/keybroker/keybroker/internal/vendortest"
 )
 
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+// testCA is vendortest's CA, with test-failing helpers.
+type testCA struct{ *vendortest.CA }
 
-func newCA(t *testing.T, name string) *testCA {
+func newCA(t *testing.T, name string) testCA {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := vendortest.NewCA(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return testCA{ca}
 }
 
-// issue signs a leaf; server leaves get 127.0.0.1 as their address.
-func (ca *testCA) issue(t *testing.T, cn string, server bool, notAfter time.Time) tls.Certificate {
+// issue signs a leaf; server leaves are for 127.0.0.1.
+func (ca testCA) issue(t *testing.T, cn string, server bool, notAfter time.Time) tls.Certificate {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature}
+	var c tls.Certificate
+	var err error
 	if server {
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		c, err = ca.Leaf([]string{"127.0.0.1"}, time.Now().Add(-2*time.Hour), notAfter)
 	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		c, err = ca.ClientLeaf(cn, notAfter)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return c
 }
 
 func writePair(t *testing.T, dir, name string, c tls.Certificate) (string, string) {
 	t.Helper()
 	crt, key := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	kb, _ := x509.MarshalECPrivateKey(c.PrivateKey.(*ecdsa.PrivateKey))
-	os.WriteFile(crt, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	if err := os.WriteFile(crt, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return crt, key
 }
 
@@ -74,12 +62,16 @@ func TestServe_MutualTLS(t *testing.T) {
 	ca, other := newCA(t, "callers-ca"), newCA(t, "other-ca")
 	srvCrt, srvKey := writePair(t, dir, "server", ca.issue(t, "keybroker", true, time.Now().Add(time.Hour)))
 	caFile := filepath.Join(dir, "ca.pem")
-	os.WriteFile(caFile, ca.pem, 0o600)
+	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	hunt := vendortest.NewHuntress("hk", "hs", vendortest.HuntressOptions{})
 	defer hunt.Close()
-	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "k.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 tls: {cert_file: %s, key_file: %s, client_ca_file: %s}
@@ -89,12 +81,14 @@ callers:
   - name: siem
     client_cert: {common_name: siem-collector}
 audit: {path: %q}
-`, srvCrt, srvKey, caFile, hunt.URL, filepath.Join(dir, "h.json"), filepath.Join(dir, "audit.log"))), 0o600)
+`, srvCrt, srvKey, caFile, hunt.URL, filepath.Join(dir, "h.json"), filepath.Join(dir, "audit.log"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	listen, admin, stop, _ := startServe(t, cfg)
 	waitReady(t, "http://"+admin+"/readyz")
 
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AppendCertsFromPEM(ca.PEM)
 	get := func(client *tls.Certificate) (*http.Response, error) {
 		tc := &tls.Config{RootCAs: roots}
 		if client != nil {

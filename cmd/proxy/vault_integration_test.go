@@ -39,11 +39,13 @@ func newVaultSetup(t *testing.T, secretsYAML string) *vaultSetup {
 	t.Cleanup(hunt.Close)
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "token")
-	os.WriteFile(tokFile, []byte(vs.RootToken), 0o600)
+	if err := os.WriteFile(tokFile, []byte(vs.RootToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	key, sum, _ := callers.NewKey()
 	s := &vaultSetup{vs: vs, hunt: hunt, key: key, audit: filepath.Join(dir, "audit.log")}
 	cfg := filepath.Join(dir, "k.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 vault:
@@ -62,7 +64,9 @@ callers:
     key_sha256: %s
 audit: {path: %s}
 log: {level: debug}
-`, vs.Addr, tokFile, secretsYAML, hunt.URL, sum, s.audit)), 0o600)
+`, vs.Addr, tokFile, secretsYAML, hunt.URL, sum, s.audit)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s.listen, s.admin, s.stop, s.stderr = startServe(t, cfg)
 	waitReady(t, "http://"+s.admin+"/readyz")
 	return s
@@ -275,10 +279,12 @@ func TestVault_LeastPrivilegePolicyAndCheckSecrets(t *testing.T) {
 
 	dir := t.TempDir()
 	sidFile := filepath.Join(dir, "secret-id")
-	os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)), 0o600)
+	if err := os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	write := func(extra string) string {
 		p := filepath.Join(dir, "k.yaml")
-		os.WriteFile(p, []byte(fmt.Sprintf(`
+		if err := os.WriteFile(p, []byte(fmt.Sprintf(`
 vault:
   address: %s
   auth: {method: approle, role_id: %s, secret_id_file: %s}
@@ -287,7 +293,9 @@ upstreams:
   - {name: infocyte, preset: infocyte, url: "https://acme.infocyte.com/api", credential: {vault: {mount: secret, path: vendors/infocyte}}}
 %s
 allow_anonymous: true
-`, vs.Addr, roleID.Data["role_id"], sidFile, extra)), 0o600)
+`, vs.Addr, roleID.Data["role_id"], sidFile, extra)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		return p
 	}
 	var out strings.Builder

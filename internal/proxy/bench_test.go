@@ -86,7 +86,9 @@ func benchmarkProxy(b *testing.B, https bool) {
 	})
 	defer bare.Close()
 
-	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
+		b.Fatal(err)
+	}
 	key := "kbk_bench_key"
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 upstreams:
@@ -168,7 +170,9 @@ func BenchmarkProxy_Stream512MiB(b *testing.B) {
 	}))
 	defer vendor.Close()
 	dir := b.TempDir()
-	os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
+		b.Fatal(err)
+	}
 	cfg, err := config.Parse([]byte(fmt.Sprintf("upstreams: [{name: v, preset: huntress, url: %q, credential: {file: {path: %q}}}]\nallow_anonymous: true\n",
 		vendor.URL, filepath.Join(dir, "h.json"))), nil)
 	if err != nil {

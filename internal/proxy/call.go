@@ -16,8 +16,8 @@ import (
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
-// call is one request's state, from the request-id middleware to the audit
-// record. It travels in the request context so that the ReverseProxy hooks
+// call is one request's state, from begin (which gives it its request id)
+// to the audit record. It travels in the request context so that the ReverseProxy hooks
 // (Rewrite, ModifyResponse, ErrorHandler) can reach it.
 type call struct {
 	id    string

@@ -9,8 +9,8 @@ import (
 )
 
 // Error codes of the HTTP contract (DESIGN.md). Every error keybroker makes,
-// as opposed to one the vendor made, is written by writeError from this one
-// table, so every reply is consistent.
+// as opposed to one the vendor made, is written by fail from this one table,
+// so every reply is consistent.
 const (
 	CodeBadRequest            = "bad_request"
 	CodeCallerUnauthenticated = "caller_unauthenticated"

@@ -379,11 +379,11 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	var tooBig *http.MaxBytesError
 	switch {
 	case r.Context().Err() != nil:
-		c.rec.Outcome = audit.OutcomeCancelled
+		// outcome() records the call as cancelled.
 		c.rec.Error = "caller went away"
 		return
 	case errors.As(err, &tooBig):
-		fail(w, c, CodeBodyTooLarge, "request body over the limit for this upstream")
+		fail(w, c, CodeBodyTooLarge, msgBodyTooLarge)
 		return
 	case c.bodyTimedOut.Load():
 		fail(w, c, CodeBadRequest, msgBodyTimeout)

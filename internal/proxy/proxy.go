@@ -1,9 +1,9 @@
-// Package proxy is keybroker's request path: the router, request hygiene,
-// caller identity and policy decisions, rate limits, credential injection,
-// forwarding with httputil.ReverseProxy (over keybroker's own dialing and
-// TLS, and its HTTP/1.1 pool for plain-http vendors), the retry after a
-// vendor 401, the contract's error replies, and the audit record of every
-// call. It does not read configuration files, talk to Vault or Redis, or
+// Package proxy is keybroker's request path: request hygiene, the route to
+// an upstream, caller identity and policy decisions, rate limits,
+// credential injection, forwarding with httputil.ReverseProxy (over the
+// connections of internal/egress), the retry after a vendor 401, the
+// contract's error replies, and the audit record of every call. The reply
+// guard is internal/reply's. It does not read configuration files, talk to Vault or Redis, or
 // write files: those arrive through the small interfaces below.
 package proxy
 

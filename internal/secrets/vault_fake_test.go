@@ -44,7 +44,9 @@ func TestVault_KubernetesLoginAndNamespace(t *testing.T) {
 	}))
 	defer srv.Close()
 	jwt := filepath.Join(t.TempDir(), "token")
-	os.WriteFile(jwt, []byte("eyJ.sa-token.sig\n"), 0o600)
+	if err := os.WriteFile(jwt, []byte("eyJ.sa-token.sig\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("VAULT_NAMESPACE", "from-env")
 	t.Setenv("VAULT_TOKEN", "s.from-env")
 

@@ -93,7 +93,9 @@ func TestVault_AppRoleRenewsAndLogsInAgain(t *testing.T) {
 	roleID, _ := vs.Client.Logical().Read("auth/approle/role/keybroker/role-id")
 	sid := vs.Write("auth/approle/role/keybroker/secret-id", nil)
 	sidFile := filepath.Join(t.TempDir(), "secret-id")
-	os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)+"\n"), 0o600)
+	if err := os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	var mu sync.Mutex
 	count := map[string]int{}
