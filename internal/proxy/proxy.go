@@ -277,6 +277,16 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		defer p.finish(c, rw, r)
 		next.ServeHTTP(rw, r.WithContext(withCall(r.Context(), c)))
 		c.completed = true
+		// The reply is complete: send it now rather than after the audit
+		// record is written. The record is written before this handler
+		// returns either way, and after the vendor was reached either way
+		// (the audit's writability is checked before forwarding), so
+		// nothing is weakened; the caller just stops waiting for a write(2)
+		// it has no part in. Only a reply of known length is flushed early:
+		// one without would be switched to chunked encoding.
+		if rw.status != 0 && rw.Header().Get("Content-Length") != "" {
+			rw.Flush()
+		}
 	})
 }
 

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# bench/ab.sh [rounds] [seconds] [connections]
+#
+# Interleaved A/B of keybroker with every feature on (caller key, policy,
+# sliding-window limiter with room, audit to a file, metrics) against the
+# bare Go floor (bench/floor: httputil.ReverseProxy that sets one header)
+# and nginx, all in front of one stand-in vendor (bench/upstream) on
+# loopback. Each round runs wrk against each target in turn; the figures
+# are the medians of the per-round ratios, with their spread, so that the
+# drift of a shared machine cancels out. CPU time per request (from
+# /proc/PID/stat) is given for keybroker and the floor: it repeats better
+# than throughput on a small machine.
+#
+#   bench/ab.sh 7 3 64          plain http to the vendor (a sidecar's view)
+#   bench/ab-tls.sh 7 3 64      verified HTTPS, HTTP/2 offered: the production path
+#   FLOOR_H1=1 bench/ab-tls.sh  the floor on HTTP/1.1 over TLS instead of HTTP/2
+#
+# Run from a clone (no other checkout needed). Needs Go, wrk, nginx, curl,
+# python3, and openssl for the TLS run: apt-get install -y wrk nginx-light
+# openssl (stop the packaged nginx service; this script starts its own).
+# The caller key is made at run time; nothing here holds a usable key.
+# Work files go to KB_BENCH_DIR (default /tmp/kb-bench).
+set -u
+repo=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${1:-7}; secs=${2:-3}; conns=${3:-64}
+tls=${KB_BENCH_TLS:-}
+dir=${KB_BENCH_DIR:-/tmp/kb-bench}
+bin=$dir/bin
+for tool in go wrk nginx curl python3 ${tls:+openssl}; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is missing (Debian: apt-get install -y wrk nginx-light openssl curl python3)" >&2; exit 1; }
+done
+mkdir -p "$bin" "$dir/tls"
+(cd "$repo" && go build -o "$bin/upstream" ./bench/upstream && go build -o "$bin/floor" ./bench/floor &&
+  go build -o "$bin/keybroker" ./cmd/proxy) || { echo "bench: build failed" >&2; exit 1; }
+
+# The vendor credential (a stand-in's), and a caller key made now.
+echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
+auth="Basic a2V5OnNlY3JldA=="
+key=$("$bin/keybroker" hash-key | awk '/^key:/ {print $2}')
+sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key -stdin | awk '{print $2}')
+
+if [ -n "$tls" ]; then
+  t=$dir/tls
+  if [ ! -s "$t/cert.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench-ca \
+      -keyout "$t/ca.key" -out "$t/ca.pem" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout "$t/key.pem" -out "$t/req.pem" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$t/ext"
+    openssl x509 -req -in "$t/req.pem" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 30 -extfile "$t/ext" -out "$t/cert.pem" 2>/dev/null
+  fi
+  vport=18091 fport=18092 nport=18093 kport=18096 aport=19096
+  vendor="https://localhost:$vport"
+  upstream_args=(-cert "$t/cert.pem" -key "$t/key.pem")
+  floor_args=(-ca "$t/ca.pem" ${FLOOR_H1:+-h1})
+  egress="egress: {ca_file: \"$t/ca.pem\"}"
+  nginx_tls="proxy_ssl_server_name on; proxy_ssl_name localhost; proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $t/ca.pem; proxy_ssl_session_reuse on;"
+  scheme=https
+else
+  vport=18081 fport=18082 nport=18083 kport=18086 aport=19086
+  vendor="http://127.0.0.1:$vport"
+  upstream_args=() floor_args=() egress="" nginx_tls="" scheme=http
+fi
+
+cat > "$dir/keybroker.yaml" <<YAML
+# keybroker under load, every feature on (bench/ab.sh writes this file).
+listen: 127.0.0.1:$kport
+admin: {listen: "127.0.0.1:$aport"}
+upstreams:
+  - name: huntress
+    preset: huntress
+    url: $vendor
+    credential: {file: {path: "$dir/huntress.json"}}
+    rate_limit: {requests: 10000000, per: 1s, burst: 100000, max_wait: 1s}
+$egress
+callers:
+  - name: bench
+    key_sha256: $sum
+    allow: [{upstream: huntress, methods: [GET], paths: [/v1/**]}]
+audit: {path: "$dir/audit.log"}
+YAML
+cat > "$dir/nginx.conf" <<NGINX
+worker_processes 2;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/nginx-body; proxy_temp_path $dir/nginx-proxy;
+  fastcgi_temp_path $dir/nginx-fcgi; uwsgi_temp_path $dir/nginx-uwsgi; scgi_temp_path $dir/nginx-scgi;
+  upstream vendor { server 127.0.0.1:$vport; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nport;
+    location /huntress/ {
+      proxy_pass $scheme://vendor/;
+      proxy_http_version 1.1;
+      $nginx_tls
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "$auth";
+    }
+  }
+}
+NGINX
+
+rm -f "$dir/audit.log"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+"$bin/upstream" -addr "127.0.0.1:$vport" -want "$auth" "${upstream_args[@]}" & pids+=($!)
+"$bin/floor" -addr "127.0.0.1:$fport" -auth "$auth" -target "$vendor" "${floor_args[@]}" 2>/dev/null & floor=$!; pids+=($floor)
+nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
+"$bin/keybroker" serve -config "$dir/keybroker.yaml" >"$dir/kb.out" 2>"$dir/kb.err" & kb=$!; pids+=($kb)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null && break; sleep 0.2; done
+probe() { curl -s -o /dev/null -w "$1 probe: %{http_code}\n" "${@:2}"; }
+probe keybroker -H "Proxy-Authorization: Bearer $key" "http://127.0.0.1:$kport/huntress/v1/agents"
+probe floor "http://127.0.0.1:$fport/v1/agents"
+probe nginx "http://127.0.0.1:$nport/huntress/v1/agents"
+
+H=(-H "Authorization: $auth" -H "Proxy-Authorization: Bearer $key")
+thr=2; [ "$conns" -lt 2 ] && thr=1
+tck=$(getconf CLK_TCK)
+cpu() { [ -n "$1" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
+# one URL PID: requests/s, p50, requests, CPU ticks the process used
+one() {
+  local c0 c1 out
+  c0=$(cpu "$2")
+  out=$(wrk -t$thr -c"$conns" -d"${secs}s" --latency "${H[@]}" "$1" 2>&1 | awk '/Requests\/sec/ {r=$2} $1=="50%" {p=$2} / requests in / {n=$1} END {print r, p, n}')
+  c1=$(cpu "$2")
+  echo "$out $((c1 - c0))"
+}
+out=$dir/ab.$$
+: > "$out"
+targets=("floor=http://127.0.0.1:$fport/v1/agents=$floor" "keybroker=http://127.0.0.1:$kport/huntress/v1/agents=$kb"
+  "nginx=http://127.0.0.1:$nport/huntress/v1/agents=")
+[ -z "$tls" ] && targets=("direct=$vendor/v1/agents=" "${targets[@]}")
+for i in $(seq "$rounds"); do
+  line=""
+  for tg in "${targets[@]}"; do
+    name=${tg%%=*} rest=${tg#*=}
+    url=${rest%=*} pid=${rest##*=}
+    read -r r p n ticks < <(one "$url" "$pid")
+    line="$line $name $r $p $n $ticks"
+  done
+  echo "round $i:$line"; echo "$line" >> "$out"
+done
+python3 - "$out" "$conns" "$tck" "${tls:+https${FLOOR_H1:+ (floor on HTTP/1.1)}}" <<'PY'
+import sys, statistics as st
+def us(v):
+    for suf, f in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if v.endswith(suf): return float(v[:-len(suf)]) * f
+rows = []
+for l in open(sys.argv[1]):
+    f = l.split()
+    rows.append({f[i]: (float(f[i + 1]), us(f[i + 2]), float(f[i + 3]), float(f[i + 4])) for i in range(0, len(f), 5)})
+tck = float(sys.argv[3])
+def spread(xs):
+    xs = list(xs)
+    return f"{st.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+kf = [r["keybroker"][0] / r["floor"][0] for r in rows]
+kn = [r["keybroker"][0] / r["nginx"][0] for r in rows]
+p50 = {n: st.median(r[n][1] for r in rows) for n in ("floor", "keybroker", "nginx")}
+cpu = {n: st.median(r[n][3] / tck * 1e6 / r[n][2] for r in rows) for n in ("floor", "keybroker")}
+print(f"{sys.argv[4] or 'http'} c={sys.argv[2]}, {len(rows)} rounds, medians (min-max): keybroker/floor rps {spread(kf)}, keybroker/nginx rps {spread(kn)}")
+print(f"  p50: floor {p50['floor']:.0f} us, keybroker {p50['keybroker']:.0f} us, nginx {p50['nginx']:.0f} us"
+      + (f"; added over direct: floor {p50['floor'] - st.median(r['direct'][1] for r in rows):.0f} us, keybroker {p50['keybroker'] - st.median(r['direct'][1] for r in rows):.0f} us" if "direct" in rows[0] else ""))
+print(f"  CPU per request: floor {cpu['floor']:.0f} us, keybroker {cpu['keybroker']:.0f} us")
+PY
+rm -f "$out"
+echo "keybroker peak RSS (kB): $(grep VmHWM "/proc/$kb/status" | awk '{print $2}')"
