@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"strconv"
@@ -130,7 +131,7 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
-		Transport:      u.transport,
+		Transport:      noInformational{u.transport},
 		ModifyResponse: u.modifyResponse,
 		ErrorHandler:   u.errorHandler,
 		ErrorLog:       zap.NewStdLog(p.opts.Log.Named("reverseproxy")),
@@ -142,6 +143,29 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		// itself, and a reply of known length needs no timer.
 	}
 	return u
+}
+
+// noInformational sends a request without the client trace ReverseProxy
+// attaches to it. ReverseProxy's trace hands a vendor's 1xx replies (103
+// Early Hints, 102 Processing) straight to the caller, headers and all,
+// before ModifyResponse and so before the reply guard: a vendor could echo
+// the injected credential in one. Without a trace Go's transport reads and
+// drops them, and the caller gets only the guarded reply.
+type noInformational struct{ rt http.RoundTripper }
+
+func (n noInformational) RoundTrip(req *http.Request) (*http.Response, error) {
+	return n.rt.RoundTrip(req.WithContext(untraced{req.Context()}))
+}
+
+// untraced hides any httptrace.ClientTrace in its parent.
+type untraced struct{ context.Context }
+
+func (u untraced) Value(key any) any {
+	v := u.Context.Value(key)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return nil
+	}
+	return v
 }
 
 // NewDialer is how the proxy reaches up: its egress settings, and the
@@ -336,7 +360,7 @@ func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	// send path (and its hop-by-hop cleanup of the reply) does not run for
 	// it: the transport is called directly, the reply's hop-by-hop headers
 	// are removed here, and *resp is replaced in place by the new reply.
-	next, err := u.transport.RoundTrip(req)
+	next, err := noInformational{u.transport}.RoundTrip(req)
 	if err != nil {
 		return err
 	}

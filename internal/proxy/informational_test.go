@@ -1,0 +1,96 @@
+package proxy_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/vendortest"
+)
+
+// TestProxy_InformationalRepliesNeverReachTheCaller: a vendor's 1xx
+// replies (103 Early Hints, 102) come before its reply, and
+// httputil.ReverseProxy would pass them straight to the caller without
+// the reply guard. keybroker drops them, so a header that echoes the
+// injected credential in a 1xx never reaches the caller; the reply itself
+// arrives, guarded. Read over raw TCP, where a 1xx would be seen.
+func TestProxy_InformationalRepliesNeverReachTheCaller(t *testing.T) {
+	basic := base64.StdEncoding.EncodeToString([]byte(huntressKey + ":" + huntressSecret))
+	for _, https := range []bool{false, true} {
+		vendor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Basic "+basic {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			w.Header().Set("Link", "<https://cdn.example/x?sig="+huntressSecret+">; rel=preload")
+			w.Header().Set("X-Echo", "Basic "+basic)
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+			w.Header().Del("X-Echo")
+			w.WriteHeader(http.StatusProcessing)
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"account":{"id":1}}`)
+		}))
+		opts := harnessOpts{}
+		if https {
+			ca := vendorCA(t, vendor)
+			vendor.EnableHTTP2 = true
+			vendor.StartTLS()
+			opts.huntressURL = "https://localhost:" + portOf(vendor.Listener.Addr())
+			opts.topYAML = "egress: {ca_file: \"" + ca + "\"}\n"
+		} else {
+			vendor.Start()
+			opts.huntressURL = vendor.URL
+		}
+		t.Cleanup(vendor.Close)
+		h := newHarness(t, opts)
+		c, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /huntress/v1/account HTTP/1.1\r\nHost: kb\r\nProxy-Authorization: Bearer "+soarKey+"\r\nConnection: close\r\n\r\n")
+		raw, _ := io.ReadAll(bufio.NewReader(c))
+		c.Close()
+		got := string(raw)
+		if !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.Contains(got, `{"account":{"id":1}}`) {
+			t.Errorf("https=%v: the caller got:\n%s", https, got)
+		}
+		for _, leak := range []string{"103", "102 Processing", huntressSecret, basic, "cdn.example"} {
+			if strings.Contains(got, leak) {
+				t.Errorf("https=%v: the caller's bytes hold %q:\n%s", https, leak, got)
+			}
+		}
+	}
+}
+
+// vendorCA gives vendor a certificate for localhost from a fresh test CA
+// and returns the CA file for egress.ca_file.
+func vendorCA(t *testing.T, vendor *httptest.Server) string {
+	t.Helper()
+	ca, err := vendortest.NewCA("keybroker test vendor CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Leaf([]string{"localhost"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendor.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := ca.WriteFile(file); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+func portOf(a net.Addr) string { return strconv.Itoa(a.(*net.TCPAddr).Port) }
