@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,3 +193,162 @@ func TestTransport_VendorSilentPastTheTimeoutIs504(t *testing.T) {
 		t.Errorf("the vendor saw %v on %d connections; want both calls, the timed-out connection not reused", paths, conns)
 	}
 }
+
+// A vendor may close a kept-alive connection at any time without saying
+// so. The next call must still succeed, on a new connection, and the
+// vendor must see each request once.
+func TestTransport_ConnectionTheVendorClosedIsNotUsed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(c net.Conn)
+	}{
+		{"close", func(c net.Conn) { c.Close() }},
+		{"reset", func(c net.Conn) { tcpOf(c).SetLinger(0); c.Close() }},
+		{"half-close", func(c net.Conn) { tcpOf(c).CloseWrite() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool {
+				answer(c, req)
+				tc.close(c)
+				return false
+			})
+			h := v.harness(t, "")
+			for i := 0; i < 10; i++ {
+				if i%3 == 2 {
+					time.Sleep(20 * time.Millisecond) // the close has surely arrived
+				}
+				path := fmt.Sprintf("/v1/agents/%d", i)
+				resp, body := h.do("GET", "/huntress"+path, nil, bearer(soarKey))
+				if resp.StatusCode != 200 || body != fmt.Sprintf(`{"path":%q}`, path) {
+					t.Fatalf("call %d: %d %s", i, resp.StatusCode, body)
+				}
+			}
+			reqs, conns := v.seen()
+			if len(reqs) != 10 || conns != 10 {
+				t.Errorf("vendor saw %d requests on %d connections, want 10 on 10: %v", len(reqs), conns, reqs)
+			}
+		})
+	}
+}
+
+// Bytes a vendor sends that answer no request (a second reply, pipelined
+// junk) must never be read as the reply to the next caller's request: that
+// caller could be handed data its policy never allowed it to ask for.
+func TestTransport_UnsolicitedRepliesNeverReachTheNextCaller(t *testing.T) {
+	smuggled := func(c net.Conn) {
+		body := `{"path":"/v1/secret-of-another-caller"}`
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	for _, tc := range []struct {
+		name  string
+		after func(c net.Conn)
+	}{
+		{"in the same write", func(c net.Conn) {}},
+		{"a moment later", func(c net.Conn) { time.Sleep(30 * time.Millisecond); smuggled(c) }},
+		{"one byte later", func(c net.Conn) { time.Sleep(30 * time.Millisecond); c.Write([]byte("H")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			written := make(chan struct{}) // the unsolicited bytes are sent
+			v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool {
+				if n == 1 && tc.name == "in the same write" {
+					defer close(written)
+					var b bytes.Buffer
+					body := fmt.Sprintf(`{"path":%q}`, req.URL.Path)
+					fmt.Fprintf(&b, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+					body = `{"path":"/v1/secret-of-another-caller"}`
+					fmt.Fprintf(&b, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+					c.Write(b.Bytes())
+					return true
+				}
+				answer(c, req)
+				if n == 1 {
+					tc.after(c)
+					close(written)
+				}
+				return true
+			})
+			h := v.harness(t, "")
+			resp, body := h.do("GET", "/huntress/v1/agents/1", nil, bearer(soarKey))
+			if resp.StatusCode != 200 || !strings.Contains(body, "/v1/agents/1") {
+				t.Fatalf("first call: %d %s", resp.StatusCode, body)
+			}
+			<-written
+			time.Sleep(10 * time.Millisecond) // on loopback they are there at once
+			resp, body = h.do("GET", "/huntress/v1/agents/2", nil, bearer(siemKey))
+			if resp.StatusCode != 200 || body != `{"path":"/v1/agents/2"}` {
+				t.Fatalf("second caller got %d %s, want its own reply", resp.StatusCode, body)
+			}
+			if _, conns := v.seen(); conns != 2 {
+				t.Errorf("the connection with unsolicited bytes was used again (%d connections)", conns)
+			}
+		})
+	}
+}
+
+// A reply head over Go's transport's 10 MiB bound is a 502, not memory.
+func TestTransport_OversizedReplyHeadIsRefused(t *testing.T) {
+	v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		filler := "X-Filler: " + strings.Repeat("f", 1000) + "\r\n"
+		for i := 0; i < 11000; i++ { // 11 MB of headers: over Go's 10 MiB
+			if _, err := io.WriteString(c, filler); err != nil {
+				return false
+			}
+		}
+		io.WriteString(c, "Content-Length: 0\r\n\r\n")
+		return false
+	})
+	h := v.harness(t, "")
+	resp, body := h.do("GET", "/huntress/v1/agents", nil, bearer(soarKey))
+	contractError(t, resp, body, http.StatusBadGateway, "upstream_unreachable")
+}
+
+// keybroker asks the vendor for gzip (Go's transport does) and decodes it,
+// so that links in the reply can be rewritten; Huntress's replies
+// therefore reach the caller plain, whatever it accepts.
+func TestTransport_GzipIsAskedForAndDecoded(t *testing.T) {
+	plain := `{"agents":[{"id":1}],"pagination":{}}`
+	var mu sync.Mutex
+	var asked []string
+	v := newRawVendor(t, func(n int, req *http.Request, c net.Conn) bool {
+		mu.Lock()
+		asked = append(asked, req.Header.Get("Accept-Encoding"))
+		mu.Unlock()
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		io.WriteString(zw, plain)
+		zw.Close()
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", z.Len())
+		c.Write(z.Bytes())
+		return true
+	})
+	h := v.harness(t, "")
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	for _, ae := range []string{"", "gzip", "br"} {
+		req, _ := http.NewRequest("GET", h.srv.URL+"/huntress/v1/agents", nil)
+		req.Header.Set("Proxy-Authorization", "Bearer "+soarKey)
+		if ae != "" {
+			req.Header.Set("Accept-Encoding", ae)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(raw) != plain || resp.Header.Get("Content-Encoding") != "" {
+			t.Errorf("Accept-Encoding %q: %d %q (Content-Encoding %q)", ae, resp.StatusCode, raw, resp.Header.Get("Content-Encoding"))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(asked, ",") != "gzip,gzip,gzip" {
+		t.Errorf("vendor was asked for %q", asked)
+	}
+	if _, conns := v.seen(); conns != 1 {
+		t.Errorf("%d connections, want 1 (a decoded reply gives its connection back)", conns)
+	}
+}
+
+// tcpOf is the TCP connection under the vendor's TLS.
+func tcpOf(c net.Conn) *net.TCPConn { return c.(*tls.Conn).NetConn().(*net.TCPConn) }
