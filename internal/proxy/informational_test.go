@@ -77,6 +77,15 @@ func TestProxy_InformationalRepliesNeverReachTheCaller(t *testing.T) {
 // and returns the CA file for egress.ca_file.
 func vendorCA(t *testing.T, vendor *httptest.Server) string {
 	t.Helper()
+	leaf, file := vendorLeaf(t)
+	vendor.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
+	return file
+}
+
+// vendorLeaf is a certificate for localhost from a fresh test CA, and the
+// CA file that trusts it (for egress.ca_file).
+func vendorLeaf(t *testing.T) (tls.Certificate, string) {
+	t.Helper()
 	ca, err := vendortest.NewCA("keybroker test vendor CA")
 	if err != nil {
 		t.Fatal(err)
@@ -85,12 +94,11 @@ func vendorCA(t *testing.T, vendor *httptest.Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vendor.TLS = &tls.Config{Certificates: []tls.Certificate{leaf}}
 	file := filepath.Join(t.TempDir(), "ca.pem")
 	if err := ca.WriteFile(file); err != nil {
 		t.Fatal(err)
 	}
-	return file
+	return leaf, file
 }
 
 func portOf(a net.Addr) string { return strconv.Itoa(a.(*net.TCPAddr).Port) }

@@ -11,14 +11,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/keybroker/keybroker/internal/vendortest"
 )
 
 // rawVendor is a Huntress stand-in that writes its replies by hand over
@@ -39,18 +36,7 @@ type rawVendor struct {
 
 func newRawVendor(t *testing.T, reply func(n int, req *http.Request, c net.Conn) bool) *rawVendor {
 	t.Helper()
-	ca, err := vendortest.NewCA("keybroker test vendor CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Leaf([]string{"localhost"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := ca.WriteFile(caFile); err != nil {
-		t.Fatal(err)
-	}
+	leaf, caFile := vendorLeaf(t)
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
