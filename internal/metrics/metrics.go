@@ -60,6 +60,7 @@ type Metrics struct {
 	inflight      prometheus.Gauge
 	refreshErrors *prometheus.CounterVec
 	tlsFailures   *prometheus.CounterVec
+	linksDropped  *prometheus.CounterVec
 	// requestSeries caches keybroker_requests_total's children by
 	// requestKey (bounded: every label takes configured names or a
 	// fixed set), copied on the rare write so that a call only reads.
@@ -109,7 +110,9 @@ func New(upstreams, callers []string, st State) *Metrics {
 		Help: "Failed credential reads from their source."}, []string{"upstream"})
 	m.tlsFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_tls_handshake_failures_total",
 		Help: "Failed TLS handshakes with vendors, by upstream and reason (unknown_authority, expired, name_mismatch, timeout, ...)."}, []string{"upstream", "reason"})
-	m.reg.MustRegister(m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+	m.linksDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_links_dropped_total",
+		Help: "JSON link fields replaced by null because they pointed away from the upstream."}, []string{"upstream"})
+	m.reg.MustRegister(m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.SetNames(upstreams, callers)
 	return m
@@ -334,6 +337,11 @@ func (c *stateCollector) upstreams() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// LinkDropped counts a JSON link field the reply guard replaced by null.
+func (m *Metrics) LinkDropped(upstream string) {
+	m.linksDropped.WithLabelValues(bounded(upstream, m.names.Load().upstreams)).Inc()
 }
 
 // TLSHandshakeFailed counts a failed TLS handshake with a vendor.

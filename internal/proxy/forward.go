@@ -117,8 +117,12 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	for _, h := range append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], slot.Headers...) {
 		u.stripHeaders[http.CanonicalHeaderKey(h)] = true
 	}
-	u.guard = reply.NewGuard(reply.Options{Upstream: cfg.Name, Target: cfg.Target, CredentialParams: slot.Params,
-		Links: cfg.RewriteLinks, Log: p.opts.Log})
+	ro := reply.Options{Upstream: cfg.Name, Target: cfg.Target, CredentialParams: slot.Params,
+		Links: cfg.RewriteLinks, Log: p.opts.Log}
+	if o, ok := p.opts.Observer.(LinkObserver); ok {
+		ro.LinkDropped = func() { o.LinkDropped(cfg.Name) }
+	}
+	u.guard = reply.NewGuard(ro)
 
 	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
 		u.dialer, u.transport = prev.dialer, prev.transport
@@ -184,6 +188,12 @@ func NewDialer(up Upstream, creds Credentials) *egress.Dialer {
 		}
 	}
 	return d
+}
+
+// LinkObserver, when the Observer implements it, is told of every JSON
+// link field the reply guard replaced by null, by upstream.
+type LinkObserver interface {
+	LinkDropped(upstream string)
 }
 
 // TLSObserver, when the Observer implements it, is told of failed TLS
@@ -283,9 +293,8 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		u.vendorThrottled(resp, c)
 	}
 	u.cleanReply(resp)
-	u.guard.Guard(resp, reply.Call{RequestID: c.id, Origin: reply.OriginOf(c.in), Leaks: u.leakValues(c.cred),
+	return u.guard.Guard(resp, reply.Call{RequestID: c.id, Origin: reply.OriginOf(c.in), Leaks: u.leakValues(c.cred),
 		Head: c.in.Method == http.MethodHead})
-	return nil
 }
 
 // cleanReply keeps vendor session state and keybroker's own markers out of
@@ -401,6 +410,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	var eg *egress.Error
 	c.ticket.Release(!errors.As(err, &eg) && !isDial(err))
 	var tooBig *http.MaxBytesError
+	var badEncoding *reply.EncodingError
 	switch {
 	case r.Context().Err() != nil:
 		// outcome() records the call as cancelled.
@@ -412,6 +422,9 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	case c.bodyTimedOut.Load():
 		fail(w, c, CodeBadRequest, msgBodyTimeout)
 		return
+	case errors.As(err, &badEncoding):
+		u.logTransport(c, err)
+		fail(w, c, CodeUpstreamUnreachable, badEncoding.Error())
 	case errors.As(err, &eg):
 		u.p.opts.Log.Warn("could not reach the vendor", zap.String("request_id", c.id), zap.String("upstream", u.cfg.Name),
 			zap.String("phase", eg.Phase), zap.String("reason", eg.Reason), zap.Error(eg.Err))

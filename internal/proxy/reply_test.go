@@ -181,9 +181,11 @@ func TestReply_PaginationLinksLeadBackThroughKeybroker(t *testing.T) {
 	}
 
 	h := newHarness(t, harnessOpts{})
-	for path, want := range map[string]string{
+	// A link away from the upstream is dropped (null): a drop-in client
+	// must never be handed a URL that is not keybroker's.
+	for path, want := range map[string]any{
 		"/rogue/page":      "http://kb.local/rogue/v1/things?page=2",
-		"/rogue/page-away": "https://elsewhere.example/v1/things?page=2",
+		"/rogue/page-away": nil,
 	} {
 		resp, body := h.getAs(path, "kb.local", nil)
 		var doc struct {
@@ -192,8 +194,8 @@ func TestReply_PaginationLinksLeadBackThroughKeybroker(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &doc); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		if got := doc.Pagination["next_page_url"]; got != want {
-			t.Errorf("%s: next_page_url %v, want %s", path, got, want)
+		if got, ok := doc.Pagination["next_page_url"]; !ok || got != want {
+			t.Errorf("%s: next_page_url %v, want %v", path, got, want)
 		}
 		if resp.Header.Get("Content-Length") != strconv.Itoa(len(body)) {
 			t.Errorf("%s: Content-Length %s for %d bytes", path, resp.Header.Get("Content-Length"), len(body))
@@ -201,9 +203,10 @@ func TestReply_PaginationLinksLeadBackThroughKeybroker(t *testing.T) {
 	}
 }
 
-// TestReply_LargeOrNonJSONRepliesStreamUntouched: only JSON up to 8 MiB is
-// rewritten; anything else passes byte for byte.
-func TestReply_LargeOrNonJSONRepliesStreamUntouched(t *testing.T) {
+// TestReply_LinksAreRewrittenAtAnySizeAndWhateverTheContentType: a JSON
+// reply larger than any buffer, and one labelled text/plain, get their
+// link rewritten all the same; every other byte is the vendor's.
+func TestReply_LinksAreRewrittenAtAnySizeAndWhateverTheContentType(t *testing.T) {
 	var big bytes.Buffer
 	big.WriteString(`{"agents":[`)
 	for i := 0; big.Len() < 9<<20; i++ {
@@ -222,18 +225,25 @@ func TestReply_LargeOrNonJSONRepliesStreamUntouched(t *testing.T) {
 		case "/v1/text":
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write([]byte(`{` + link))
+		case "/v1/plain":
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = w.Write([]byte("not json: " + vendorURL + "/v1/agents"))
 		}
 	}))
 	defer vendor.Close()
 	vendorURL = vendor.URL
 	h := newHarness(t, harnessOpts{huntressURL: vendor.URL})
 	_, body := h.getAs("/huntress/v1/big", "kb.local", nil)
-	if len(body) != big.Len()+len(`],"pagination":{"next_page_url":"`+vendor.URL+`/v1/agents?page_token=x"}}`) ||
-		!strings.HasSuffix(body, vendor.URL+`/v1/agents?page_token=x"}}`) {
-		t.Errorf("a %d-byte reply was altered (got %d bytes)", big.Len(), len(body))
+	want := big.String() + `],"pagination":{"next_page_url":"http://kb.local/huntress/v1/agents?page_token=x"}}`
+	if body != want {
+		t.Errorf("a %d-byte reply: got %d bytes ending %q, want its link rewritten and nothing else changed", big.Len(), len(body), body[max(0, len(body)-120):])
 	}
 	_, body = h.getAs("/huntress/v1/text", "kb.local", nil)
-	if !strings.Contains(body, vendor.URL+"/v1/agents") {
-		t.Errorf("a text/plain reply was altered: %s", body)
+	if body != `{"pagination":{"next_page_url":"http://kb.local/huntress/v1/agents?page_token=x"}}` {
+		t.Errorf("a text/plain JSON reply: %s", body)
+	}
+	_, body = h.getAs("/huntress/v1/plain", "kb.local", nil)
+	if body != "not json: "+vendor.URL+"/v1/agents" {
+		t.Errorf("a reply that is not JSON was altered: %s", body)
 	}
 }

@@ -1,93 +1,158 @@
 package reply
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
-	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-
-	"go.uber.org/zap"
 )
 
-// maxLinkRewrite bounds the JSON replies whose links are rewritten (after
-// decompression). Larger replies, and replies that are not JSON, stream to
-// the caller untouched.
-const maxLinkRewrite = 8 << 20
+// body rewrites the link fields the upstream names (rewrite_links) in a
+// JSON reply, so that a client following pagination.next_page_url comes
+// back through keybroker instead of sending its key to the vendor. Any
+// reply is read as JSON if it parses as JSON, whatever its Content-Type,
+// in whatever size: a small reply of known length is read whole (and only
+// tokenized when it holds a link key's name or a \u escape), any other is
+// rewritten as it streams, in bounded memory. A rewritten reply goes to
+// the caller uncompressed. A reply in an encoding keybroker cannot read is
+// an error (the caller gets 502): keybroker asks for gzip or identity
+// only, so only a misbehaving vendor sends one.
+func (g *Guard) body(resp *http.Response, c Call) error {
+	if len(g.links) == 0 || resp.Body == nil || resp.Body == http.NoBody || c.Head {
+		return nil
+	}
+	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	switch enc {
+	case "", "identity", "gzip", "x-gzip", "deflate":
+	default:
+		resp.Body.Close()
+		return &EncodingError{Upstream: g.o.Upstream, Encoding: enc}
+	}
+	fn := func(field, value string) (string, bool) { return g.jsonLink(field, value, resp.Request.URL, c) }
+	if n := resp.ContentLength; n >= 0 && n <= maxPooledBody && (enc == "" || enc == "identity") {
+		g.small(resp, fn)
+		return nil
+	}
+	g.stream(resp, enc, fn)
+	return nil
+}
 
-// body rewrites the link fields the upstream names
-// (rewrite_links) in a JSON reply, so that a client following
-// pagination.next_page_url comes back through keybroker instead of sending
-// its key to the vendor. The body is read into memory only when it is
-// JSON, in an encoding keybroker can read (identity, gzip, deflate) and at
-// most maxLinkRewrite long; a rewritten body is sent uncompressed with its
-// Content-Length fixed up. Anything else is passed on byte for byte.
-func (g *Guard) body(resp *http.Response, c Call) {
-	if len(g.links) == 0 || resp.Body == nil || resp.Body == http.NoBody || !isJSON(resp.Header.Get("Content-Type")) ||
-		resp.ContentLength > maxLinkRewrite || c.Head {
+// small handles an uncompressed reply of known length up to maxPooledBody:
+// read into a pooled buffer (handed back when the caller's copy is
+// closed), and rewritten in memory when it holds something to rewrite.
+// One that is not JSON goes on as it came. (A compressed one streams: its
+// size once decompressed is not known.)
+func (g *Guard) small(resp *http.Response, fn func(field, value string) (string, bool)) {
+	pb := g.bodies.Get().(*pooledBody)
+	pb.reset(int(resp.ContentLength), &g.bodies)
+	if _, err := io.ReadFull(resp.Body, pb.buf); err != nil {
+		resp.Body = readCloser{io.MultiReader(bytes.NewReader(pb.buf), resp.Body), resp.Body}
 		return
 	}
-	enc := resp.Header.Get("Content-Encoding")
-	if enc != "" {
-		enc = strings.ToLower(strings.TrimSpace(enc))
-	}
-	if enc != "" && enc != "identity" && enc != "gzip" && enc != "x-gzip" && enc != "deflate" {
-		g.o.Log.Warn("links not rewritten: reply in an encoding keybroker cannot read",
-			zap.String("request_id", c.RequestID), zap.String("upstream", g.o.Upstream), zap.String("content_encoding", enc))
+	resp.Body.Close()
+	resp.Body = pb
+	plain := pb.buf
+	if !startsLikeJSON(plain) || (!containsAnyKey(plain, g.linkKeys) && !bytes.Contains(plain, []byte(`\u`))) {
 		return
 	}
-	var raw []byte
-	if n := resp.ContentLength; n >= 0 && n <= maxPooledBody {
-		// The common case, a small reply of known length: read into a
-		// pooled buffer, handed back when the caller's copy is closed.
-		pb := g.bodies.Get().(*pooledBody)
-		pb.reset(int(n), &g.bodies)
-		if _, err := io.ReadFull(resp.Body, pb.buf); err != nil {
-			resp.Body = readCloser{io.MultiReader(bytes.NewReader(pb.buf), resp.Body), resp.Body}
-			return
-		}
-		resp.Body.Close()
-		resp.Body, raw = pb, pb.buf
-	} else {
-		var err error
-		raw, err = io.ReadAll(io.LimitReader(resp.Body, maxLinkRewrite+1))
-		if err != nil || len(raw) > maxLinkRewrite {
-			// Too large, or broken: hand on what was read and the rest as is.
-			resp.Body = readCloser{io.MultiReader(bytes.NewReader(raw), resp.Body), resp.Body}
-			return
-		}
-		resp.Body.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(raw))
-	}
-
-	plain, err := decode(raw, enc)
-	if err != nil {
-		return // not readable as its encoding says: pass it on as it came
-	}
-	if !containsAnyKey(plain, g.linkKeys) {
-		return // no link field in it: nothing to rewrite
-	}
-	out, changed, err := rewriteJSONStrings(plain, g.links, func(s string) (string, bool) {
-		return g.link(s, resp.Request.URL, c)
-	})
-	if err != nil || !changed {
+	out, ok := rewriteAll(plain, g.links, fn)
+	if !ok || bytes.Equal(out, plain) {
 		return
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(out))
 	resp.ContentLength = int64(len(out))
 	h := resp.Header
 	h.Set("Content-Length", strconv.Itoa(len(out)))
+	uncompressed(resp)
+}
+
+// stream rewrites a reply of unknown or large size as it goes to the
+// caller. Its length is not known in advance, so it goes without one.
+func (g *Guard) stream(resp *http.Response, enc string, fn func(field, value string) (string, bool)) {
+	body := resp.Body
+	var r io.Reader = body
+	switch enc {
+	case "gzip", "x-gzip":
+		r = &lazyReader{open: func() (io.Reader, error) { return gzip.NewReader(body) }}
+	case "deflate":
+		r = &lazyReader{open: func() (io.Reader, error) { return zlib.NewReader(body) }}
+	}
+	resp.Body = readCloser{&sniffReader{r: r, links: g.links, fn: fn}, body}
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	uncompressed(resp)
+}
+
+// uncompressed marks resp as the plain, changed body it now is.
+func uncompressed(resp *http.Response) {
+	h := resp.Header
 	h.Del("Content-Encoding")
 	h.Del("Transfer-Encoding")
 	h.Del("Etag") // the body changed
 	h.Del("Content-Md5")
 	resp.TransferEncoding = nil
 	resp.Uncompressed = true
+}
+
+// lazyReader opens its decompressor at the first Read, so that a vendor
+// slow to send its body holds up the copy, not ModifyResponse.
+type lazyReader struct {
+	open func() (io.Reader, error)
+	r    io.Reader
+}
+
+func (l *lazyReader) Read(p []byte) (int, error) {
+	if l.r == nil {
+		r, err := l.open()
+		if err != nil {
+			return 0, err
+		}
+		l.r = r
+	}
+	return l.r.Read(p)
+}
+
+// sniffReader looks at a streamed reply's first bytes: one that opens an
+// object or an array is rewritten as JSON (linkStream), anything else
+// passes on as it is.
+type sniffReader struct {
+	r     io.Reader
+	links [][]string
+	fn    func(field, value string) (string, bool)
+	out   io.Reader
+}
+
+func (s *sniffReader) Read(p []byte) (int, error) {
+	if s.out == nil {
+		br := bufio.NewReaderSize(s.r, 4<<10)
+		for {
+			b, err := br.Peek(br.Buffered() + 1)
+			if rest := strings.TrimLeft(string(b), " \t\r\n"); rest != "" || err != nil {
+				if rest != "" && (rest[0] == '{' || rest[0] == '[') {
+					s.out = newLinkStream(br, s.links, s.fn)
+				} else {
+					s.out = br
+				}
+				break
+			}
+		}
+	}
+	return s.out.Read(p)
+}
+
+// EncodingError is a reply in a content encoding keybroker cannot read,
+// on an upstream whose replies it must read (rewrite_links).
+type EncodingError struct {
+	Upstream, Encoding string
+}
+
+func (e *EncodingError) Error() string {
+	return "upstream " + strconv.Quote(e.Upstream) + " replied in an encoding keybroker cannot read (" + e.Encoding + ")"
 }
 
 type readCloser struct {
@@ -138,153 +203,4 @@ func containsAnyKey(doc []byte, keys [][]byte) bool {
 		}
 	}
 	return false
-}
-
-// isJSON reports whether a Content-Type is JSON (application/json or any
-// +json type), without parsing parameters: it runs on every reply.
-func isJSON(ct string) bool {
-	mt, _, _ := strings.Cut(ct, ";")
-	mt = strings.TrimSpace(mt)
-	return strings.EqualFold(mt, "application/json") || (len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json"))
-}
-
-func decode(raw []byte, enc string) ([]byte, error) {
-	var r io.ReadCloser
-	var err error
-	switch enc {
-	case "", "identity":
-		return raw, nil
-	case "gzip", "x-gzip":
-		r, err = gzip.NewReader(bytes.NewReader(raw))
-	case "deflate":
-		r, err = zlib.NewReader(bytes.NewReader(raw))
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	out, err := io.ReadAll(io.LimitReader(r, maxLinkRewrite+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(out) > maxLinkRewrite {
-		return nil, errors.New("decompressed reply over the rewrite bound")
-	}
-	return out, nil
-}
-
-// rewriteJSONStrings replaces the string values found at any of paths
-// (each a list of object keys; arrays on the way are walked) with what fn
-// returns, editing the document in place so that every other byte stays as
-// the vendor sent it. fn's ok false replaces the value with null. It
-// reports whether anything changed. Callers look for the keys first
-// (containsAnyKey): parsing is the slow part.
-func rewriteJSONStrings(doc []byte, paths [][]string, fn func(string) (string, bool)) ([]byte, bool, error) {
-	type frame struct {
-		obj     bool
-		wantKey bool
-		key     string
-	}
-	type edit struct {
-		start, end int
-		val        []byte
-	}
-	var (
-		stack []frame
-		edits []edit
-	)
-	atPath := func() bool {
-		for _, p := range paths {
-			i := 0
-			ok := true
-			for _, f := range stack {
-				if !f.obj {
-					continue
-				}
-				if i >= len(p) || f.key != p[i] {
-					ok = false
-					break
-				}
-				i++
-			}
-			if ok && i == len(p) {
-				return true
-			}
-		}
-		return false
-	}
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1].obj {
-			stack[n-1].wantKey = true
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	for {
-		before := int(dec.InputOffset())
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				valueDone()
-				continue
-			}
-			stack[n-1].key, _ = tok.(string)
-			stack[n-1].wantKey = false
-			continue
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				stack = append(stack, frame{obj: true, wantKey: true})
-			case '[':
-				stack = append(stack, frame{})
-			case ']':
-				stack = stack[:len(stack)-1]
-				valueDone()
-			}
-			continue
-		case string:
-			if atPath() {
-				nv, ok := fn(t)
-				if !ok || nv != t {
-					start := before + bytes.IndexByte(doc[before:], '"')
-					enc := []byte("null")
-					if ok {
-						enc = encodeString(nv)
-					}
-					edits = append(edits, edit{start: start, end: int(dec.InputOffset()), val: enc})
-				}
-			}
-		}
-		valueDone()
-	}
-	if len(edits) == 0 {
-		return doc, false, nil
-	}
-	var b bytes.Buffer
-	b.Grow(len(doc) + 64*len(edits))
-	last := 0
-	for _, e := range edits {
-		b.Write(doc[last:e.start])
-		b.Write(e.val)
-		last = e.end
-	}
-	b.Write(doc[last:])
-	return b.Bytes(), true, nil
-}
-
-func encodeString(s string) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }

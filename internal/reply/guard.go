@@ -31,9 +31,11 @@ type Options struct {
 	// Links are the JSON reply fields holding links (rewrite_links: dotted
 	// object keys, arrays on the way walked).
 	Links []string
-	// Log gets a line for each header dropped and each body left alone
-	// (names, never values). Nil: no log.
+	// Log gets a line for each header and link dropped (names, never
+	// values). Nil: no log.
 	Log *zap.Logger
+	// LinkDropped, when set, is called for each link field replaced by null.
+	LinkDropped func()
 }
 
 // Guard guards one upstream's replies. It is safe for concurrent use.
@@ -93,10 +95,12 @@ func OriginOf(r *http.Request) Origin {
 }
 
 // Guard makes resp safe to hand the caller: its headers, then its body's
-// links. resp.Request is the request sent to the vendor.
-func (g *Guard) Guard(resp *http.Response, c Call) {
+// links. resp.Request is the request sent to the vendor. An error (a
+// reply keybroker cannot read, *EncodingError) means the reply must not
+// be passed on.
+func (g *Guard) Guard(resp *http.Response, c Call) error {
 	g.headers(resp, c)
-	g.body(resp, c)
+	return g.body(resp, c)
 }
 
 // linkHeaders are reply headers that hold a URL the caller may follow.
