@@ -45,6 +45,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCleanPath -fuzztime $(FUZZTIME) ./internal/proxy
 	$(GO) test -run '^$$' -fuzz FuzzConfig -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz FuzzLinkStream -fuzztime $(FUZZTIME) ./internal/reply
 
 ## demo: the whole flow offline: Vault, fake vendors, keybroker, two callers, a rotation
 demo: build $(VAULTDEV)

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	metrics2 "runtime/metrics"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,14 +162,44 @@ callers:
 // keybroker and reports the peak heap growth while it flows (DESIGN: under
 // 16 MiB) and the throughput.
 func BenchmarkProxy_Stream512MiB(b *testing.B) {
-	const size = 512 << 20
 	chunk := bytes.Repeat([]byte("x"), 1<<20)
-	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for i := 0; i < size/len(chunk); i++ {
+	streamBench(b, func(w io.Writer, vendorURL string) {
+		for i := 0; i < streamSize/len(chunk); i++ {
 			_, _ = w.Write(chunk)
 		}
+	}, func(n int64, tail []byte) bool { return n == streamSize })
+}
+
+// BenchmarkProxy_StreamJSON512MiB streams a 512 MiB JSON reply whose link
+// field comes last: every byte is tokenized, the link is rewritten, and
+// the heap must stay small.
+func BenchmarkProxy_StreamJSON512MiB(b *testing.B) {
+	item := []byte(`{"id":12345,"hostname":"` + strings.Repeat("h", 100) + `","os":"Windows"},`)
+	streamBench(b, func(w io.Writer, vendorURL string) {
+		_, _ = io.WriteString(w, `{"agents":[`)
+		for n := 0; n < streamSize-len(item); n += len(item) {
+			_, _ = w.Write(item)
+		}
+		_, _ = io.WriteString(w, `{"id":0}],"pagination":{"next_page_url":"`+vendorURL+`/v1/agents?page_token=Mg"}}`)
+	}, func(n int64, tail []byte) bool {
+		return n > streamSize-1000 && bytes.HasSuffix(tail, []byte(`"next_page_url":"http://kb.bench/v/v1/agents?page_token=Mg"}}`))
+	})
+}
+
+const streamSize = 512 << 20
+
+// streamBench sends each reply write writes through keybroker (the
+// Huntress preset: its replies are read for links) and reports the peak
+// heap growth while it flows and the throughput; ok checks the length and
+// the last bytes the caller got.
+func streamBench(b *testing.B, write func(w io.Writer, vendorURL string), ok func(n int64, tail []byte) bool) {
+	var vendorURL string
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		write(w, vendorURL)
 	}))
 	defer vendor.Close()
+	vendorURL = vendor.URL
 	dir := b.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
 		b.Fatal(err)
@@ -187,7 +218,7 @@ func BenchmarkProxy_Stream512MiB(b *testing.B) {
 	kb := httptest.NewServer(p)
 	defer kb.Close()
 
-	b.SetBytes(size)
+	b.SetBytes(streamSize)
 	b.ReportAllocs()
 	peak := 0.0
 	for i := 0; i < b.N; i++ {
@@ -207,19 +238,33 @@ func BenchmarkProxy_Stream512MiB(b *testing.B) {
 				}
 			}
 		}()
-		resp, err := http.Get(kb.URL + "/v/big")
+		req, _ := http.NewRequest("GET", kb.URL+"/v/v1/agents", nil)
+		req.Host = "kb.bench"
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}
-		n, _ := io.Copy(io.Discard, resp.Body)
+		tail := &tailWriter{}
+		n, _ := io.Copy(tail, resp.Body)
 		resp.Body.Close()
 		close(stop)
 		peak = max(peak, <-done)
-		if n != size {
-			b.Fatalf("%d bytes", n)
+		if !ok(n, tail.b) {
+			b.Fatalf("%d bytes, ending %q", n, tail.b)
 		}
 	}
 	b.ReportMetric(peak/(1<<20), "peak-heap-growth-MiB")
+}
+
+// tailWriter keeps the last KiB written to it.
+type tailWriter struct{ b []byte }
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 1024 {
+		t.b = append(t.b[:0], t.b[len(t.b)-1024:]...)
+	}
+	return len(p), nil
 }
 
 func heapBytes() float64 {

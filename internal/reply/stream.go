@@ -26,45 +26,99 @@ type linkStream struct {
 	src   *teeReader
 	match func(ptr jsontext.Pointer) (field string, ok bool)
 	fn    func(field, value string) (string, bool)
+	// keys are the link paths' last names; levels, one per open object or
+	// array, say whether it is an array and whether the object's last
+	// name read is one of keys. Only a string under such a name has its
+	// pointer built and matched: most values are passed by without a
+	// single allocation.
+	keys   []string
+	levels []level
 
-	out  []byte // ready to hand on
-	done bool
-	err  error
+	out   []byte // ready to hand on, from outAt
+	outAt int
+	done  bool
+	err   error
 }
 
 // teeReader keeps every byte the decoder reads, from the offset base on,
 // so that the document's own bytes are what is handed on.
 type teeReader struct {
-	r    io.Reader
-	raw  []byte // input bytes from base on
-	base int64
+	r     io.Reader
+	buf   []byte // buf[start:] are the input bytes from base on
+	start int
+	base  int64
 }
 
 func (t *teeReader) Read(p []byte) (int, error) {
+	if t.start > 0 && t.start >= len(t.buf)/2 {
+		// What was taken is gone: move the rest to the front, so that the
+		// buffer is reused rather than grown.
+		t.buf = t.buf[:copy(t.buf, t.buf[t.start:])]
+		t.start = 0
+	}
 	n, err := t.r.Read(p)
-	t.raw = append(t.raw, p[:n]...)
+	t.buf = append(t.buf, p[:n]...)
 	return n, err
 }
 
-// take returns the input bytes from base up to offset and drops them.
+// pending is what was read past base.
+func (t *teeReader) pending() []byte { return t.buf[t.start:] }
+
+// take returns the input bytes from base up to offset and drops them;
+// they are valid until the next Read.
 func (t *teeReader) take(offset int64) []byte {
 	n := int(offset - t.base)
-	b := t.raw[:n]
-	t.raw, t.base = t.raw[n:], offset
+	b := t.buf[t.start : t.start+n]
+	t.start += n
+	t.base = offset
 	return b
 }
 
 // chunk is how much output linkStream gathers before handing it on.
 const chunk = 32 << 10
 
+type level struct{ array, key bool }
+
 func newLinkStream(src io.Reader, paths [][]string, fn func(field, value string) (string, bool)) *linkStream {
 	t := &teeReader{r: src}
-	return &linkStream{
+	s := &linkStream{
 		src:   t,
 		dec:   jsontext.NewDecoder(t, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)),
 		match: pathMatcher(paths),
 		fn:    fn,
 	}
+	for _, p := range paths {
+		s.keys = append(s.keys, p[len(p)-1])
+	}
+	return s
+}
+
+// isKey reports whether a raw (quoted) object name decodes to one of the
+// link keys; it allocates only for a name with escapes.
+func (s *linkStream) isKey(raw []byte) bool {
+	name := raw[1 : len(raw)-1]
+	if bytes.IndexByte(name, '\\') >= 0 {
+		u, _ := jsontext.AppendUnquote(nil, raw)
+		name = u
+	}
+	for _, k := range s.keys {
+		if string(name) == k {
+			return true
+		}
+	}
+	return false
+}
+
+// underKey reports whether the value about to be read sits under a link
+// key: in an object, that key's value; in arrays, an element of (arrays
+// of) that key's value.
+func (s *linkStream) underKey() bool {
+	for i := len(s.levels) - 1; i >= 0; i-- {
+		if !s.levels[i].array {
+			return s.levels[i].key
+		}
+	}
+	return false
 }
 
 // pathMatcher reports whether a JSON Pointer names a link, and which (the
@@ -107,7 +161,8 @@ func isIndex(tok string) bool {
 }
 
 func (s *linkStream) Read(p []byte) (int, error) {
-	for len(s.out) == 0 {
+	for s.outAt == len(s.out) {
+		s.out, s.outAt = s.out[:0], 0
 		if s.err != nil {
 			return 0, s.err
 		}
@@ -116,8 +171,8 @@ func (s *linkStream) Read(p []byte) (int, error) {
 		}
 		s.step()
 	}
-	n := copy(p, s.out)
-	s.out = s.out[n:]
+	n := copy(p, s.out[s.outAt:])
+	s.outAt += n
 	return n, nil
 }
 
@@ -129,40 +184,53 @@ func (s *linkStream) step() {
 		if kind == 0 {
 			_, err := s.dec.ReadToken() // the error PeekKind saw
 			if errors.Is(err, io.EOF) {
-				s.out = append(s.out, s.src.raw...) // trailing white space
-				s.src.raw = nil
+				s.out = append(s.out, s.src.pending()...) // trailing white space
+				s.src.start = len(s.src.buf)
 				s.done = true
 			} else {
 				s.err = errNotJSON{err}
 			}
 			return
 		}
-		if kind != '"' || !s.atValue() {
+		switch kind {
+		case '{', '[', '}', ']':
 			if _, err := s.dec.ReadToken(); err != nil {
 				s.err = errNotJSON{err}
 				return
 			}
+			if kind == '{' || kind == '[' {
+				s.levels = append(s.levels, level{array: kind == '['})
+			} else if len(s.levels) > 0 {
+				s.levels = s.levels[:len(s.levels)-1]
+			}
 			s.out = append(s.out, s.src.take(s.dec.InputOffset())...)
 			continue
 		}
+		name := kind == '"' && !s.atValue()
+		candidate := kind == '"' && !name && s.underKey()
 		v, err := s.dec.ReadValue()
 		if err != nil {
 			s.err = errNotJSON{err}
 			return
 		}
 		end := s.dec.InputOffset()
-		field, ok := s.match(s.dec.StackPointer())
+		if name && len(s.levels) > 0 {
+			s.levels[len(s.levels)-1].key = s.isKey(v)
+		}
+		field, ok := "", false
+		if candidate {
+			field, ok = s.match(s.dec.StackPointer())
+		}
 		if !ok {
 			s.out = append(s.out, s.src.take(end)...)
 			continue
 		}
 		raw := s.src.take(end)
 		s.out = append(s.out, raw[:len(raw)-len(v)]...)
-		str, err := jsontext.AppendUnquote(nil, v)
-		if err != nil {
-			s.err = errNotJSON{err}
-			return
-		}
+		// Invalid UTF-8 (allowed, as most decoders allow it) comes back
+		// replaced by U+FFFD, with an error that is of no concern here:
+		// the value is judged as a link either way.
+		str, _ := jsontext.AppendUnquote(nil, v)
 		if nv, ok := s.fn(field, string(str)); ok {
 			s.out, _ = jsontext.AppendQuote(s.out, nv)
 		} else {
