@@ -164,17 +164,24 @@ func TestRedactQuery(t *testing.T) {
 		{"", ""},
 		{"limit=10&page=2", "limit=10&page=2"},
 		{"access_token=t0k&filter=%7B%7D", "access_token=REDACTED&filter=%7B%7D"},
-		{"Token=x&SIGNATURE=y&key=z&secret=s&password=p", "SIGNATURE=REDACTED&Token=REDACTED&key=REDACTED&password=REDACTED&secret=REDACTED"},
+		{"Token=x&SIGNATURE=y&key=z&secret=s&password=p", "Token=REDACTED&SIGNATURE=REDACTED&key=REDACTED&secret=REDACTED&password=REDACTED"},
 		{"apikey=1&custom=2", "apikey=REDACTED&custom=REDACTED"},
 		// Names that contain a credential word, in any case.
 		{"refresh_token=a&id_token=b&client_secret=c&x-api-key=d&api-key=e&Session_ID=f&X-Amz-Credential=g&oauth_verifier=h&Sig=i",
-			"Session_ID=REDACTED&Sig=REDACTED&X-Amz-Credential=REDACTED&api-key=REDACTED&client_secret=REDACTED&id_token=REDACTED&oauth_verifier=REDACTED&refresh_token=REDACTED&x-api-key=REDACTED"},
+			"refresh_token=REDACTED&id_token=REDACTED&client_secret=REDACTED&x-api-key=REDACTED&api-key=REDACTED&Session_ID=REDACTED&X-Amz-Credential=REDACTED&oauth_verifier=REDACTED&Sig=REDACTED"},
 		// infocyteapiquery appends ?access_token= to a query that has one.
 		{"filter={}?access_token=" + key, "filter=%7B%7D%3Faccess_token%3DREDACTED"},
 		{"q=a%26token%3D" + key + "%3Bx%3D1", "q=a%26token%3DREDACTED%3Bx%3D1"},
 		// A presented key is never written, in any parameter or name.
-		{"note=" + key + "&" + key + "=1", "REDACTED=REDACTED&note=REDACTED"},
-		{"a=%zz", "REDACTED"},
+		{"note=" + key + "&" + key + "=1", "note=REDACTED&REDACTED=REDACTED"},
+		// Escaped, the key is still found; spelled with %XX it is still a key.
+		{"note=%6Bbk_PLANTED_presented_key", "note=REDACTED"},
+		{"%61ccess_token=t0k&b=2", "%61ccess_token=REDACTED&b=2"},
+		// What was forwarded is what is recorded: bad escapes, empty pairs,
+		// order and spelling kept byte for byte.
+		{"organization_id=4242&x=%zz", "organization_id=4242&x=%zz"},
+		{"%&a=1&&b&c=%E2%82", "%&a=1&&b&c=%E2%82"},
+		{"z=1&a=2&z=3", "z=1&a=2&z=3"},
 	}
 	for _, tc := range cases {
 		got := RedactQuery(tc.in, []string{"custom"}, []string{key})

@@ -11,18 +11,29 @@ import (
 // few KiB of audit whatever it sends, and every line stays far below what
 // the readers (Verify, the chain's restart) accept.
 const (
-	MaxPath   = 1024
-	MaxQuery  = 1024
-	MaxError  = 512
-	MaxDetail = 1024
-	maxName   = 128 // request id, caller, upstream, credential ref, event names
-	maxShort  = 64  // remote address, method, outcome, policy and other enums
+	MaxPath = 1024
+	// MaxQuery is the longest query keybroker forwards (a longer one is
+	// refused with 400), so that the audit always records a query whole.
+	// Its record is bounded at four times that: redaction can lengthen a
+	// query (k=x becomes k=REDACTED), never past that.
+	MaxQuery = 8 << 10
+	// MaxRefusedQuery bounds the query recorded for a request refused for
+	// its form (a query too long, with a ';'): it never left.
+	MaxRefusedQuery = 1024
+	MaxError        = 512
+	MaxDetail       = 1024
+	maxName         = 128 // request id, caller, upstream, credential ref, event names
+	maxShort        = 64  // remote address, method, outcome, policy and other enums
 )
 
 // MaxLine is the longest line the writer can produce: every bounded field
 // at its bound and each byte escaped by encoding/json as \u00XX. Readers
 // accept at least this much.
-const MaxLine = 64 << 10
+const MaxLine = 256 << 10
+
+// Bound returns s cut to at most n bytes at a character boundary, with a
+// marker that gives its length when it was cut.
+func Bound(s string, n int) string { return bound(s, n) }
 
 // bound returns s cut to at most n bytes at a character boundary, with
 // invalid UTF-8 replaced (so encoding/json does not expand it), and a
@@ -69,7 +80,7 @@ func (r *Record) Bound() {
 	r.Method = bound(r.Method, maxShort)
 	r.Upstream = bound(r.Upstream, maxName)
 	r.Path = bound(r.Path, MaxPath)
-	r.Query = bound(r.Query, MaxQuery)
+	r.Query = bound(r.Query, 4*MaxQuery)
 	r.Outcome = bound(r.Outcome, maxShort)
 	r.Policy = bound(r.Policy, maxShort)
 	r.RateLimitedBy = bound(r.RateLimitedBy, maxShort)

@@ -1,15 +1,17 @@
 // Package audit owns the audit trail: the record written for every call and
 // every lifecycle event, the append-only writer that links each record to
-// the one before it by SHA-256 (seq, prev), and the verification of that
-// chain. It never sees a secret: records are built from names, versions and
-// redacted queries by the proxy.
+// the one before it by SHA-256 (seq, prev), signed checkpoints, and the
+// verification of the chain. It never sees a secret: records are built
+// from names, versions and redacted queries by the proxy. Reading a trail
+// for an auditor's report is package audit/report's.
 package audit
 
 import (
 	"net/url"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/keybroker/keybroker/internal/rawquery"
 )
 
 // Record types.
@@ -123,48 +125,36 @@ func IsCredentialName(name string) bool {
 	return false
 }
 
-// RedactQuery returns raw with the values of credential-like parameters
-// (IsCredentialName), and of the extra names given, replaced by REDACTED.
-// A value that itself holds name=value pairs (a client that appended
-// "?access_token=..." to a query that already had one) has those redacted
-// too. Every occurrence of a string in secrets (the keys a caller
-// presented) is replaced, wherever it sits. Parameters are sorted for
-// stable records; a query that does not parse is written as REDACTED.
+// RedactQuery returns raw as it was forwarded, byte for byte and in order,
+// except: the value of a credential-like parameter (IsCredentialName, or
+// one of the extra names) is REDACTED; a value that itself holds
+// credential-like name=value pairs (a client that appended
+// "?access_token=..." to a query that already had one) has those
+// redacted; and a name or value in which a string of secrets (the keys a
+// caller presented) appears, escaped or not, is REDACTED. Pairs are split
+// as forwarding splits them (package rawquery), so the audit sees the
+// parameters the vendor sees.
 func RedactQuery(raw string, extra []string, secrets []string) string {
-	if raw == "" {
-		return ""
-	}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return "REDACTED" // unparseable: do not risk writing it
-	}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		redact := IsCredentialName(k)
-		for _, e := range extra {
-			if strings.EqualFold(e, k) {
-				redact = true
-			}
+	return rawquery.Map(raw, func(name, value, pair string) string {
+		k, v, hasValue := strings.Cut(pair, "=")
+		if Scrub(name, secrets) != name || Scrub(k, secrets) != k {
+			k = "REDACTED"
 		}
-		for _, v := range q[k] {
-			if b.Len() > 0 {
-				b.WriteByte('&')
-			}
-			b.WriteString(url.QueryEscape(Scrub(k, secrets)))
-			b.WriteByte('=')
-			if redact {
-				b.WriteString("REDACTED")
-			} else {
-				b.WriteString(url.QueryEscape(Scrub(redactNested(v), secrets)))
-			}
+		switch {
+		case !hasValue:
+			return k
+		case IsCredentialName(name) || rawquery.HasName(extra, name):
+			v = "REDACTED"
+		case redactNested(value) != value:
+			v = url.QueryEscape(Scrub(redactNested(value), secrets))
+		case Scrub(value, secrets) != value || Scrub(v, secrets) != v:
+			v = "REDACTED"
 		}
-	}
-	return b.String()
+		if Scrub(v, secrets) != v {
+			v = "REDACTED"
+		}
+		return k + "=" + v
+	})
 }
 
 // redactNested redacts name=value pairs inside a value, split at ? & and ;.

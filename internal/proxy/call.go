@@ -26,7 +26,10 @@ type call struct {
 
 	in   *http.Request // the caller's request (its Host and TLS shape links)
 	rest string        // the path below the upstream, clean, as forwarded
-	cred secrets.Credential
+	// query is the caller's query as forwarded: without the drop-in
+	// slots' parameters (the injected credential is added after).
+	query string
+	cred  secrets.Credential
 
 	// body holds a small request body so it can be replayed after a vendor
 	// 401; replayable is false when the body was too large to hold.

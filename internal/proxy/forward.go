@@ -23,7 +23,6 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
-	"github.com/keybroker/keybroker/internal/rawquery"
 	"github.com/keybroker/keybroker/internal/reply"
 )
 
@@ -257,7 +256,7 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = t.Host
 	out.URL.Path = t.Path + c.rest
 	out.URL.RawPath = ""
-	out.URL.RawQuery = rawquery.Drop(pr.In.URL.RawQuery, u.stripQuery...)
+	out.URL.RawQuery = c.query
 	out.Host = ""
 	stripRequestHeaders(out.Header, u.stripHeaders)
 	// Request trailers are never forwarded: a chunked body could otherwise

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -217,7 +218,10 @@ func TestProxy_AuditRecordForForwardedCall(t *testing.T) {
 	want := map[string]any{
 		"type": "call", "caller": "soar", "caller_auth": "key", "method": "GET",
 		"upstream": "infocyte", "path": "/Agents", "status": float64(200), "outcome": "forwarded",
-		"retried": false, "error": "", "query": "access_token=REDACTED&filter=%7B%7D",
+		"retried": false, "error": "", "query": "filter=%7B%7D", // as forwarded: the drop-in slot's parameter never left
+	}
+	if reqs := h.infocyte.Requests(); reqs[len(reqs)-1].RawQuery != "filter=%7B%7D" {
+		t.Errorf("the vendor got query %q", reqs[len(reqs)-1].RawQuery)
 	}
 	for k, v := range want {
 		if rec[k] != v {
@@ -304,5 +308,47 @@ func TestProxy_DropinWrongUserNameSaysSo(t *testing.T) {
 	}
 	if n := h.huntress.Count(0); n != 1 {
 		t.Errorf("vendor got %d calls, want only the good one", n)
+	}
+}
+
+// TestProxy_TheAuditRecordsEveryQueryTheVendorReceives: whatever a caller
+// puts in its query (bad escapes, empty pairs, a lone %), the vendor gets
+// it and the audit records it byte for byte, credential values aside; a
+// query the splitter would read differently from a vendor's framework
+// (';') or too long to record whole is refused, and reaches nobody.
+func TestProxy_TheAuditRecordsEveryQueryTheVendorReceives(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for _, tc := range []struct{ query, audited string }{
+		{"organization_id=4242&x=%zz", "organization_id=4242&x=%zz"},
+		{"%", "%"},
+		{"a=1&&b&c=%E2%82&organization_id=4242", "a=1&&b&c=%E2%82&organization_id=4242"},
+		{"limit=2&api%5Fkey=hidden-value&x=%zz", "limit=2&api%5Fkey=REDACTED&x=%zz"},
+		{"note=" + url.QueryEscape(soarKey) + "&limit=2", "note=REDACTED&limit=2"},
+	} {
+		req, _ := http.NewRequest("GET", h.srv.URL+"/huntress/v1/agents", nil)
+		req.URL.RawQuery = tc.query
+		req.Header.Set("Proxy-Authorization", "Bearer "+soarKey)
+		resp, _ := h.send(req)
+		reqs := h.huntress.Requests()
+		if resp.StatusCode != 200 && resp.StatusCode != 400 || reqs[len(reqs)-1].RawQuery != tc.query {
+			t.Errorf("%q: status %d, the vendor got %q", tc.query, resp.StatusCode, reqs[len(reqs)-1].RawQuery)
+		}
+		if rec := h.lastRecord(resp.Header.Get("X-Request-Id")); rec["query"] != tc.audited {
+			t.Errorf("%q: audited %q, want %q", tc.query, rec["query"], tc.audited)
+		}
+	}
+	for _, q := range []string{"x=1;organization_id=4242", "a=%3B;b", ";", "x=" + strings.Repeat("a", audit.MaxQuery)} {
+		before := h.huntress.Count(0)
+		req, _ := http.NewRequest("GET", h.srv.URL+"/huntress/v1/agents", nil)
+		req.URL.RawQuery = q
+		req.Header.Set("Proxy-Authorization", "Bearer "+soarKey)
+		resp, body := h.send(req)
+		contractError(t, resp, body, 400, "bad_request")
+		if h.huntress.Count(0) != before {
+			t.Errorf("%.40q reached the vendor", q)
+		}
+		if rec := h.lastRecord(resp.Header.Get("X-Request-Id")); len(rec["query"].(string)) < len(q) && !strings.Contains(rec["query"].(string), "truncated") {
+			t.Errorf("%.40q: the refusal's record lost the query: %.60q", q, rec["query"])
+		}
 	}
 }

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/keybroker/keybroker/internal/audit"
 )
 
 // checkForm refuses request forms a reverse proxy must never act on: CONNECT,
@@ -31,6 +34,16 @@ func checkForm(r *http.Request, maxHeaderCount int) error {
 		if c < 0x20 || c == 0x7f {
 			return errors.New("control character in query")
 		}
+	}
+	// A query is split on '&' only, as the audit and the reply guard split
+	// it; frameworks disagree on ';' (a separator to some, a character to
+	// others), so the policy and the audit could see other parameters than
+	// the vendor does.
+	if strings.IndexByte(r.URL.RawQuery, ';') >= 0 {
+		return errors.New("';' in the query is refused: send parameters separated by '&' (escape a literal ';' as %3B)")
+	}
+	if len(r.URL.RawQuery) > audit.MaxQuery {
+		return fmt.Errorf("query longer than %d bytes: the audit must record every query whole", audit.MaxQuery)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/ratelimit"
+	"github.com/keybroker/keybroker/internal/rawquery"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -60,6 +61,10 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		_ = c.rc.SetReadDeadline(c.start.Add(st.readBodyTimeout))
 	}
 	if err := checkForm(r, st.maxHeaderCount); err != nil {
+		// The refused query is recorded too (bounded, credential values
+		// and any key in the request's auth headers redacted).
+		var keys [8]string
+		c.rec.Query = audit.Bound(audit.RedactQuery(r.URL.RawQuery, nil, presentedKeys(keys[:0], r, callers.Slot{})), audit.MaxRefusedQuery)
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	path, err := cleanPath(rawPath(r))
@@ -73,12 +78,14 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	}
 	up := st.upstreams[name]
 	slot := up.dropinSlot()
-	// The audit has the path as the vendor gets it (escapes kept) and the
-	// query redacted; neither ever holds a key the caller presented.
+	// The audit has the path and the query as the vendor gets them
+	// (escapes kept, split as forwarding splits them), credential values
+	// redacted; neither ever holds a key the caller presented.
 	var keys [8]string
 	presented := presentedKeys(keys[:0], r, slot)
+	c.query = rawquery.Drop(r.URL.RawQuery, slot.Params...)
 	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
-	c.rec.Query = audit.RedactQuery(r.URL.RawQuery, slot.Params, presented)
+	c.rec.Query = audit.RedactQuery(c.query, slot.Params, presented)
 
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
