@@ -94,7 +94,8 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		UpstreamLimiter: upstreamLimiter,
 		Observer:        a.metrics,
 		Log:             log.Named("proxy"),
-		SummaryInterval: cfg.Server.Unidentified.SummaryInterval.D(),
+		SummaryInterval:        cfg.Server.Unidentified.SummaryInterval.D(),
+		RefusalSummaryInterval: cfg.Server.Refusals.SummaryInterval.D(),
 	})
 	if err != nil {
 		a.close()

@@ -60,6 +60,7 @@ var restartOnly = []struct {
 	{"server.read_header_timeout", func(c *config.Config) any { return c.Server.ReadHeaderTimeout }},
 	{"server.idle_timeout", func(c *config.Config) any { return c.Server.IdleTimeout }},
 	{"server.unidentified.summary_interval", func(c *config.Config) any { return c.Server.Unidentified.SummaryInterval }},
+	{"server.refusals.summary_interval", func(c *config.Config) any { return c.Server.Refusals.SummaryInterval }},
 }
 
 // restartOnlyChanges names the restart-only settings that differ.

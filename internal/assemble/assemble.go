@@ -111,6 +111,7 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		PerSource: halfAtOnce(s.Unidentified.PerSource),
 		Total:     halfAtOnce(s.Unidentified.Total),
 	}
+	p.Routes.RefusalsPerCaller = halfAtOnce(s.Refusals.PerCaller)
 	p.Cache = secrets.Options{RefreshInterval: cfg.Secrets.RefreshInterval.D(), MaxStale: cfg.Secrets.MaxStale.D()}
 	return p, nil
 }

@@ -97,5 +97,15 @@ func (e *Event) bound() {
 	e.Source = bound(e.Source, maxShort)
 	e.Ref = bound(e.Ref, maxName)
 	e.RemoteAddr = bound(e.RemoteAddr, maxShort)
+	e.Caller = bound(e.Caller, maxName)
 	e.Detail = bound(e.Detail, MaxDetail)
+	for i := range e.Paths {
+		e.Paths[i].Path = bound(e.Paths[i].Path, MaxPath)
+	}
+	if len(e.Paths) > 5 {
+		e.Paths = e.Paths[:5]
+	}
+	if len(e.Outcomes) > 16 {
+		e.Outcomes = nil // only refusal codes are counted: never this many
+	}
 }

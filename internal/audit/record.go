@@ -69,6 +69,12 @@ type Record struct {
 	Error           string         `json:"error"`
 }
 
+// PathCount is a path and how often it was refused.
+type PathCount struct {
+	Path  string `json:"path"`
+	Count int64  `json:"count"`
+}
+
 // CredentialRef says which credential served a call: never its value.
 type CredentialRef struct {
 	Source  string `json:"source"`
@@ -87,9 +93,14 @@ type Event struct {
 	OldVersion int    `json:"old_version,omitempty"`
 	Detail     string `json:"detail,omitempty"`
 	// RemoteAddr and Count summarise refused requests that were not
-	// recorded one by one (event unauthenticated_summary).
-	RemoteAddr string `json:"remote_addr,omitempty"`
-	Count      int64  `json:"count,omitempty"`
+	// recorded one by one (event unidentified_summary); Caller, Count,
+	// Outcomes (by refusal code) and Paths (the most refused) those of a
+	// known caller (event refusal_summary).
+	RemoteAddr string           `json:"remote_addr,omitempty"`
+	Caller     string           `json:"caller,omitempty"`
+	Count      int64            `json:"count,omitempty"`
+	Outcomes   map[string]int64 `json:"outcomes,omitempty"`
+	Paths      []PathCount      `json:"paths,omitempty"`
 	// Checkpoint is set on the event "checkpoint".
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }

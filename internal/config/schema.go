@@ -369,6 +369,21 @@ type Server struct {
 	MaxConnections int `yaml:"max_connections"`
 	// Unidentified limits refusals of requests without a named caller.
 	Unidentified Unidentified `yaml:"unidentified"`
+	// Refusals limits the recorded refusals of each known caller.
+	Refusals Refusals `yaml:"refusals"`
+}
+
+// Refusals budgets the refusals of a caller with a valid identity (403,
+// 404, 400, 413, 429): within PerCaller each has its own audit record;
+// beyond it a refusal keeps its status but is only counted, in one
+// refusal_summary event per caller per SummaryInterval. Calls the caller
+// is allowed to make are always recorded.
+type Refusals struct {
+	// PerCaller is the budget of each caller (per replica). Default 60
+	// per 1m, half of it at once.
+	PerCaller *Quota `yaml:"per_caller"`
+	// SummaryInterval is how often the counts are written. Default 1m.
+	SummaryInterval Duration `yaml:"summary_interval"`
 }
 
 // Unidentified limits the requests keybroker refuses before it knows who

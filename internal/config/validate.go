@@ -515,6 +515,7 @@ func (c *Config) completeRest(e *errs) {
 	}{
 		{"server.unidentified.per_source", &un.PerSource, Quota{Requests: 60, Per: Duration(time.Minute)}},
 		{"server.unidentified.total", &un.Total, Quota{Requests: 600, Per: Duration(time.Minute)}},
+		{"server.refusals.per_caller", &s.Refusals.PerCaller, Quota{Requests: 60, Per: Duration(time.Minute)}},
 	} {
 		if *q.q == nil {
 			d := q.def
@@ -531,6 +532,10 @@ func (c *Config) completeRest(e *errs) {
 	defDur(&un.SummaryInterval, time.Minute)
 	if un.SummaryInterval.D() < time.Second {
 		e.add("server.unidentified.summary_interval", "must be at least 1s")
+	}
+	defDur(&s.Refusals.SummaryInterval, time.Minute)
+	if s.Refusals.SummaryInterval.D() < time.Second {
+		e.add("server.refusals.summary_interval", "must be at least 1s")
 	}
 	if sg := c.Audit.Signing; sg != nil {
 		checkCredential(e, "audit.signing.credential", &sg.Credential)

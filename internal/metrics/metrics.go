@@ -61,6 +61,7 @@ type Metrics struct {
 	refreshErrors *prometheus.CounterVec
 	tlsFailures   *prometheus.CounterVec
 	linksDropped  *prometheus.CounterVec
+	unrecorded    *prometheus.CounterVec
 	// requestSeries caches keybroker_requests_total's children by
 	// requestKey (bounded: every label takes configured names or a
 	// fixed set), copied on the rare write so that a call only reads.
@@ -112,7 +113,9 @@ func New(upstreams, callers []string, st State) *Metrics {
 		Help: "Failed TLS handshakes with vendors, by upstream and reason (unknown_authority, expired, name_mismatch, timeout, ...)."}, []string{"upstream", "reason"})
 	m.linksDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_links_dropped_total",
 		Help: "JSON link fields replaced by null because they pointed away from the upstream."}, []string{"upstream"})
-	m.reg.MustRegister(m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+	m.unrecorded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_refusals_unrecorded_total",
+		Help: "Refusals of known callers over their refusal budget: counted in refusal_summary events, not recorded one by one."}, []string{"caller"})
+	m.reg.MustRegister(m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.SetNames(upstreams, callers)
 	return m
@@ -337,6 +340,11 @@ func (c *stateCollector) upstreams() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// RefusalUnrecorded counts a known caller's refusal over its budget.
+func (m *Metrics) RefusalUnrecorded(caller string) {
+	m.unrecorded.WithLabelValues(bounded(caller, m.names.Load().callers)).Inc()
 }
 
 // LinkDropped counts a JSON link field the reply guard replaced by null.

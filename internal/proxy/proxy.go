@@ -75,6 +75,9 @@ type Options struct {
 	// SummaryInterval is how often Run writes the summary of refusals that
 	// were over the unidentified limits. Default 1m.
 	SummaryInterval time.Duration
+	// RefusalSummaryInterval is how often Run writes the summary of known
+	// callers' refusals over their budget. Default 1m.
+	RefusalSummaryInterval time.Duration
 }
 
 // Upstream is one vendor API the proxy serves.
@@ -126,6 +129,9 @@ type Routes struct {
 	ClientCerts bool
 	// Unidentified bounds refusals of calls without a named caller.
 	Unidentified UnidentifiedLimits
+	// RefusalsPerCaller is each known caller's budget of recorded
+	// refusals (per replica). Default DefaultRefusalsPerCaller.
+	RefusalsPerCaller ratelimit.Limit
 }
 
 // Proxy is the caller-facing handler.
@@ -133,9 +139,11 @@ type Proxy struct {
 	opts    Options
 	state   atomic.Pointer[state]
 	handler http.Handler
-	// gate keeps the unidentified limits; summary counts what they refused.
+	// gate keeps the unidentified limits and the callers' refusal budgets;
+	// summary and refused count what they turned away.
 	gate    *ratelimit.Local
 	summary summary
+	refused refusalSummary
 	// idPrefix and idCounter make request ids (requestID).
 	idPrefix  [8]byte
 	idCounter atomic.Uint64
@@ -149,6 +157,7 @@ type state struct {
 	maxHeaderCount  int
 	readBodyTimeout time.Duration
 	unidentified    UnidentifiedLimits
+	refusals        ratelimit.Limit
 	clientCerts     bool
 }
 
@@ -180,6 +189,9 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 	if opts.SummaryInterval <= 0 {
 		opts.SummaryInterval = time.Minute
 	}
+	if opts.RefusalSummaryInterval <= 0 {
+		opts.RefusalSummaryInterval = time.Minute
+	}
 	p := &Proxy{opts: opts, gate: ratelimit.NewLocal(opts.Now)}
 	_, _ = rand.Read(p.idPrefix[:])
 	if err := p.Update(routes); err != nil {
@@ -210,9 +222,13 @@ func (p *Proxy) Update(routes Routes) error {
 	if routes.Unidentified.Total.Requests <= 0 {
 		routes.Unidentified.Total = DefaultUnidentifiedTotal
 	}
+	if routes.RefusalsPerCaller.Requests <= 0 {
+		routes.RefusalsPerCaller = DefaultRefusalsPerCaller
+	}
 	// Over the limit is refused at once: a keyless request never waits.
 	routes.Unidentified.PerSource.MaxWait = 0
 	routes.Unidentified.Total.MaxWait = 0
+	routes.RefusalsPerCaller.MaxWait = 0
 	old := p.state.Load()
 	st := &state{
 		upstreams:       map[string]*upstream{},
@@ -222,6 +238,7 @@ func (p *Proxy) Update(routes Routes) error {
 		maxHeaderCount:  routes.MaxHeaderCount,
 		readBodyTimeout: routes.ReadBodyTimeout,
 		unidentified:    routes.Unidentified,
+		refusals:        routes.RefusalsPerCaller,
 		clientCerts:     routes.ClientCerts,
 	}
 	for _, u := range routes.Upstreams {

@@ -65,10 +65,12 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		// and any key in the request's auth headers redacted).
 		var keys [8]string
 		c.rec.Query = audit.Bound(audit.RedactQuery(r.URL.RawQuery, nil, presentedKeys(keys[:0], r, callers.Slot{})), audit.MaxRefusedQuery)
+		p.chargeForm(r, c, st)
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	path, err := cleanPath(rawPath(r))
 	if err != nil {
+		p.chargeForm(r, c, st)
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	name, rest := splitUpstream(path)
@@ -152,7 +154,21 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *stat
 	if c.rec.Caller == "" && p.overUnidentified(w, r, c, st) {
 		return
 	}
+	if c.rec.Caller != "" && chargedToCaller(ref.code) && p.overRefusals(w, r, c, st, ref) {
+		return
+	}
 	fail(w, c, ref.code, ref.msg)
+}
+
+// chargeForm names the caller of a request refused for its form, when it
+// proved who it is (Proxy-Authorization or a client certificate), so that
+// the refusal is charged to that caller's budget and not to the keyless
+// limits of its address. A drop-in key is not read here: without a route
+// there is no slot to read it from.
+func (p *Proxy) chargeForm(r *http.Request, c *call, st *state) {
+	if id, err := st.callers.Identify(r, callers.Slot{}); err == nil && id.Name != "" {
+		c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
+	}
 }
 
 // quota is one limit a call must pass.

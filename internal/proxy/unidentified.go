@@ -119,17 +119,23 @@ func (p *Proxy) overUnidentified(w http.ResponseWriter, r *http.Request, c *call
 	return false
 }
 
-// Run writes the summary of unrecorded refusals every interval
-// (Options.SummaryInterval) until ctx ends, and once more then.
+// Run writes the summaries of unrecorded refusals, keyless ones every
+// Options.SummaryInterval and known callers' every
+// Options.RefusalSummaryInterval, until ctx ends, and both once more then.
 func (p *Proxy) Run(ctx context.Context) error {
 	t := time.NewTicker(p.opts.SummaryInterval)
 	defer t.Stop()
+	rt := time.NewTicker(p.opts.RefusalSummaryInterval)
+	defer rt.Stop()
 	for {
 		select {
 		case <-t.C:
 			p.FlushSummary()
+		case <-rt.C:
+			p.FlushRefusals()
 		case <-ctx.Done():
 			p.FlushSummary()
+			p.FlushRefusals()
 			return nil
 		}
 	}
