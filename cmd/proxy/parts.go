@@ -89,11 +89,11 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 	}
 	a.creds.cur.Store(cache)
 	a.proxy, err = proxy.New(parts.Routes, proxy.Options{
-		Credentials:     &a.creds,
-		Auditor:         a.auditor,
-		UpstreamLimiter: upstreamLimiter,
-		Observer:        a.metrics,
-		Log:             log.Named("proxy"),
+		Credentials:            &a.creds,
+		Auditor:                a.auditor,
+		UpstreamLimiter:        upstreamLimiter,
+		Observer:               a.metrics,
+		Log:                    log.Named("proxy"),
 		SummaryInterval:        cfg.Server.Unidentified.SummaryInterval.D(),
 		RefusalSummaryInterval: cfg.Server.Refusals.SummaryInterval.D(),
 	})
