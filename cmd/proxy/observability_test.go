@@ -159,7 +159,8 @@ func TestObservability_EveryOutcomeAuditedAndCounted(t *testing.T) {
 		{"GET", "/huntress/v1/account", "", "", want{401, "refused", "", "none", "huntress", "/v1/account", "", "", false}},
 		{"GET", "/huntress/v1/account", s.siem, "", want{403, "refused", "siem", "key", "huntress", "/v1/account", "denied", "", false}},
 		{"GET", "/nosuch/x", s.soar, "", want{404, "refused", "soar", "key", "nosuch", "/x", "", "", false}},
-		{"GET", "/huntress/v1/%2e%2e/x", s.soar, "", want{400, "refused", "", "", "", "", "", "", false}},
+		// A form refusal is charged to the caller that proved itself (its refusal budget).
+		{"GET", "/huntress/v1/%2e%2e/x", s.soar, "", want{400, "refused", "soar", "key", "", "", "", "", false}},
 		{"POST", "/huntress/v1/agents", s.soar, strings.Repeat("x", 11), want{413, "refused", "soar", "key", "huntress", "/v1/agents", "allowed", "", false}},
 		{"GET", "/huntress/v1/agents/1", s.siem, "", want{429, "refused", "siem", "key", "huntress", "/v1/agents/1", "allowed", "upstream", false}},
 	}
@@ -237,7 +238,7 @@ func TestObservability_EveryOutcomeAuditedAndCounted(t *testing.T) {
 	}{
 		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "soar", "status_class": "2xx", "outcome": "forwarded"}, 1},
 		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "none", "status_class": "4xx", "outcome": "refused"}, 1},
-		{"keybroker_requests_total", map[string]string{"upstream": "other", "caller": "soar", "status_class": "4xx", "outcome": "refused"}, 1},
+		{"keybroker_requests_total", map[string]string{"upstream": "other", "caller": "soar", "status_class": "4xx", "outcome": "refused"}, 2},
 		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "siem", "status_class": "4xx", "outcome": "refused"}, 2},
 		{"keybroker_ratelimit_refusals_total", map[string]string{"upstream": "huntress", "by": "upstream"}, 1},
 		// The one forwarded call holds its slot in the 3-per-10s window.
