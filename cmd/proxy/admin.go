@@ -22,6 +22,22 @@ type readiness struct {
 	// does not make keybroker unready (a failed write does).
 	AuditDisk *diskState `json:"audit_disk,omitempty"`
 	Vault     string     `json:"vault,omitempty"`
+	// CredentialExpiry lists credentials within secrets.expiry_warning of
+	// their expiry, and those past it; neither makes keybroker unready
+	// (the vendor is the judge).
+	CredentialExpiry *expiryState `json:"credential_expiry,omitempty"`
+}
+
+type expiryState struct {
+	Expiring []expiryEntry `json:"expiring"`
+	Expired  []expiryEntry `json:"expired"`
+}
+
+type expiryEntry struct {
+	Upstream  string    `json:"upstream"`
+	Version   int       `json:"version"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Source    string    `json:"source"`
 }
 
 type diskState struct {
@@ -86,6 +102,17 @@ func (a *app) readiness() readiness {
 			cs.AgeS = int64(now.Sub(s.ReadAt).Seconds())
 		}
 		rd.Credentials = append(rd.Credentials, cs)
+		if s.Expiring || s.CredentialExpired {
+			if rd.CredentialExpiry == nil {
+				rd.CredentialExpiry = &expiryState{Expiring: []expiryEntry{}, Expired: []expiryEntry{}}
+			}
+			x := expiryEntry{Upstream: s.Name, Version: s.Version, ExpiresAt: s.Expiry.At.UTC(), Source: s.Expiry.From}
+			if s.CredentialExpired {
+				rd.CredentialExpiry.Expired = append(rd.CredentialExpiry.Expired, x)
+			} else {
+				rd.CredentialExpiry.Expiring = append(rd.CredentialExpiry.Expiring, x)
+			}
+		}
 	}
 	if err := a.auditor.Check(); err != nil {
 		rd.Ready = false

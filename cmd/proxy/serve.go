@@ -103,8 +103,12 @@ type app struct {
 // credentialEvent writes a credential lifecycle event to the audit trail.
 func (a *app) credentialEvent(ev secrets.Event) {
 	a.metrics.CredentialEvent(ev)
+	detail := ev.Error
+	if x := ev.Expiry; !x.At.IsZero() {
+		detail = "expires at " + x.At.UTC().Format(time.RFC3339) + " (from " + x.From + ")"
+	}
 	a.event(audit.Event{Name: ev.AuditName(), Upstream: ev.Upstream, Source: ev.Source,
-		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: ev.Error})
+		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: detail})
 }
 
 func (a *app) event(ev audit.Event) {

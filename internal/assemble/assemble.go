@@ -112,7 +112,8 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		Total:     halfAtOnce(s.Unidentified.Total),
 	}
 	p.Routes.RefusalsPerCaller = halfAtOnce(s.Refusals.PerCaller)
-	p.Cache = secrets.Options{RefreshInterval: cfg.Secrets.RefreshInterval.D(), MaxStale: cfg.Secrets.MaxStale.D()}
+	p.Cache = secrets.Options{RefreshInterval: cfg.Secrets.RefreshInterval.D(), MaxStale: cfg.Secrets.MaxStale.D(),
+		ExpiryWarning: cfg.Secrets.ExpiryWarning.D()}
 	return p, nil
 }
 
@@ -142,7 +143,7 @@ func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream,
 	if err != nil {
 		return proxy.Upstream{}, secrets.Spec{}, fmt.Errorf("credential: %w", err)
 	}
-	return up, secrets.Spec{Name: u.Name, Source: src, Required: scheme.Fields()}, nil
+	return up, secrets.Spec{Name: u.Name, Source: src, Required: scheme.Fields(), Lifetime: u.Credential.Lifetime.D()}, nil
 }
 
 // source is the credential source a configured credential names; single

@@ -12,6 +12,8 @@ type preset struct {
 	vendorRetryAfter time.Duration
 	urlHint          string
 	rewriteLinks     []string
+	// lifetime is how long the vendor's credentials live.
+	lifetime time.Duration
 }
 
 // presets are the vendors keybroker knows by name. Everything else is one
@@ -37,6 +39,8 @@ var presets = map[string]preset{
 		stripHeaders:     []string{"X-Access-Token"},
 		vendorRetryAfter: 5 * time.Second,
 		urlHint:          "https://<instance>.infocyte.com/api",
+		// "New tokens will expire after one year from their creation date."
+		lifetime: 365 * 24 * time.Hour,
 	},
 }
 
@@ -45,6 +49,9 @@ var presets = map[string]preset{
 func applyPreset(u *Upstream, p preset) {
 	if u.URL == "" {
 		u.URL = p.url
+	}
+	if u.Credential.Lifetime == 0 {
+		u.Credential.Lifetime = Duration(p.lifetime)
 	}
 	if u.Auth.Type == "" || u.Auth.Type == p.auth.Type {
 		a := &u.Auth

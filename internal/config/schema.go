@@ -127,6 +127,9 @@ type Secrets struct {
 	// MaxStale is how long the last good copy is served while its source
 	// fails. Default 1h.
 	MaxStale Duration `yaml:"max_stale"`
+	// ExpiryWarning is how long before a credential's expiry /readyz, the
+	// log and the audit report it as expiring. Default 720h (30 days).
+	ExpiryWarning Duration `yaml:"expiry_warning"`
 }
 
 // Upstream is one vendor API.
@@ -223,6 +226,11 @@ type Credential struct {
 	Vault *VaultRef `yaml:"vault"`
 	File  *FileRef  `yaml:"file"`
 	Env   *EnvRef   `yaml:"env"`
+	// Lifetime is how long the vendor's credential lives: a Vault KV v2
+	// version without a stored expiry is taken to expire this long after
+	// it was written (an estimate). Default: the preset's (Infocyte: 365
+	// days), else none.
+	Lifetime Duration `yaml:"lifetime"`
 }
 
 // VaultRef is a secret in a Vault KV mount.

@@ -152,6 +152,10 @@ func (c *Config) completeSecrets(e *errs) {
 	if s.MaxStale.D() < s.RefreshInterval.D() {
 		e.add("secrets.max_stale", "must be at least refresh_interval")
 	}
+	defDur(&s.ExpiryWarning, 30*24*time.Hour)
+	if s.ExpiryWarning.D() < 0 {
+		e.add("secrets.expiry_warning", "must not be negative")
+	}
 }
 
 func (c *Config) completeVault(e *errs, env LookupEnv) {
@@ -311,6 +315,9 @@ func checkAuth(e *errs, path string, a *Auth) {
 }
 
 func checkCredential(e *errs, path string, c *Credential) {
+	if c.Lifetime.D() < 0 {
+		e.add(path+".lifetime", "must not be negative")
+	}
 	n := 0
 	if c.Vault != nil {
 		n++

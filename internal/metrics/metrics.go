@@ -247,6 +247,7 @@ var (
 	descCredVersion = prometheus.NewDesc("keybroker_credential_version", "Version of the credential in use.", []string{"upstream", "source"}, nil)
 	descCredStale   = prometheus.NewDesc("keybroker_credential_stale", "1 while the last good copy is served because its source fails.", []string{"upstream"}, nil)
 	descCredLoaded  = prometheus.NewDesc("keybroker_credential_usable", "1 when the credential is loaded and within max_stale.", []string{"upstream"}, nil)
+	descCredExpiry  = prometheus.NewDesc("keybroker_credential_expiry_timestamp_seconds", "When the credential in use expires (Unix seconds); absent when unknown.", []string{"upstream", "from"}, nil)
 	descCredReads   = prometheus.NewDesc("keybroker_credential_reads_total", "Reads of the credential's source.", []string{"upstream"}, nil)
 	descVaultTTL    = prometheus.NewDesc("keybroker_vault_token_ttl_seconds", "Time left on keybroker's Vault token (-1: does not expire).", nil, nil)
 	descVaultLogin  = prometheus.NewDesc("keybroker_vault_logged_in", "1 when keybroker holds a Vault token.", nil, nil)
@@ -261,7 +262,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
+	for _, d := range []*prometheus.Desc{descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -278,6 +279,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			if s.Loaded {
 				gauge(descCredAge, now.Sub(s.ReadAt).Seconds(), s.Name, s.Source)
 				gauge(descCredVersion, float64(s.Version), s.Name, s.Source)
+				if !s.Expiry.At.IsZero() {
+					gauge(descCredExpiry, float64(s.Expiry.At.Unix()), s.Name, s.Expiry.From)
+				}
 			}
 			gauge(descCredStale, b2f(s.Stale), s.Name)
 			gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)

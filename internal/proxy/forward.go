@@ -292,9 +292,29 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		u.vendorThrottled(resp, c)
 	}
 	u.cleanReply(resp)
+	if resp.StatusCode == http.StatusUnauthorized {
+		u.expiredWarning(resp, c)
+	}
 	return u.guard.Guard(resp, reply.Call{RequestID: c.id, Origin: reply.OriginOf(c.in), Leaks: u.leakValues(c.cred),
 		Head: c.in.Method == http.MethodHead})
 }
+
+// expiredWarning marks a vendor 401 on a credential keybroker knows has
+// expired: the vendor's reply passes unchanged, with a Keybroker-Warning
+// header, and the audit record says the same.
+func (u *upstream) expiredWarning(resp *http.Response, c *call) {
+	x := c.cred.Expiry
+	if x.At.IsZero() || u.p.opts.Now().Before(x.At) {
+		return
+	}
+	msg := fmt.Sprintf("credential version %d expired at %s (from %s)", c.cred.Version, x.At.UTC().Format(time.RFC3339), x.From)
+	resp.Header.Set(WarningHeader, msg)
+	c.rec.Error = msg
+}
+
+// WarningHeader carries keybroker's note on a vendor reply it passes on
+// unchanged.
+const WarningHeader = "Keybroker-Warning"
 
 // cleanReply keeps vendor session state and keybroker's own markers out of
 // the caller's hands.
@@ -302,8 +322,9 @@ func (u *upstream) cleanReply(resp *http.Response) {
 	h := resp.Header
 	// A session cookie is a credential of its own: callers never get one.
 	h.Del("Set-Cookie")
-	// Only keybroker says Keybroker-Error.
+	// Only keybroker says Keybroker-Error or Keybroker-Warning.
 	h.Del(ErrorHeader)
+	h.Del(WarningHeader)
 	// Keep keybroker's X-Request-Id the only one; the vendor's is kept
 	// under another name for support tickets.
 	if v := h.Values("X-Request-Id"); len(v) > 0 {

@@ -18,6 +18,10 @@ type Spec struct {
 	Name     string
 	Source   Source
 	Required []string
+	// Lifetime, when set, is how long the vendor's credential lives
+	// (Infocyte: a year): a version without a stored expiry is taken to
+	// expire Lifetime after it was written to Vault (an estimate).
+	Lifetime time.Duration
 }
 
 // Options tunes a Cache. Zero values mean the documented default.
@@ -36,8 +40,11 @@ type Options struct {
 	// Log receives operational messages. Default: none.
 	Log *zap.Logger
 	// OnEvent, when set, receives lifecycle events (loaded, rotated,
-	// refresh_failed, serving_stale, recovered).
+	// refresh_failed, serving_stale, recovered, expiring, expired).
 	OnEvent func(Event)
+	// ExpiryWarning is how long before a credential's expiry it is
+	// reported as expiring. Default 30 days.
+	ExpiryWarning time.Duration
 }
 
 // Credential lifecycle event types (Event.Type).
@@ -47,6 +54,8 @@ const (
 	EventRefreshFailed = "refresh_failed"
 	EventServingStale  = "serving_stale"
 	EventRecovered     = "recovered"
+	EventExpiring      = "expiring"
+	EventExpired       = "expired"
 )
 
 // AuditName is the event's name in the audit trail: credential_<type>.
@@ -63,6 +72,8 @@ type Event struct {
 	Version    int
 	OldVersion int
 	Error      string
+	// Expiry is set on expiring and expired.
+	Expiry Expiry
 }
 
 // Status is a credential's state, for /readyz and metrics.
@@ -78,6 +89,11 @@ type Status struct {
 	LastErr  string // the last refresh error, if the last refresh failed
 	Reads    int64  // source reads attempted
 	Failures int64  // source reads failed
+	// Expiry is the credential in use's expiry (zero At: unknown);
+	// Expiring and CredentialExpired say where it stands against now.
+	Expiry            Expiry
+	Expiring          bool
+	CredentialExpired bool
 }
 
 // Cache holds every upstream's credential in memory. Get never touches the
@@ -98,6 +114,10 @@ type entry struct {
 	lastForce time.Time // last read forced by Reread (a vendor 401)
 	lastErr   error
 	staleSent bool
+	// expiringAt is when the last expiring event was sent; expiredVersion
+	// the version an expired event was sent for.
+	expiringAt     time.Time
+	expiredVersion int
 
 	reads, failures atomic.Int64
 }
@@ -125,6 +145,9 @@ func NewCache(specs []Spec, opts Options) (*Cache, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
+	}
+	if opts.ExpiryWarning <= 0 {
+		opts.ExpiryWarning = 30 * 24 * time.Hour
 	}
 	c := &Cache{opts: opts, entries: map[string]*entry{}}
 	for _, s := range specs {
@@ -239,7 +262,10 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 		return nil, err
 	}
 
-	cred := &Credential{Fields: r.Fields, Version: r.Version, Source: src.Kind(), Ref: src.Ref(), ReadAt: c.opts.Now()}
+	cred := &Credential{Fields: r.Fields, Version: r.Version, Source: src.Kind(), Ref: src.Ref(), ReadAt: c.opts.Now(), Expiry: r.Expiry}
+	if cred.Expiry.At.IsZero() && e.spec.Lifetime > 0 && !r.Created.IsZero() {
+		cred.Expiry = Expiry{At: r.Created.Add(e.spec.Lifetime), From: ExpiryLifetime}
+	}
 	switch {
 	case old == nil:
 		if cred.Version == 0 {
@@ -323,6 +349,7 @@ func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 	retry := time.Second
 	for {
 		_, _ = c.load(ctx, e)
+		c.checkExpiry(e)
 		e.mu.Lock()
 		failed := e.lastErr != nil
 		e.mu.Unlock()
@@ -373,11 +400,60 @@ func (c *Cache) Status() []Status {
 		if cur := e.cur.Load(); cur != nil {
 			s.Loaded, s.Version, s.ReadAt = true, cur.Version, cur.ReadAt
 			s.Expired = now.Sub(cur.ReadAt) > c.opts.MaxStale
+			s.Expiry = cur.Expiry
+			s.CredentialExpired, s.Expiring = c.expiryState(cur.Expiry, now)
 		}
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// expiryState says whether an expiry has passed, or is within
+// ExpiryWarning of now.
+func (c *Cache) expiryState(x Expiry, now time.Time) (expired, expiring bool) {
+	if x.At.IsZero() {
+		return false, false
+	}
+	if !now.Before(x.At) {
+		return true, false
+	}
+	return false, x.At.Sub(now) <= c.opts.ExpiryWarning
+}
+
+// checkExpiry reports a credential in use that has expired (once per
+// version) or expires within ExpiryWarning (at most once a day), as an
+// event and a log line.
+func (c *Cache) checkExpiry(e *entry) {
+	cur := e.cur.Load()
+	if cur == nil {
+		return
+	}
+	now := c.opts.Now()
+	expired, expiring := c.expiryState(cur.Expiry, now)
+	e.mu.Lock()
+	sendExpired := expired && e.expiredVersion != cur.Version
+	sendExpiring := expiring && now.Sub(e.expiringAt) >= 24*time.Hour
+	if sendExpired {
+		e.expiredVersion = cur.Version
+	}
+	if sendExpiring {
+		e.expiringAt = now
+	}
+	e.mu.Unlock()
+	ev := Event{Upstream: e.spec.Name, Source: cur.Source, Ref: cur.Ref, Version: cur.Version, Expiry: cur.Expiry}
+	switch {
+	case sendExpired:
+		ev.Type = EventExpired
+		c.event(ev)
+		c.opts.Log.Error("credential expired: put a new one in its source", zap.String("upstream", e.spec.Name),
+			zap.Int("version", cur.Version), zap.Time("expires_at", cur.Expiry.At), zap.String("expiry_from", cur.Expiry.From))
+	case sendExpiring:
+		ev.Type = EventExpiring
+		c.event(ev)
+		c.opts.Log.Warn("credential expires soon: rotate it", zap.String("upstream", e.spec.Name),
+			zap.Int("version", cur.Version), zap.Time("expires_at", cur.Expiry.At), zap.String("expiry_from", cur.Expiry.From))
+	}
 }
 
 func sameFields(a, b map[string]Secret) bool {

@@ -65,6 +65,8 @@ type Credential struct {
 	Ref    string
 	// ReadAt is when the source last answered with this credential.
 	ReadAt time.Time
+	// Expiry is when it stops working, where known.
+	Expiry Expiry
 }
 
 // Field returns a field's value or ErrInvalid naming the field.

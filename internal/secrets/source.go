@@ -20,6 +20,11 @@ import (
 type Reading struct {
 	Fields  map[string]Secret
 	Version int
+	// Expiry is the expiry stored with the secret, when it has one.
+	Expiry Expiry
+	// Created is when this version was written (Vault KV v2); zero:
+	// unknown.
+	Created time.Time
 }
 
 // Source reads one credential. Implementations must be safe for concurrent
@@ -92,7 +97,11 @@ func (f *FileSource) Read(ctx context.Context) (Reading, error) {
 	if err != nil {
 		return Reading{}, fmt.Errorf("file %s: %w", f.path, err)
 	}
-	f.stat, f.last = st, Reading{Fields: fields}
+	exp, err := takeExpiresAt(fields)
+	if err != nil {
+		return Reading{}, fmt.Errorf("file %s: %w", f.path, err)
+	}
+	f.stat, f.last = st, Reading{Fields: fields, Expiry: exp}
 	return f.last, nil
 }
 
@@ -173,7 +182,11 @@ func NewEnvSource(lookup func(string) (string, bool), key string, fields map[str
 			out[field] = Secret(v)
 		}
 	}
-	s.reading = Reading{Fields: out}
+	exp, err := takeExpiresAt(out)
+	if err != nil && s.err == nil {
+		s.err = fmt.Errorf("env %s: %w", s.ref, err)
+	}
+	s.reading = Reading{Fields: out, Expiry: exp}
 	return s
 }
 

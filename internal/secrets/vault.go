@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -349,6 +350,7 @@ func (s *vaultSource) read(ctx context.Context) (Reading, error) {
 	}
 	data := sec.Data
 	version := 0
+	var created time.Time
 	if s.kv == 2 {
 		inner, ok := data["data"].(map[string]any)
 		if !ok {
@@ -359,6 +361,9 @@ func (s *vaultSource) read(ctx context.Context) (Reading, error) {
 				if i, err := n.Int64(); err == nil {
 					version = int(i)
 				}
+			}
+			if t, ok := md["created_time"].(string); ok {
+				created, _ = time.Parse(time.RFC3339Nano, t)
 			}
 		}
 		data = inner
@@ -371,7 +376,46 @@ func (s *vaultSource) read(ctx context.Context) (Reading, error) {
 		}
 		fields[k] = Secret(str)
 	}
-	return Reading{Fields: fields, Version: version}, nil
+	exp, err := takeExpiresAt(fields)
+	if err != nil {
+		return Reading{}, fmt.Errorf("vault %s: %w", s.Ref(), err)
+	}
+	if exp.At.IsZero() && s.kv == 2 {
+		exp = s.metadataExpiry(ctx, created, version)
+	}
+	return Reading{Fields: fields, Version: version, Expiry: exp, Created: created}, nil
+}
+
+// metadataExpiry reads the secret's KV v2 custom_metadata.expires_at. Vault
+// keeps it per secret, not per version, and a rotation writes data and
+// metadata separately, so the date may be the old version's. It is used
+// only when the metadata was updated no earlier than the version was
+// written, and, when custom_metadata.expires_at_version names the version
+// it was written for, only for that version. (Vault moves updated_time on
+// every data write too, so only expires_at_version really tells a stale
+// date; README says so.) Unreadable metadata means no expiry from it; the
+// read still succeeds.
+func (s *vaultSource) metadataExpiry(ctx context.Context, created time.Time, version int) Expiry {
+	md, err := s.v.client.Logical().ReadWithContext(ctx, s.mount+"/metadata/"+s.path)
+	if err != nil || md == nil || md.Data == nil {
+		return Expiry{}
+	}
+	custom, _ := md.Data["custom_metadata"].(map[string]any)
+	raw, _ := custom[ExpiresAtField].(string)
+	updatedRaw, _ := md.Data["updated_time"].(string)
+	updated, err := time.Parse(time.RFC3339Nano, updatedRaw)
+	if raw == "" || err != nil || updated.Before(created) {
+		return Expiry{}
+	}
+	if v, ok := custom[ExpiresAtField+"_version"].(string); ok && v != strconv.Itoa(version) {
+		return Expiry{}
+	}
+	at, err := time.Parse(time.RFC3339, raw)
+	if err != nil {
+		s.v.opts.Log.Warn("custom_metadata.expires_at is not an RFC 3339 time; ignored", zap.String("ref", s.Ref()))
+		return Expiry{}
+	}
+	return Expiry{At: at, From: ExpiryMetadata}
 }
 
 // vaultErr shortens Vault API errors to status and Vault's messages, which
