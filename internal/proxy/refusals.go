@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -123,11 +125,7 @@ func (p *Proxy) FlushRefusals() {
 		return
 	}
 	now := p.opts.Now()
-	names := make([]string, 0, len(counts))
-	for n := range counts {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(counts))
 	for _, n := range names {
 		rc := counts[n]
 		ev := audit.Event{Name: "refusal_summary", Caller: n, Count: rc.count, Outcomes: rc.codes, Paths: topPaths(rc.paths),

@@ -3,9 +3,10 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -149,11 +150,7 @@ func (p *Proxy) FlushSummary() {
 		return
 	}
 	now := p.opts.Now()
-	srcs := make([]string, 0, len(counts))
-	for s := range counts {
-		srcs = append(srcs, s)
-	}
-	sort.Strings(srcs)
+	srcs := slices.Sorted(maps.Keys(counts))
 	for _, s := range srcs {
 		ev := audit.Event{Name: "unidentified_summary", RemoteAddr: s, Count: counts[s],
 			Detail: fmt.Sprintf("refused with 429 and not recorded one by one (over the limit for requests without a valid caller identity) since %s",
