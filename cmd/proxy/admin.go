@@ -78,6 +78,10 @@ func (a *app) adminHandler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(rd)
 	})
+	mux.HandleFunc("GET /credentials", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.credentials())
+	})
 	if a.metrics != nil {
 		mux.Handle("GET /metrics", a.metrics.Handler())
 	}

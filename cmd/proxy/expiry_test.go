@@ -101,6 +101,35 @@ audit: {path: %s}
 		t.Errorf("no expiry metric for huntress:\n%s", grepLines(string(metrics), "expiry"))
 	}
 
+	// keybroker credentials, table and JSON, from the admin listener.
+	var table, js strings.Builder
+	if code := run([]string{"credentials", "--admin", "http://" + admin}, nil, &table, &table); code != 0 {
+		t.Fatalf("credentials: exit %d\n%s", code, table.String())
+	}
+	if code := run([]string{"credentials", "--admin", "http://" + admin, "--format", "json"}, nil, &js, &js); code != 0 {
+		t.Fatalf("credentials --format json: exit %d\n%s", code, js.String())
+	}
+	t.Logf("keybroker credentials:\n%s", table.String())
+	var rows []credentialRow
+	if err := json.Unmarshal([]byte(js.String()), &rows); err != nil || len(rows) != 2 {
+		t.Fatalf("credentials JSON: %v\n%s", err, js.String())
+	}
+	if h := rows[0]; h.Upstream != "huntress" || h.State != "expired" || h.Vendor401 == nil || h.Vendor401Version != 1 ||
+		h.ExpiresAt == nil || !h.ExpiresAt.Equal(past) || h.ExpiryFrom != "expires_at" || h.Source != "file" {
+		t.Errorf("huntress row %+v", h)
+	}
+	if i := rows[1]; i.Upstream != "infocyte" || i.State != "expiring" || i.Vendor401 != nil {
+		t.Errorf("infocyte row %+v", i)
+	}
+	for _, want := range []string{"UPSTREAM", "huntress", "2026-01-31 (expires_at)", "(v1)", "expired", "expiring"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if strings.Contains(table.String()+js.String(), "the-old-secret") {
+		t.Error("credentials printed a secret")
+	}
+
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = hashKeyCmd(args, stdin, stdout)
 	case "audit":
 		err = auditCmd(args, stdout)
+	case "credentials":
+		err = credentialsCmd(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "keybroker", buildVersion())
 	case "help":
@@ -102,6 +104,8 @@ func helpCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return hashKeyCmd(sub, stdin, stdout)
 	case "audit":
 		return auditCmd(sub, stdout)
+	case "credentials":
+		return credentialsCmd(sub, stdout)
 	case "version", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -141,6 +145,9 @@ const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its f
   keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U]
                              [--format table|csv|json|html]
                                                counts by caller and upstream, and lifecycle events
+  keybroker credentials [--admin URL] [--format table|json]
+                                               the running instance's credentials: source, version,
+                                               expiry, the vendor's last 401 (never a value)
   keybroker version
   keybroker help [COMMAND]
 

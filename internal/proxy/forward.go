@@ -48,6 +48,11 @@ type upstream struct {
 	// leaks caches the injected values for the current credential version,
 	// which no reply header may carry.
 	leaks atomic.Pointer[leakSet]
+	// refused is the last vendor 401 (Unix nanoseconds), kept across
+	// reloads with the transport; refusedVersion the credential version
+	// it refused.
+	refused        *atomic.Int64
+	refusedVersion *atomic.Int64
 }
 
 // transportKey is what a transport is made from: an upstream whose key
@@ -123,6 +128,11 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	}
 	u.guard = reply.NewGuard(ro)
 
+	if prev != nil {
+		u.refused, u.refusedVersion = prev.refused, prev.refusedVersion
+	} else {
+		u.refused, u.refusedVersion = new(atomic.Int64), new(atomic.Int64)
+	}
 	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
 		u.dialer, u.transport = prev.dialer, prev.transport
 	} else {
@@ -199,6 +209,24 @@ type LinkObserver interface {
 // handshakes with vendors, by upstream and reason.
 type TLSObserver interface {
 	TLSHandshakeFailed(upstream, reason string)
+}
+
+// VendorRefusal is the last time a vendor answered 401, and the
+// credential version it refused.
+type VendorRefusal struct {
+	At      time.Time
+	Version int
+}
+
+// LastVendorRefusals returns, per upstream, its vendor's last 401.
+func (p *Proxy) LastVendorRefusals() map[string]VendorRefusal {
+	out := map[string]VendorRefusal{}
+	for name, u := range p.state.Load().upstreams {
+		if n := u.refused.Load(); n != 0 {
+			out[name] = VendorRefusal{At: time.Unix(0, n), Version: int(u.refusedVersion.Load())}
+		}
+	}
+	return out
 }
 
 // CertExpiries returns, per upstream reached over TLS, when the vendor's
@@ -293,6 +321,8 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	}
 	u.cleanReply(resp)
 	if resp.StatusCode == http.StatusUnauthorized {
+		u.refused.Store(u.p.opts.Now().UnixNano())
+		u.refusedVersion.Store(int64(c.cred.Version))
 		u.expiredWarning(resp, c)
 	}
 	return u.guard.Guard(resp, reply.Call{RequestID: c.id, Origin: reply.OriginOf(c.in), Leaks: u.leakValues(c.cred),
