@@ -120,8 +120,9 @@ func TestEgress_VerifiedHTTPS(t *testing.T) {
 	}
 	var expiry float64
 	for _, l := range strings.Split(metrics, "\n") {
-		if v, ok := strings.CutPrefix(l, `keybroker_upstream_cert_expiry_seconds{upstream="good"} `); ok {
+		if v, ok := strings.CutPrefix(l, `keybroker_upstream_cert_expiry_timestamp_seconds{upstream="good"} `); ok {
 			expiry, _ = strconv.ParseFloat(v, 64)
+			expiry -= float64(time.Now().Unix())
 		}
 	}
 	if expiry < 23*3600 || expiry > 24*3600 {

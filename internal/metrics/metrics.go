@@ -257,7 +257,7 @@ var (
 	descDiskFree    = prometheus.NewDesc("keybroker_audit_disk_free_bytes", "Free space on the audit file's filesystem.", nil, nil)
 	descDiskLow     = prometheus.NewDesc("keybroker_audit_disk_low", "1 while the audit filesystem has less than audit.min_free_bytes free.", nil, nil)
 	descQuotaUse    = prometheus.NewDesc("keybroker_quota_in_use", "Calls holding a place in the upstream's quota window (all replicas, with Redis).", []string{"upstream"}, nil)
-	descCertExpiry  = prometheus.NewDesc("keybroker_upstream_cert_expiry_seconds", "Seconds until the vendor's TLS certificate expires, as last seen.", []string{"upstream"}, nil)
+	descCertExpiry  = prometheus.NewDesc("keybroker_upstream_cert_expiry_timestamp_seconds", "When the vendor's TLS certificate, as last seen, expires (Unix seconds).", []string{"upstream"}, nil)
 	descQuotaLeft   = prometheus.NewDesc("keybroker_quota_remaining", "Calls the upstream's quota window admits now.", []string{"upstream"}, nil)
 )
 
@@ -318,7 +318,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.st.CertExpiry != nil {
 		n := c.names.Load()
 		for up, at := range c.st.CertExpiry() {
-			gauge(descCertExpiry, at.Sub(now).Seconds(), bounded(up, n.upstreams))
+			gauge(descCertExpiry, float64(at.Unix()), bounded(up, n.upstreams))
 		}
 	}
 	if c.st.AuditSpace != nil {
