@@ -16,6 +16,10 @@ missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v tinyproxy >/dev/null 2>&1 || missing="$missing tinyproxy"
 /usr/bin/python3 -c 'import requests' >/dev/null 2>&1 || missing="$missing python3-requests"
+# promtool (checks deploy/prometheus and the dashboard) comes with Debian's
+# prometheus package, whose server must not start: it would take port 9090,
+# keybroker's admin default.
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 if [ -n "$missing" ]; then
   say "installing$missing (Debian)"
   if [ "$(id -u)" -ne 0 ]; then
@@ -24,14 +28,23 @@ if [ -n "$missing" ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
+  # No package starts a service during the install (policy-rc.d says no);
+  # the tests start their own instances on loopback ports.
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
+  fi
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $missing
-  for svc in redis-server tinyproxy; do
+  if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  for svc in redis-server tinyproxy prometheus; do
     (service "$svc" stop || systemctl stop "$svc" || true) >/dev/null 2>&1
+    (systemctl disable "$svc" || true) >/dev/null 2>&1
   done
 fi
 say "redis-server: $(redis-server --version | head -n1)"
 say "tinyproxy: $(tinyproxy -v 2>&1 | head -n1)"
+say "promtool: $(promtool --version 2>&1 | head -n1)"
 
 say "downloading Go modules"
 go mod download

@@ -9,6 +9,7 @@ package metrics
 import (
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +49,9 @@ type State struct {
 
 // Metrics is the registry and the collectors.
 type Metrics struct {
-	reg   *prometheus.Registry
+	reg *prometheus.Registry
+	// own are keybroker's collectors (not Go's or the process's).
+	own   []prometheus.Collector
 	names atomic.Pointer[names]
 
 	requests      *prometheus.CounterVec
@@ -115,8 +118,10 @@ func New(upstreams, callers []string, st State) *Metrics {
 		Help: "JSON link fields replaced by null because they pointed away from the upstream."}, []string{"upstream"})
 	m.unrecorded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_refusals_unrecorded_total",
 		Help: "Refusals of known callers over their refusal budget: counted in refusal_summary events, not recorded one by one."}, []string{"caller"})
-	m.reg.MustRegister(m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
-		&stateCollector{st: st, names: &m.names}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.own = []prometheus.Collector{m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+		&stateCollector{st: st, names: &m.names}}
+	m.reg.MustRegister(m.own...)
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.SetNames(upstreams, callers)
 	return m
 }
@@ -247,6 +252,7 @@ var (
 	descCredVersion = prometheus.NewDesc("keybroker_credential_version", "Version of the credential in use.", []string{"upstream", "source"}, nil)
 	descCredStale   = prometheus.NewDesc("keybroker_credential_stale", "1 while the last good copy is served because its source fails.", []string{"upstream"}, nil)
 	descCredLoaded  = prometheus.NewDesc("keybroker_credential_usable", "1 when the credential is loaded and within max_stale.", []string{"upstream"}, nil)
+	descCredMax     = prometheus.NewDesc("keybroker_credential_max_stale_seconds", "How long the last good copy may be served while its source fails (secrets.max_stale).", []string{"upstream"}, nil)
 	descCredExpiry  = prometheus.NewDesc("keybroker_credential_expiry_timestamp_seconds", "When the credential in use expires (Unix seconds); absent when unknown.", []string{"upstream", "from"}, nil)
 	descCredReads   = prometheus.NewDesc("keybroker_credential_reads_total", "Reads of the credential's source.", []string{"upstream"}, nil)
 	descVaultTTL    = prometheus.NewDesc("keybroker_vault_token_ttl_seconds", "Time left on keybroker's Vault token (-1: does not expire).", nil, nil)
@@ -262,7 +268,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
+	for _, d := range []*prometheus.Desc{descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -284,6 +290,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 			}
 			gauge(descCredStale, b2f(s.Stale), s.Name)
+			gauge(descCredMax, s.MaxStale.Seconds(), s.Name)
 			gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)
 			ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
 		}
@@ -343,6 +350,27 @@ func (c *stateCollector) upstreams() []string {
 		out = append(out, u)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// Names lists every metric keybroker exports, from its collectors'
+// descriptions (not a scrape: a vector with no labels yet exports nothing).
+func (m *Metrics) Names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range m.own {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	for d := range ch {
+		s := d.String() // Desc{fqName: "name", help: ...}
+		if i := strings.Index(s, `fqName: "`); i >= 0 {
+			rest := s[i+len(`fqName: "`):]
+			out = append(out, rest[:strings.IndexByte(rest, '"')])
+		}
+	}
 	return out
 }
 

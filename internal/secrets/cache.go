@@ -94,6 +94,8 @@ type Status struct {
 	Expiry            Expiry
 	Expiring          bool
 	CredentialExpired bool
+	// MaxStale is how long the last good copy may be served.
+	MaxStale time.Duration
 }
 
 // Cache holds every upstream's credential in memory. Get never touches the
@@ -390,7 +392,7 @@ func (c *Cache) Status() []Status {
 	out := make([]Status, 0, len(c.entries))
 	for name, e := range c.entries {
 		s := Status{Name: name, Source: e.spec.Source.Kind(), Ref: e.spec.Source.Ref(),
-			Reads: e.reads.Load(), Failures: e.failures.Load()}
+			Reads: e.reads.Load(), Failures: e.failures.Load(), MaxStale: c.opts.MaxStale}
 		e.mu.Lock()
 		if e.lastErr != nil {
 			s.LastErr = e.lastErr.Error()
