@@ -247,7 +247,10 @@ func (a *app) shutdown() error {
 	if err != nil {
 		a.log.Warn("in-flight calls cut off at shutdown_timeout", zap.Error(err))
 	}
+	// The summaries of refusals go before the shutdown record, so that the
+	// last checkpoint covers them too.
 	a.proxy.FlushSummary()
+	a.proxy.FlushRefusals()
 	a.event(audit.Event{Name: "shutdown"})
 	if a.checkpoints != nil {
 		// The last checkpoint covers the shutdown record.
