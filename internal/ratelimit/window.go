@@ -100,7 +100,7 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 		if id, ok := l.admit(w, start); ok {
 			res := w.result(start, 0)
 			l.mu.Unlock()
-			return res, l.ticket(key, w, id), nil
+			return res, l.ticket(key, lim, id), nil
 		}
 	}
 	at, known := w.nextFree(start, len(w.queue))
@@ -130,7 +130,7 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 			l.dispatch(key, w, now)
 			return Result{}, Ticket{}, ctx.Err()
 		}
-		return w.result(now, now.Sub(start)), l.ticket(key, w, wt.id), nil
+		return w.result(now, now.Sub(start)), l.ticket(key, lim, wt.id), nil
 	}
 	for i, q := range w.queue {
 		if q == wt {
@@ -190,6 +190,9 @@ func (l *Window) get(key string, lim Limit, now time.Time) *window {
 		w = &window{inflight: map[uint64]struct{}{}}
 		l.keys[key] = w
 	}
+	// How long one call may wait is that call's business (a credential
+	// probe never waits): it is no change of the window.
+	lim.MaxWait = 0
 	if w.lim != lim {
 		// New, or the configuration changed (hot reload): slots held stay
 		// held; the smoothing bucket follows the new limit.
@@ -363,8 +366,10 @@ func (w *window) nthEnd(n int) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-func (l *Window) ticket(key string, w *window, id uint64) Ticket {
-	if w.lim.Requests <= 0 {
+// ticket is called after l.mu is released: it reads the caller's lim, not
+// the window's (a reload may change that).
+func (l *Window) ticket(key string, lim Limit, id uint64) Ticket {
+	if lim.Requests <= 0 {
 		return Ticket{}
 	}
 	return Ticket{r: l, key: key, id: id}

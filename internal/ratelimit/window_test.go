@@ -89,6 +89,31 @@ func TestWindow_BurstSmooths(t *testing.T) {
 	}
 }
 
+// TestWindow_ACallThatMayNotWaitSharesTheSameBucket: a call that may not
+// wait (keybroker's credential probe, MaxWait 0) goes through the same
+// smoothing bucket as the callers' calls, and asking does not reset it.
+func TestWindow_ACallThatMayNotWaitSharesTheSameBucket(t *testing.T) {
+	c := newClock()
+	l := NewWindow(c.Now, 0)
+	lim := Limit{Requests: 10, Per: time.Second, Burst: 1, MaxWait: time.Second}
+	_, tk, err := l.Acquire(context.Background(), "k", lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.Release(true)
+	probe := lim
+	probe.MaxWait = 0
+	for i := range 3 {
+		if _, _, err := l.Acquire(context.Background(), "k", probe); err == nil {
+			t.Fatalf("try %d: a call that may not wait was let through an empty bucket", i)
+		}
+	}
+	c.Add(100 * time.Millisecond)
+	if _, _, err := l.Acquire(context.Background(), "k", probe); err != nil {
+		t.Fatalf("after 100ms: %v", err)
+	}
+}
+
 // TestWindow_VendorNeverSeesMoreThanRequests simulates callers hammering a
 // quota through network delay: each call arrives at the vendor somewhere
 // between its admission and its reply. In no window of Per does the
