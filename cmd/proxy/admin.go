@@ -26,6 +26,9 @@ type readiness struct {
 	// their expiry, and those past it; neither makes keybroker unready
 	// (the vendor is the judge).
 	CredentialExpiry *expiryState `json:"credential_expiry,omitempty"`
+	// CredentialRejected lists upstreams whose rotated credential the
+	// vendor refused: the version in use keeps serving (a warning).
+	CredentialRejected []string `json:"credential_rejected,omitempty"`
 }
 
 type expiryState struct {
@@ -106,6 +109,9 @@ func (a *app) readiness() readiness {
 			cs.AgeS = int64(now.Sub(s.ReadAt).Seconds())
 		}
 		rd.Credentials = append(rd.Credentials, cs)
+		if s.Rejected {
+			rd.CredentialRejected = append(rd.CredentialRejected, s.Name)
+		}
 		if s.Expiring || s.CredentialExpired {
 			if rd.CredentialExpiry == nil {
 				rd.CredentialExpiry = &expiryState{Expiring: []expiryEntry{}, Expired: []expiryEntry{}}

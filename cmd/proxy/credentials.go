@@ -30,7 +30,12 @@ type credentialRow struct {
 	// version.
 	Vendor401        *time.Time `json:"last_vendor_401,omitempty"`
 	Vendor401Version int        `json:"last_vendor_401_version,omitempty"`
-	Error            string     `json:"error,omitempty"`
+	// Probe is the last proof of a rotated version: when, which version,
+	// and what the vendor said (accepted, refused, unknown, busy).
+	ProbeAt      *time.Time `json:"last_probe,omitempty"`
+	ProbeVersion int        `json:"last_probe_version,omitempty"`
+	ProbeResult  string     `json:"last_probe_result,omitempty"`
+	Error        string     `json:"error,omitempty"`
 }
 
 // credentials lists every credential's state for /credentials.
@@ -47,9 +52,15 @@ func (a *app) credentials() []credentialRow {
 			t := s.Expiry.At.UTC()
 			r.ExpiresAt, r.ExpiryFrom = &t, s.Expiry.From
 		}
+		if !s.Probe.At.IsZero() {
+			t := s.Probe.At.UTC()
+			r.ProbeAt, r.ProbeVersion, r.ProbeResult = &t, s.Probe.Version, s.Probe.Result
+		}
 		switch {
 		case !s.Loaded:
 			r.State = "not loaded"
+		case s.Rejected:
+			r.State = "rotation rejected"
 		case s.CredentialExpired:
 			r.State = "expired"
 		case s.Expiring:
@@ -99,7 +110,7 @@ func credentialsCmd(args []string, stdout io.Writer) error {
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "UPSTREAM\tSOURCE\tREF\tVERSION\tREAD\tEXPIRES (FROM)\tLAST VENDOR 401\tSTATE")
+	fmt.Fprintln(tw, "UPSTREAM\tSOURCE\tREF\tVERSION\tREAD\tEXPIRES (FROM)\tLAST PROBE\tLAST VENDOR 401\tSTATE")
 	day := func(t *time.Time) string {
 		if t == nil {
 			return "-"
@@ -119,7 +130,11 @@ func credentialsCmd(args []string, stdout io.Writer) error {
 		if r.Error != "" {
 			state += ": " + r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Upstream, r.Source, r.Ref, r.Version, day(r.ReadAt), exp, last, state)
+		probe := day(r.ProbeAt)
+		if r.ProbeAt != nil {
+			probe += fmt.Sprintf(" v%d %s", r.ProbeVersion, r.ProbeResult)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.Upstream, r.Source, r.Ref, r.Version, day(r.ReadAt), exp, probe, last, state)
 	}
 	return tw.Flush()
 }

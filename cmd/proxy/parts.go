@@ -149,6 +149,15 @@ func (a *app) newCache(p assemble.Parts) (*secrets.Cache, error) {
 	opts := p.Cache
 	opts.Log = a.log.Named("secrets")
 	opts.OnEvent = a.credentialEvent
+	// A rotated credential is proved with its upstream's probe before it
+	// is served; the proxy is made after the cache, and is there by the
+	// time a rotation comes (the first load proves nothing).
+	opts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, string) {
+		if a.proxy == nil {
+			return secrets.Unprovable, ""
+		}
+		return a.proxy.Probe(ctx, name, c)
+	}
 	return secrets.NewCache(p.Specs, opts)
 }
 

@@ -135,6 +135,9 @@ func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream,
 	if u.RateLimit != nil {
 		up.Quota = Limit(u.RateLimit)
 	}
+	if u.Probe != nil {
+		up.Probe = &proxy.Probe{Method: u.Probe.Method, Path: u.Probe.Path}
+	}
 	single := ""
 	if f := scheme.Fields(); len(f) == 1 {
 		single = f[0]

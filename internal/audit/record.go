@@ -101,6 +101,9 @@ type Event struct {
 	Count      int64            `json:"count,omitempty"`
 	Outcomes   map[string]int64 `json:"outcomes,omitempty"`
 	Paths      []PathCount      `json:"paths,omitempty"`
+	// Validated is set on credential_rotated when the upstream has a
+	// probe: whether the vendor accepted the new version before it served.
+	Validated *bool `json:"validated,omitempty"`
 	// Checkpoint is set on the event "checkpoint".
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }

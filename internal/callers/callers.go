@@ -26,11 +26,18 @@ const (
 	AuthDropin    = "dropin"
 	AuthAnonymous = "anonymous"
 	AuthNone      = "none"
+	// AuthInternal marks keybroker's own calls (credential probes), made
+	// as caller Internal.
+	AuthInternal = "internal"
 )
 
 // KeyPrefix starts every key made by NewKey, so that a leaked key is easy
 // to recognise in a scanner or a paste.
 const KeyPrefix = "kbk_"
+
+// Internal is the caller name of keybroker's own calls; no configured
+// caller may have it.
+const Internal = "keybroker"
 
 // ErrUnauthenticated means no known identity. The reply never says which
 // part was wrong or which callers exist.

@@ -14,6 +14,8 @@ type preset struct {
 	rewriteLinks     []string
 	// lifetime is how long the vendor's credentials live.
 	lifetime time.Duration
+	// probe proves a credential: a cheap authenticated read.
+	probe *Probe
 }
 
 // presets are the vendors keybroker knows by name. Everything else is one
@@ -29,6 +31,7 @@ var presets = map[string]preset{
 		vendorRetryAfter: time.Minute,
 		// List replies carry an absolute link to the next page.
 		rewriteLinks: []string{"pagination.next_page_url"},
+		probe:        &Probe{Method: "GET", Path: "/v1/account"},
 	},
 	// Infocyte HUNT (LoopBack 3): the raw token in Authorization (a Bearer
 	// scheme is refused by the vendor). Its own clients also send the token
@@ -52,6 +55,10 @@ func applyPreset(u *Upstream, p preset) {
 	}
 	if u.Credential.Lifetime == 0 {
 		u.Credential.Lifetime = Duration(p.lifetime)
+	}
+	if u.Probe == nil && p.probe != nil {
+		pr := *p.probe
+		u.Probe = &pr
 	}
 	if u.Auth.Type == "" || u.Auth.Type == p.auth.Type {
 		a := &u.Auth

@@ -158,6 +158,17 @@ type Upstream struct {
 	RewriteLinks []string `yaml:"rewrite_links"`
 	// Egress overrides the egress block's proxy or ca_file for this upstream.
 	Egress *EgressOverride `yaml:"egress"`
+	// Probe is a cheap read-only call that proves a rotated credential
+	// before it is served (the huntress preset: GET /v1/account). None by
+	// default for other upstreams.
+	Probe *Probe `yaml:"probe"`
+}
+
+// Probe is the request that proves a credential: method and path below
+// the upstream's URL.
+type Probe struct {
+	Method string `yaml:"method"`
+	Path   string `yaml:"path"`
 }
 
 // EgressProxy is the CONNECT proxy this upstream goes through ("": direct;

@@ -238,6 +238,18 @@ func (c *Config) completeUpstreams(e *errs) {
 				e.add(fmt.Sprintf("%s.rewrite_links[%d]", p, j), "must be dotted JSON object keys, such as pagination.next_page_url")
 			}
 		}
+		if pr := u.Probe; pr != nil {
+			if pr.Method == "" {
+				pr.Method = http.MethodGet
+			}
+			pr.Method = strings.ToUpper(pr.Method)
+			if pr.Method != http.MethodGet && pr.Method != http.MethodHead {
+				e.add(p+".probe.method", "must be GET or HEAD: a probe only reads")
+			}
+			if !strings.HasPrefix(pr.Path, "/") {
+				e.add(p+".probe.path", "required: a path below the upstream's URL, such as /v1/account")
+			}
+		}
 	}
 }
 
@@ -400,6 +412,9 @@ func (c *Config) completeCallers(e *errs) {
 		cl := &c.Callers[i]
 		p := fmt.Sprintf("callers[%d]", i)
 		checkName(e, p+".name", cl.Name, "caller", "", names)
+		if cl.Name == callers.Internal {
+			e.add(p+".name", "%s is keybroker's own name (its credential probes): choose another", quote(cl.Name))
+		}
 
 		if cl.KeySHA256 != "" {
 			k, err := hex.DecodeString(strings.ToLower(cl.KeySHA256))

@@ -252,6 +252,7 @@ var (
 	descCredVersion = prometheus.NewDesc("keybroker_credential_version", "Version of the credential in use.", []string{"upstream", "source"}, nil)
 	descCredStale   = prometheus.NewDesc("keybroker_credential_stale", "1 while the last good copy is served because its source fails.", []string{"upstream"}, nil)
 	descCredLoaded  = prometheus.NewDesc("keybroker_credential_usable", "1 when the credential is loaded and within max_stale.", []string{"upstream"}, nil)
+	descCredRej     = prometheus.NewDesc("keybroker_credential_rejected", "1 while a rotated version the vendor refused waits and the version in use keeps serving.", []string{"upstream"}, nil)
 	descCredMax     = prometheus.NewDesc("keybroker_credential_max_stale_seconds", "How long the last good copy may be served while its source fails (secrets.max_stale).", []string{"upstream"}, nil)
 	descCredExpiry  = prometheus.NewDesc("keybroker_credential_expiry_timestamp_seconds", "When the credential in use expires (Unix seconds); absent when unknown.", []string{"upstream", "from"}, nil)
 	descCredReads   = prometheus.NewDesc("keybroker_credential_reads_total", "Reads of the credential's source.", []string{"upstream"}, nil)
@@ -268,7 +269,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
+	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
 		ch <- d
 	}
 }
@@ -291,6 +292,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			gauge(descCredStale, b2f(s.Stale), s.Name)
 			gauge(descCredMax, s.MaxStale.Seconds(), s.Name)
+			gauge(descCredRej, b2f(s.Rejected), s.Name)
 			gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)
 			ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
 		}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -72,6 +73,7 @@ type harness struct {
 	proxy    *proxy.Proxy
 	srv      *httptest.Server
 	bodies   []string // every body a caller got, for the leak check
+	events   []secrets.Event
 	mu       sync.Mutex
 }
 
@@ -96,6 +98,8 @@ type harnessOpts struct {
 	unidentified    proxy.UnidentifiedLimits
 	now             func() time.Time
 	maxHeaderBytes  int
+	// prove: rotated credentials are proved with the upstream's probe.
+	prove bool
 }
 
 const defaultCallers = `
@@ -168,6 +172,16 @@ upstreams:
 	}
 	cacheOpts := parts.Cache
 	cacheOpts.Log, cacheOpts.MinReread = log, time.Millisecond
+	cacheOpts.OnEvent = func(ev secrets.Event) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.events = append(h.events, ev)
+	}
+	if o.prove {
+		cacheOpts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, string) {
+			return h.proxy.Probe(ctx, name, c)
+		}
+	}
 	h.cache, err = secrets.NewCache(parts.Specs, cacheOpts)
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +295,12 @@ func (h *harness) lastRecord(requestID string) map[string]any {
 
 // checkNoLeaks searches the audit trail, every log entry and every reply a
 // caller got for the planted secrets.
-func (h *harness) checkNoLeaks() {
+func (h *harness) checkNoLeaks() { h.checkSecretsAbsent(planted...) }
+
+// checkSecretsAbsent searches the audit trail, every log entry, every
+// credential event and every reply a caller got for these values.
+func (h *harness) checkSecretsAbsent(values ...string) {
+	h.t.Helper()
 	var all strings.Builder
 	all.WriteString(h.auditBuf.String())
 	for _, e := range h.logs.All() {
@@ -291,8 +310,11 @@ func (h *harness) checkNoLeaks() {
 	for _, b := range h.bodies {
 		all.WriteString(b)
 	}
+	for _, ev := range h.events {
+		fmt.Fprintf(&all, "%+v\n", ev)
+	}
 	h.mu.Unlock()
-	for _, s := range planted {
+	for _, s := range values {
 		if strings.Contains(all.String(), s) {
 			h.t.Errorf("planted secret %q leaked into audit, logs or a reply", s[:8]+"…")
 		}

@@ -108,6 +108,13 @@ type Upstream struct {
 	// ProxyCredential names the egress proxy's credential (fields
 	// username, password) in Options.Credentials; "": none.
 	ProxyCredential string
+	// Probe proves a rotated credential (Proxy.Probe); nil: none.
+	Probe *Probe
+}
+
+// Probe is a cheap read-only request below the upstream's URL.
+type Probe struct {
+	Method, Path string
 }
 
 // Routes is what the proxy serves, swapped whole by Update on a reload.

@@ -45,7 +45,29 @@ type Options struct {
 	// ExpiryWarning is how long before a credential's expiry it is
 	// reported as expiring. Default 30 days.
 	ExpiryWarning time.Duration
+	// Prove, when set, asks the vendor whether a credential works (the
+	// upstream's probe); nil for a credential nobody can prove is no proof
+	// at all. A rotated version is proved before it is served (see
+	// proveRotation).
+	Prove func(ctx context.Context, name string, c Credential) (Proof, string)
 }
+
+// Proof is what the vendor said of a credential.
+type Proof int
+
+// Proofs.
+const (
+	// Unprovable: the upstream has no probe.
+	Unprovable Proof = iota
+	// Accepted: the vendor took it.
+	Accepted
+	// Refused: the vendor refused it (401, 403).
+	Refused
+	// Unknown: the probe failed otherwise (vendor down, timeout, 5xx).
+	Unknown
+	// Busy: no quota slot was free for the probe now; try again later.
+	Busy
+)
 
 // Credential lifecycle event types (Event.Type).
 const (
@@ -56,6 +78,8 @@ const (
 	EventRecovered     = "recovered"
 	EventExpiring      = "expiring"
 	EventExpired       = "expired"
+	EventRejected      = "rejected"
+	EventUnproven      = "unproven"
 )
 
 // AuditName is the event's name in the audit trail: credential_<type>.
@@ -74,6 +98,9 @@ type Event struct {
 	Error      string
 	// Expiry is set on expiring and expired.
 	Expiry Expiry
+	// Validated is set on rotated when the upstream has a probe: whether
+	// the vendor accepted the new version before it was served.
+	Validated *bool
 }
 
 // Status is a credential's state, for /readyz and metrics.
@@ -96,6 +123,17 @@ type Status struct {
 	CredentialExpired bool
 	// MaxStale is how long the last good copy may be served.
 	MaxStale time.Duration
+	// Probe is the last proof of a rotated version; Rejected is set while
+	// a newer version the vendor refused waits (the one in use serves).
+	Probe    ProbeState
+	Rejected bool
+}
+
+// ProbeState is the last probe of a credential's version.
+type ProbeState struct {
+	At      time.Time
+	Version int
+	Result  string // accepted, refused, unknown, busy
 }
 
 // Cache holds every upstream's credential in memory. Get never touches the
@@ -120,6 +158,16 @@ type entry struct {
 	// the version an expired event was sent for.
 	expiringAt     time.Time
 	expiredVersion int
+	// Proving a rotated version: rejected is the version the vendor refused
+	// (0: none), retryAt when to prove it again, backoff the wait after
+	// that; oldRefused is set when the vendor refused the version in use
+	// (a 401 on a call): the next version is then taken unproved. probe is
+	// the last proof.
+	rejected   *Credential
+	retryAt    time.Time
+	backoff    time.Duration
+	oldRefused bool
+	probe      ProbeState
 
 	reads, failures atomic.Int64
 }
@@ -195,6 +243,8 @@ func (c *Cache) Reread(ctx context.Context, name string) (Credential, error) {
 		return Credential{}, fmt.Errorf("%s: %w", name, ErrUnknown)
 	}
 	e.mu.Lock()
+	// The vendor refused the version in use: a newer one is taken at once.
+	e.oldRefused = true
 	inflight := e.inflight
 	recent := c.opts.Now().Sub(e.lastForce) < c.opts.MinReread
 	if inflight == nil && !recent {
@@ -251,6 +301,11 @@ func (c *Cache) load(ctx context.Context, e *entry) (*Credential, error) {
 }
 
 func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
+	// A vendor refusal of the version in use counts for this read only.
+	e.mu.Lock()
+	oldRefused := e.oldRefused
+	e.oldRefused = false
+	e.mu.Unlock()
 	src := e.spec.Source
 	e.reads.Add(1)
 	r, err := src.Read(ctx)
@@ -278,11 +333,15 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 			zap.String("source", cred.Source), zap.String("ref", cred.Ref), zap.Int("version", cred.Version))
 	case r.Version == 0 && !sameFields(old.Fields, r.Fields):
 		cred.Version = old.Version + 1
-		c.rotated(e, old, cred)
+		if !c.proveRotation(ctx, e, old, cred, oldRefused) {
+			return old, nil
+		}
 	case r.Version == 0:
 		cred.Version = old.Version
 	case r.Version != old.Version:
-		c.rotated(e, old, cred)
+		if !c.proveRotation(ctx, e, old, cred, oldRefused) {
+			return old, nil
+		}
 	}
 	e.mu.Lock()
 	wasStale := e.staleSent
@@ -296,8 +355,112 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 	return cred, nil
 }
 
-func (c *Cache) rotated(e *entry, old, cred *Credential) {
-	c.event(Event{Type: EventRotated, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, OldVersion: old.Version})
+// Probe back-off: a version the vendor refused is proved again after
+// this, doubling up to the most, while it stays the same.
+const (
+	proveBackoff    = time.Minute
+	proveBackoffMax = 30 * time.Minute
+)
+
+// proveRotation decides whether a new version replaces the one in use. The
+// vendor is the judge, through the upstream's probe (Options.Prove):
+//   - accepted: switch (rotated, validated);
+//   - refused while the version in use still works: keep serving the old
+//     one, report the new one rejected, prove it again after a back-off
+//     (or as soon as it changes);
+//   - refused, and the version in use refused too (a regenerate revoked
+//     it): switch, and report both;
+//   - no proof (vendor down, timeout): switch, unproven;
+//   - no quota slot free for the probe: keep the old one, the new one
+//     waits for the next refresh (never switch unproven for that).
+//
+// A vendor that refused the version in use on a call (Reread) settles it:
+// switch at once.
+func (c *Cache) proveRotation(ctx context.Context, e *entry, old, cred *Credential, oldRefused bool) bool {
+	if c.opts.Prove == nil {
+		c.rotated(e, old, cred, nil)
+		return true
+	}
+	now := c.opts.Now()
+	e.mu.Lock()
+	rej, retryAt := e.rejected, e.retryAt
+	e.mu.Unlock()
+	if oldRefused {
+		no := false
+		c.rotated(e, old, cred, &no)
+		c.settle(e, nil, 0)
+		return true
+	}
+	if rej != nil && rej.Version == cred.Version && sameFields(rej.Fields, cred.Fields) && now.Before(retryAt) {
+		return false // refused before; not yet time to ask again
+	}
+	p, detail := c.opts.Prove(ctx, e.spec.Name, *cred)
+	c.record(e, cred.Version, p, now)
+	switch p {
+	case Accepted, Unprovable:
+		yes := p == Accepted
+		v := &yes
+		if p == Unprovable {
+			v = nil
+		}
+		c.rotated(e, old, cred, v)
+		c.settle(e, nil, 0)
+		return true
+	case Busy:
+		c.opts.Log.Info("rotated credential not proved yet: no quota slot free; the version in use keeps serving",
+			zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version))
+		return false
+	case Unknown:
+		no := false
+		c.rotated(e, old, cred, &no)
+		c.event(Event{Type: EventUnproven, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail})
+		c.opts.Log.Warn("rotated credential could not be proved; switched to it", zap.String("upstream", e.spec.Name),
+			zap.Int("version", cred.Version), zap.String("probe", detail))
+		c.settle(e, nil, 0)
+		return true
+	}
+	// Refused: does the version in use still work?
+	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail})
+	po, odetail := c.opts.Prove(ctx, e.spec.Name, *old)
+	if po == Refused {
+		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: old.Source, Ref: old.Ref, Version: old.Version, Error: odetail})
+		c.opts.Log.Error("the vendor refused both the rotated credential and the one in use; switched to the rotated one",
+			zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("old_version", old.Version))
+		no := false
+		c.rotated(e, old, cred, &no)
+		c.settle(e, nil, 0)
+		return true
+	}
+	e.mu.Lock()
+	backoff := proveBackoff
+	if e.rejected != nil && e.rejected.Version == cred.Version && sameFields(e.rejected.Fields, cred.Fields) {
+		backoff = min(2*e.backoff, proveBackoffMax)
+	}
+	e.mu.Unlock()
+	c.settle(e, cred, backoff)
+	c.opts.Log.Error("the vendor refused the rotated credential; the version in use keeps serving",
+		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("in_use", old.Version),
+		zap.String("probe", detail), zap.Duration("next_probe_in", backoff))
+	return false
+}
+
+// settle records a rejected version (nil: none) and when to prove it again.
+func (c *Cache) settle(e *entry, rejected *Credential, backoff time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rejected, e.backoff = rejected, backoff
+	e.retryAt = c.opts.Now().Add(backoff)
+}
+
+// record keeps the last proof for Status.
+func (c *Cache) record(e *entry, version int, p Proof, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.probe = ProbeState{At: at, Version: version, Result: [...]string{"none", "accepted", "refused", "unknown", "busy"}[p]}
+}
+
+func (c *Cache) rotated(e *entry, old, cred *Credential, validated *bool) {
+	c.event(Event{Type: EventRotated, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, OldVersion: old.Version, Validated: validated})
 	c.opts.Log.Info("credential rotated", zap.String("upstream", e.spec.Name),
 		zap.String("ref", cred.Ref), zap.Int("old_version", old.Version), zap.Int("version", cred.Version))
 }
@@ -373,6 +536,18 @@ func (c *Cache) refreshLoop(ctx context.Context, e *entry) {
 	}
 }
 
+// Refresh reads a credential's source now, as the background refresh
+// does (a rotated version is proved first), and reports its expiry.
+func (c *Cache) Refresh(ctx context.Context, name string) error {
+	e, ok := c.entries[name]
+	if !ok {
+		return fmt.Errorf("%s: %w", name, ErrUnknown)
+	}
+	_, err := c.load(ctx, e)
+	c.checkExpiry(e)
+	return err
+}
+
 // Ready reports whether every credential is loaded and usable, and if not,
 // which are not and why.
 func (c *Cache) Ready() (bool, []Status) {
@@ -398,6 +573,7 @@ func (c *Cache) Status() []Status {
 			s.LastErr = e.lastErr.Error()
 		}
 		s.Stale = e.staleSent
+		s.Probe, s.Rejected = e.probe, e.rejected != nil
 		e.mu.Unlock()
 		if cur := e.cur.Load(); cur != nil {
 			s.Loaded, s.Version, s.ReadAt = true, cur.Version, cur.ReadAt

@@ -91,6 +91,10 @@ type Huntress struct {
 	mu     sync.Mutex
 	key    string
 	secret string
+	// also are further pairs accepted (an overlap during a rotation);
+	// down answers every call 503.
+	also   [][2]string
+	down   bool
 	limit  int
 	window time.Duration
 	sent   map[string][]time.Time // accepted calls per key, for the window
@@ -151,8 +155,25 @@ func (h *Huntress) LocalhostURL() string {
 // SetCredential rotates the pair the fake accepts, at once.
 func (h *Huntress) SetCredential(key, secret string) {
 	h.mu.Lock()
+	h.also = nil
 	defer h.mu.Unlock()
 	h.key, h.secret = key, secret
+}
+
+// AcceptAlso makes the fake accept these pairs too, besides the current
+// one (until SetCredential): Huntress keeps an old pair working for a
+// while after a new one is made.
+func (h *Huntress) AcceptAlso(pairs ...[2]string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.also = append(h.also, pairs...)
+}
+
+// SetDown makes the fake answer every call 503 (a vendor outage), or not.
+func (h *Huntress) SetDown(down bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.down = down
 }
 
 // MaxInWindow returns the most accepted calls seen in any window.
@@ -192,6 +213,12 @@ func (h *Huntress) handle(w http.ResponseWriter, r *http.Request) int {
 		case <-r.Context().Done():
 			return 0
 		}
+	}
+	h.mu.Lock()
+	down := h.down
+	h.mu.Unlock()
+	if down {
+		return writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Service Unavailable"})
 	}
 	key, ok := h.authenticate(r)
 	if !ok {
@@ -258,7 +285,11 @@ func (h *Huntress) authenticate(r *http.Request) (string, bool) {
 	defer h.mu.Unlock()
 	k := subtle.ConstantTimeCompare([]byte(key), []byte(h.key))
 	s := subtle.ConstantTimeCompare([]byte(secret), []byte(h.secret))
-	return key, k&s == 1
+	ok = k&s == 1
+	for _, p := range h.also {
+		ok = ok || subtle.ConstantTimeCompare([]byte(key), []byte(p[0]))&subtle.ConstantTimeCompare([]byte(secret), []byte(p[1])) == 1
+	}
+	return key, ok
 }
 
 // admit applies the sliding window: at most limit accepted calls in any

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/vendortest"
+)
+
+// TestServe_RejectedRotationIsVisible: a rotated Huntress secret the vendor
+// refuses is held back by the background refresh. Calls keep working on
+// the version in use, and the rejection shows in /readyz
+// (credential_rejected), the keybroker_credential_rejected metric,
+// `keybroker credentials` and the audit trail (the probe as a call of
+// caller keybroker, and a credential_rejected event). Fixing the secret
+// clears it all.
+func TestServe_RejectedRotationIsVisible(t *testing.T) {
+	dir := t.TempDir()
+	hunt := vendortest.NewHuntress("hk_probe", "hs_probe_good_secret", vendortest.HuntressOptions{})
+	defer hunt.Close()
+	key, sum, _ := callers.NewKey()
+	credPath := filepath.Join(dir, "h.json")
+	writeCred := func(secret string) {
+		t.Helper()
+		if err := os.WriteFile(credPath+".tmp", []byte(`{"api_key":"hk_probe","api_secret":"`+secret+`"}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(credPath+".tmp", credPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCred("hs_probe_good_secret")
+	auditPath := filepath.Join(dir, "audit.log")
+	cfgPath := filepath.Join(dir, "k.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
+upstreams:
+  - {name: huntress, preset: huntress, url: %s, credential: {file: {path: %s}}}
+callers: [{name: soar, key_sha256: %s}]
+secrets: {refresh_interval: 1s}
+audit: {path: %s}
+`, hunt.URL, credPath, sum, auditPath)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listen, admin, stop, stderr := startServe(t, cfgPath)
+	waitReady(t, "http://"+admin+"/readyz")
+	call := func() int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+listen+"/huntress/v1/agents", nil)
+		req.Header.Set("Proxy-Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := call(); got != 200 {
+		t.Fatalf("first call: %d", got)
+	}
+	readyz := func() (rejected []string) {
+		t.Helper()
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rd struct {
+			Ready    bool     `json:"ready"`
+			Rejected []string `json:"credential_rejected"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil || resp.StatusCode != 200 || !rd.Ready {
+			t.Fatalf("/readyz %d %v: keybroker must stay ready while the version in use serves", resp.StatusCode, err)
+		}
+		return rd.Rejected
+	}
+	metric := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return grepLines(string(b), `keybroker_credential_rejected{`)
+	}
+
+	writeCred("hs_probe_typo_secret")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(readyz()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := readyz(); len(got) != 1 || got[0] != "huntress" {
+		t.Fatalf("credential_rejected = %v, want [huntress]", got)
+	}
+	if got := call(); got != 200 {
+		t.Fatalf("call while the bad secret sits in the source: %d, want 200 on the version in use", got)
+	}
+	if m := metric(); m != `keybroker_credential_rejected{upstream="huntress"} 1` {
+		t.Errorf("metric = %q", m)
+	}
+	var js strings.Builder
+	if code := run([]string{"credentials", "--admin", "http://" + admin, "--format", "json"}, nil, &js, &js); code != 0 {
+		t.Fatalf("credentials: exit %d\n%s", code, js.String())
+	}
+	var rows []credentialRow
+	if err := json.Unmarshal([]byte(js.String()), &rows); err != nil || len(rows) != 1 {
+		t.Fatalf("credentials JSON: %v\n%s", err, js.String())
+	}
+	if r := rows[0]; r.State != "rotation rejected" || r.Version != 1 || r.ProbeResult != "refused" || r.ProbeVersion != 2 || r.ProbeAt == nil {
+		t.Errorf("credentials row %+v", r)
+	}
+
+	writeCred("hs_probe_good_secret2")
+	hunt.AcceptAlso([2]string{"hk_probe", "hs_probe_good_secret2"})
+	deadline = time.Now().Add(10 * time.Second)
+	for len(readyz()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := readyz(); len(got) != 0 {
+		t.Fatalf("credential_rejected = %v after the fix", got)
+	}
+	if m := metric(); m != `keybroker_credential_rejected{upstream="huntress"} 0` {
+		t.Errorf("metric after the fix = %q", m)
+	}
+	if got := call(); got != 200 {
+		t.Fatalf("call after the fix: %d", got)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(auditPath)
+	trail := string(raw)
+	for _, want := range []string{
+		`"name":"credential_rejected","upstream":"huntress"`,
+		`"caller":"keybroker","caller_auth":"internal"`,
+		`"validated":true`,
+	} {
+		if !strings.Contains(trail, want) {
+			t.Errorf("the audit trail lacks %s:\n%s", want, trail)
+		}
+	}
+	for _, secret := range []string{"hs_probe_good_secret", "hs_probe_typo_secret"} {
+		if strings.Contains(trail+stderr.String()+js.String(), secret) {
+			t.Errorf("secret %s leaked", secret[:9])
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/secrets"
+)
+
+// probeTimeout bounds a probe, whatever the upstream's timeout.
+const probeTimeout = 10 * time.Second
+
+// Probe asks the vendor whether cred works, with the upstream's probe
+// request (Upstream.Probe): accepted on a 2xx, refused on 401 or 403,
+// unknown otherwise (vendor down, timeout, another status). It goes
+// through the vendor's quota but never waits in line behind callers: with
+// no slot free now, nothing is sent and it says Busy. It is audited as a
+// call of caller "keybroker" (caller_auth internal). The second result
+// says what happened, for events and logs; never a value.
+func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credential) (secrets.Proof, string) {
+	u := p.state.Load().upstreams[upstream]
+	if u == nil || u.cfg.Probe == nil {
+		return secrets.Unprovable, ""
+	}
+	lim := u.cfg.Quota
+	lim.MaxWait = 0
+	_, ticket, err := p.opts.UpstreamLimiter.Acquire(ctx, u.limitKey, lim)
+	if err != nil {
+		return secrets.Busy, "no quota slot free for the probe"
+	}
+	start := p.opts.Now()
+	id := p.requestID(&http.Request{Header: http.Header{}})
+	pr := u.cfg.Probe
+	rec := audit.Record{Type: audit.TypeCall, Time: audit.Time(start), RequestID: id, Caller: callers.Internal,
+		CallerAuth: callers.AuthInternal, Method: pr.Method, Upstream: upstream, Path: pr.Path, Policy: audit.PolicyAllowed,
+		Credential: &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}}
+	ctx, cancel := context.WithTimeout(ctx, min(probeTimeout, u.cfg.Timeout))
+	defer cancel()
+	target := *u.cfg.Target
+	target.Path += pr.Path
+	req, err := http.NewRequestWithContext(ctx, pr.Method, target.String(), nil)
+	var resp *http.Response
+	if err == nil {
+		req.Header.Set("X-Request-Id", id)
+		u.cfg.Auth.Inject(req, cred)
+		resp, err = noInformational{u.transport}.RoundTrip(req)
+	}
+	ticket.Release(true)
+	rec.DurationMS = ms(p.opts.Now().Sub(start))
+	rec.UpstreamMS = rec.DurationMS
+	proof, detail := secrets.Unknown, ""
+	if err != nil {
+		rec.Outcome, rec.Status = audit.OutcomeFailed, http.StatusBadGateway
+		detail = "probe " + pr.Method + " " + pr.Path + " failed: " + probeError(err)
+	} else {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		rec.Outcome, rec.Status = audit.OutcomeForwarded, resp.StatusCode
+		detail = "probe " + pr.Method + " " + pr.Path + " answered " + strconv.Itoa(resp.StatusCode)
+		switch {
+		case resp.StatusCode >= 200 && resp.StatusCode < 300:
+			proof = secrets.Accepted
+		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+			proof = secrets.Refused
+		case resp.StatusCode == http.StatusTooManyRequests:
+			proof = secrets.Busy
+		}
+	}
+	rec.Error = detail
+	if err := p.opts.Auditor.Write(&rec); err != nil {
+		p.opts.Log.Error("audit record of a credential probe not written", zap.String("upstream", upstream), zap.Error(err))
+	}
+	return proof, fmt.Sprintf("version %d: %s", cred.Version, detail)
+}
+
+// probeError names a failed probe without its transport details.
+func probeError(err error) string {
+	if egress.IsTimeout(err) {
+		return "timed out"
+	}
+	return "could not reach the vendor"
+}

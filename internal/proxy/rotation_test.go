@@ -1,0 +1,327 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/keybroker/keybroker/internal/secrets"
+	"github.com/keybroker/keybroker/internal/vendortest"
+)
+
+// Rotated credentials are proved against the vendor (the upstream's probe,
+// GET /v1/account for Huntress) before any call uses them. Every scenario
+// runs 16 callers in a loop while the secret changes: none of their calls
+// may fail, whatever the vendor says about the new version.
+
+const (
+	newKey    = "hk_PLANTED_new_key_51d0"
+	newSecret = "hs_PLANTED_new_secret_c4e2"
+)
+
+// rotationHarness is a harness whose Huntress quota is out of the way, with
+// probing on.
+func rotationHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, harnessOpts{
+		prove:        true,
+		huntressYAML: "    rate_limit: {requests: 1000000, per: 1m, burst: 1000}\n",
+		huntress:     vendortest.HuntressOptions{Limit: 1 << 30},
+	})
+	// Version 1 of each is in use, as after the first calls.
+	for _, name := range []string{"huntress", "infocyte"} {
+		if _, err := h.cache.Get(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+// load runs callers against Huntress until stop is called, and returns the
+// statuses they got other than 200.
+func load(t *testing.T, h *harness) (stop func() map[int]int) {
+	t.Helper()
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		bad     = map[int]int{}
+		calls   atomic.Int64
+		stopped atomic.Bool
+	)
+	client := h.srv.Client()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stopped.Load() {
+				req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/huntress/v1/agents", nil)
+				req.Header.Set("Proxy-Authorization", "Bearer "+soarKey)
+				resp, err := client.Do(req)
+				if err != nil {
+					mu.Lock()
+					bad[-1]++
+					mu.Unlock()
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				calls.Add(1)
+				if resp.StatusCode != http.StatusOK {
+					mu.Lock()
+					if bad[resp.StatusCode] == 0 {
+						t.Logf("first %d: %s", resp.StatusCode, body)
+					}
+					bad[resp.StatusCode]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	// Let the callers get going before the caller of load rotates, and
+	// keep them going for as many calls again after.
+	const each = 200
+	for calls.Load() < each {
+		runtime.Gosched()
+	}
+	return func() map[int]int {
+		for n := calls.Load(); calls.Load() < n+each; {
+			runtime.Gosched()
+		}
+		stopped.Store(true)
+		wg.Wait()
+		return bad
+	}
+}
+
+// rotate writes the new pair and makes the cache read it now, as its
+// background refresh would.
+func (h *harness) rotate(key, secret string) {
+	h.t.Helper()
+	h.writeSecret("huntress.json", map[string]string{"api_key": key, "api_secret": secret})
+	if err := h.cache.Refresh(context.Background(), "huntress"); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) eventsOf(typ string) []secrets.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []secrets.Event
+	for _, ev := range h.events {
+		if ev.Upstream == "huntress" && ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (h *harness) huntressStatus() secrets.Status {
+	h.t.Helper()
+	for _, s := range h.cache.Status() {
+		if s.Name == "huntress" {
+			return s
+		}
+	}
+	h.t.Fatal("no huntress credential status")
+	return secrets.Status{}
+}
+
+// probeRecords returns the audit records of keybroker's own probes.
+func (h *harness) probeRecords() []map[string]any {
+	var out []map[string]any
+	for _, r := range h.records() {
+		if r["caller"] == "keybroker" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// sentWith counts the vendor's requests that carried this API key.
+func sentWith(h *harness, key string) (n int) {
+	for _, r := range h.huntress.Requests() {
+		raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(r.Header.Get("Authorization"), "Basic "))
+		if strings.HasPrefix(string(raw), key+":") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestRotation_AcceptedVersionSwitchesValidated(t *testing.T) {
+	h := rotationHarness(t)
+	stop := load(t, h)
+	// The security team made a new pair; Huntress accepts both for a while.
+	h.huntress.AcceptAlso([2]string{newKey, newSecret})
+	h.rotate(newKey, newSecret)
+	bad := stop()
+	if len(bad) != 0 {
+		t.Fatalf("calls failed during the rotation: %v", bad)
+	}
+	rot := h.eventsOf(secrets.EventRotated)
+	if len(rot) != 1 || rot[0].Version != 2 || rot[0].Validated == nil || !*rot[0].Validated {
+		t.Fatalf("rotated events = %+v, want one, version 2, validated", rot)
+	}
+	st := h.huntressStatus()
+	if st.Version != 2 || st.Rejected || st.Probe.Result != "accepted" || st.Probe.Version != 2 {
+		t.Fatalf("status = %+v, want version 2 in use, probe accepted", st)
+	}
+	// The probe went to the vendor with the new pair, and is audited.
+	probes := h.probeRecords()
+	if len(probes) != 1 || probes[0]["caller_auth"] != "internal" || probes[0]["path"] != "/v1/account" ||
+		probes[0]["status"] != float64(200) {
+		t.Fatalf("probe audit records = %v, want one GET /v1/account 200 by keybroker (internal)", probes)
+	}
+	if cred, _ := probes[0]["credential"].(map[string]any); cred["version"] != float64(2) {
+		t.Fatalf("probe record credential = %v, want version 2", probes[0]["credential"])
+	}
+	// New calls use the new pair.
+	before := sentWith(h, newKey)
+	resp, _ := h.do(http.MethodGet, "/huntress/v1/agents", nil, bearer(soarKey))
+	if resp.StatusCode != http.StatusOK || sentWith(h, newKey) != before+1 {
+		t.Fatalf("call after the switch: status %d, not sent with the new pair", resp.StatusCode)
+	}
+	h.checkSecretsAbsent(newKey, newSecret)
+}
+
+func TestRotation_RefusedVersionIsHeldBackAndTheOldOneServes(t *testing.T) {
+	h := rotationHarness(t)
+	stop := load(t, h)
+	// A typo in Vault: the vendor never made this pair.
+	h.rotate(newKey, "hs_PLANTED_typo_0000")
+	h.rotate(newKey, "hs_PLANTED_typo_0000") // a second refresh within the back-off asks nothing
+	bad := stop()
+	if len(bad) != 0 {
+		t.Fatalf("calls failed while a bad secret sat in the source: %v", bad)
+	}
+	if n := sentWith(h, newKey); n != 1 {
+		t.Fatalf("the vendor saw the bad pair %d times, want once (the probe, no call, no second probe inside the back-off)", n)
+	}
+	rej := h.eventsOf(secrets.EventRejected)
+	if len(rej) != 1 || rej[0].Version != 2 || !strings.Contains(rej[0].Error, "401") {
+		t.Fatalf("rejected events = %+v, want one for version 2 naming the 401", rej)
+	}
+	if rot := h.eventsOf(secrets.EventRotated); len(rot) != 0 {
+		t.Fatalf("rotated to a refused version: %+v", rot)
+	}
+	st := h.huntressStatus()
+	if st.Version != 1 || !st.Rejected || st.Probe.Result != "refused" || st.Probe.Version != 2 {
+		t.Fatalf("status = %+v, want version 1 in use, version 2 rejected", st)
+	}
+	probes := h.probeRecords()
+	if len(probes) != 2 || probes[0]["status"] != float64(401) || probes[1]["status"] != float64(200) {
+		t.Fatalf("probe records = %v, want the new version refused (401), then the one in use accepted (200)", probes)
+	}
+	// The fix lands in the source: a changed value is proved at once, not
+	// after the back-off (a file counts versions it served: 2 again).
+	h.huntress.AcceptAlso([2]string{newKey, newSecret})
+	h.rotate(newKey, newSecret)
+	st = h.huntressStatus()
+	if st.Version != 2 || st.Rejected || st.Probe.Result != "accepted" {
+		t.Fatalf("after the fix, status = %+v, want version 2 accepted", st)
+	}
+	h.checkSecretsAbsent(newKey, newSecret, "hs_PLANTED_typo_0000")
+}
+
+func TestRotation_RegenerateThatRevokedTheOldPairSwitches(t *testing.T) {
+	h := rotationHarness(t)
+	// Huntress "regenerate": the old pair stops working the moment the new
+	// one exists, before the team has written it to the source (calls in
+	// that gap get the vendor's 401: nothing can help them). Once written,
+	// the first call the vendor refuses rereads the source, switches at
+	// once (the vendor has just proved the old pair dead) and is retried.
+	h.huntress.SetCredential(newKey, newSecret)
+	h.writeSecret("huntress.json", map[string]string{"api_key": newKey, "api_secret": newSecret})
+	stop := load(t, h)
+	bad := stop()
+	if len(bad) != 0 {
+		t.Fatalf("calls failed across a regenerate: %v", bad)
+	}
+	st := h.huntressStatus()
+	if st.Version != 2 || st.Rejected {
+		t.Fatalf("status = %+v, want version 2 in use", st)
+	}
+	if rot := h.eventsOf(secrets.EventRotated); len(rot) != 1 || rot[0].Version != 2 {
+		t.Fatalf("rotated events = %+v, want one to version 2", rot)
+	}
+	h.checkSecretsAbsent(newKey, newSecret)
+}
+
+func TestRotation_BothRefusedSwitchesAndReportsBoth(t *testing.T) {
+	h := rotationHarness(t)
+	// The vendor accepts neither the pair in use nor the new one (the
+	// account was reset): keeping the old one buys nothing.
+	h.huntress.SetCredential("hk_someone_else", "hs_someone_else")
+	h.writeSecret("huntress.json", map[string]string{"api_key": newKey, "api_secret": newSecret})
+	if err := h.cache.Refresh(context.Background(), "huntress"); err != nil {
+		t.Fatal(err)
+	}
+	rej := h.eventsOf(secrets.EventRejected)
+	if len(rej) != 2 || rej[0].Version != 2 || rej[1].Version != 1 {
+		t.Fatalf("rejected events = %+v, want version 2 then version 1", rej)
+	}
+	rot := h.eventsOf(secrets.EventRotated)
+	if len(rot) != 1 || rot[0].Version != 2 || rot[0].Validated == nil || *rot[0].Validated {
+		t.Fatalf("rotated events = %+v, want one to version 2, validated false", rot)
+	}
+	if st := h.huntressStatus(); st.Version != 2 || st.Rejected {
+		t.Fatalf("status = %+v, want version 2 in use, nothing held back", st)
+	}
+	h.checkSecretsAbsent(newKey, newSecret)
+}
+
+func TestRotation_VendorDownSwitchesUnproven(t *testing.T) {
+	h := rotationHarness(t)
+	h.huntress.AcceptAlso([2]string{newKey, newSecret})
+	h.huntress.SetDown(true)
+	h.rotate(newKey, newSecret)
+	un := h.eventsOf(secrets.EventUnproven)
+	if len(un) != 1 || un[0].Version != 2 || !strings.Contains(un[0].Error, "503") {
+		t.Fatalf("unproven events = %+v, want one for version 2 naming the 503", un)
+	}
+	rot := h.eventsOf(secrets.EventRotated)
+	if len(rot) != 1 || rot[0].Validated == nil || *rot[0].Validated {
+		t.Fatalf("rotated events = %+v, want one, validated false", rot)
+	}
+	h.huntress.SetDown(false)
+	resp, body := h.do(http.MethodGet, "/huntress/v1/agents", nil, bearer(soarKey))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the outage: %d %s", resp.StatusCode, body)
+	}
+	if st := h.huntressStatus(); st.Version != 2 || st.Probe.Result != "unknown" {
+		t.Fatalf("status = %+v, want version 2, probe unknown", st)
+	}
+	h.checkSecretsAbsent(newKey, newSecret)
+}
+
+func TestRotation_NoProbeSwitchesAsBefore(t *testing.T) {
+	// Infocyte has no probe preset and none configured: a new token is
+	// used at once (rotated, validated unset), as before probes existed.
+	h := rotationHarness(t)
+	h.infocyte.SetToken("it_PLANTED_new_token_77a1")
+	h.writeSecret("infocyte.json", map[string]string{"token": "it_PLANTED_new_token_77a1"})
+	if err := h.cache.Refresh(context.Background(), "infocyte"); err != nil {
+		t.Fatal(err)
+	}
+	var rot []secrets.Event
+	h.mu.Lock()
+	for _, ev := range h.events {
+		if ev.Upstream == "infocyte" && ev.Type == secrets.EventRotated {
+			rot = append(rot, ev)
+		}
+	}
+	h.mu.Unlock()
+	if len(rot) != 1 || rot[0].Validated != nil {
+		t.Fatalf("infocyte rotated events = %+v, want one with validated unset", rot)
+	}
+	if len(h.probeRecords()) != 0 {
+		t.Fatalf("an upstream without a probe was probed: %v", h.probeRecords())
+	}
+	h.checkSecretsAbsent("it_PLANTED_new_token_77a1")
+}
