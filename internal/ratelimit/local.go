@@ -24,6 +24,10 @@ type Limit struct {
 	Burst int
 	// MaxWait is how long a call may wait for its turn; 0 refuses at once.
 	MaxWait time.Duration
+	// Ahead puts the call ahead of the callers waiting in line (Window
+	// only; keybroker's credential probe): it takes the next free slot.
+	// Like MaxWait, it is the call's, not the quota's.
+	Ahead bool
 }
 
 // Rate is the token refill rate that keeps every window of length Per at or

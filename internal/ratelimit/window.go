@@ -39,7 +39,8 @@ func (t Ticket) Release(sent bool) {
 //
 // Burst below Requests smooths: at most Burst calls go at once, then the
 // rest at Requests/Per (a token bucket from golang.org/x/time/rate).
-// Callers that wait are admitted in arrival order; a call that would wait
+// Callers that wait are admitted in arrival order, after any call marked
+// Ahead (keybroker's credential probes); a call that would wait
 // longer than MaxWait is refused at once when its turn is known to be too
 // late, with the real time until a slot frees. Memory is O(Requests) per
 // key. A pause (after a vendor 429) holds every call under the key.
@@ -63,7 +64,8 @@ type window struct {
 	head     int           // ends[head:] are live
 	bucket   *rate.Limiter // Burst < Requests: smoothing; nil otherwise
 	paused   time.Time
-	queue    []*waiter // FIFO
+	queue    []*waiter // FIFO, the Ahead calls first
+	ahead    int       // how many of queue are Ahead calls
 	timer    *time.Timer
 	used     time.Time
 }
@@ -71,6 +73,7 @@ type window struct {
 type waiter struct {
 	ready    chan struct{}
 	admitted bool
+	ahead    bool
 	id       uint64
 }
 
@@ -96,21 +99,30 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 	start := l.now()
 	l.mu.Lock()
 	w := l.get(key, lim, start)
-	if len(w.queue) == 0 {
+	if len(w.queue) == 0 || lim.Ahead {
 		if id, ok := l.admit(w, start); ok {
 			res := w.result(start, 0)
 			l.mu.Unlock()
 			return res, l.ticket(key, lim, id), nil
 		}
 	}
-	at, known := w.nextFree(start, len(w.queue))
+	pos := len(w.queue)
+	if lim.Ahead {
+		pos = w.ahead
+	}
+	at, known := w.nextFree(start, pos)
 	if lim.MaxWait <= 0 || (known && at.Sub(start) > lim.MaxWait) {
 		err := w.refusal(start, at, known)
 		l.mu.Unlock()
 		return Result{}, Ticket{}, err
 	}
-	wt := &waiter{ready: make(chan struct{})}
-	w.queue = append(w.queue, wt)
+	wt := &waiter{ready: make(chan struct{}), ahead: lim.Ahead}
+	// An ahead call goes behind the ahead calls already waiting, before
+	// every other.
+	w.queue = append(w.queue[:pos], append([]*waiter{wt}, w.queue[pos:]...)...)
+	if wt.ahead {
+		w.ahead++
+	}
 	l.schedule(key, w, start)
 	l.mu.Unlock()
 
@@ -135,6 +147,9 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 	for i, q := range w.queue {
 		if q == wt {
 			w.queue = append(w.queue[:i], w.queue[i+1:]...)
+			if wt.ahead {
+				w.ahead--
+			}
 			break
 		}
 	}
@@ -190,9 +205,9 @@ func (l *Window) get(key string, lim Limit, now time.Time) *window {
 		w = &window{inflight: map[uint64]struct{}{}}
 		l.keys[key] = w
 	}
-	// How long one call may wait is that call's business (a credential
-	// probe never waits): it is no change of the window.
-	lim.MaxWait = 0
+	// How long one call may wait, and whether it goes ahead, are that
+	// call's business (a credential probe): no change of the window.
+	lim.MaxWait, lim.Ahead = 0, false
 	if w.lim != lim {
 		// New, or the configuration changed (hot reload): slots held stay
 		// held; the smoothing bucket follows the new limit.
@@ -330,6 +345,9 @@ func (l *Window) dispatch(key string, w *window, now time.Time) {
 		}
 		head := w.queue[0]
 		w.queue = w.queue[1:]
+		if head.ahead {
+			w.ahead--
+		}
 		head.id, head.admitted = id, true
 		close(head.ready)
 	}

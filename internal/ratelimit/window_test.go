@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"math/rand"
 	"sort"
 	"sync"
@@ -208,6 +209,54 @@ func TestWindow_WaitersAreServedInArrivalOrder(t *testing.T) {
 			t.Fatalf("admitted %d, want %d (arrival order)", got, want)
 		}
 		want++
+	}
+}
+
+// TestWindow_AheadTakesTheNextSlotBeforeTheLine: a call marked Ahead
+// (keybroker's credential probe) that arrives behind waiting callers gets
+// the next free slot; they follow in arrival order. One that may not wait
+// for it is refused, and the line is unchanged.
+func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
+	l := NewWindow(nil, time.Millisecond)
+	lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
+	_, first, _ := l.Acquire(context.Background(), "k", lim)
+	order := make(chan int, 5)
+	var wg sync.WaitGroup
+	start := func(i int, lim Limit) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, tk, err := l.Acquire(context.Background(), "k", lim)
+			if err != nil {
+				t.Errorf("call %d: %v", i, err)
+				return
+			}
+			order <- i
+			tk.Release(true)
+		}()
+		for deadline := time.Now().Add(time.Second); queued(l, "k") < i+1 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 3 {
+		start(i, lim)
+	}
+	ahead := lim
+	ahead.Ahead, ahead.MaxWait = true, 0
+	if _, _, err := l.Acquire(context.Background(), "k", ahead); err == nil {
+		t.Fatal("an ahead call that may not wait was admitted on a full window")
+	}
+	ahead.MaxWait = 5 * time.Second
+	start(3, ahead)
+	first.Release(true)
+	wg.Wait()
+	close(order)
+	var got []int
+	for i := range order {
+		got = append(got, i)
+	}
+	if fmt.Sprint(got) != "[3 0 1 2]" {
+		t.Fatalf("admitted in order %v, want the ahead call (3) first, then 0 1 2", got)
 	}
 }
 
