@@ -33,8 +33,18 @@ type vaultSetup struct {
 
 func newVaultSetup(t *testing.T, secretsYAML string) *vaultSetup {
 	t.Helper()
+	return newVaultSetupWith(t, secretsYAML, nil)
+}
+
+// newVaultSetupWith runs prepare on Vault, after version 1 of the Huntress
+// secret is written and before keybroker starts.
+func newVaultSetupWith(t *testing.T, secretsYAML string, prepare func(*vaulttest.Server)) *vaultSetup {
+	t.Helper()
 	vs := vaulttest.Start(t)
 	vs.Put("vendors/huntress", map[string]any{"api_key": "hk_v1", "api_secret": "hs_PLANTED_v1"})
+	if prepare != nil {
+		prepare(vs)
+	}
 	hunt := vendortest.NewHuntress("hk_v1", "hs_PLANTED_v1", vendortest.HuntressOptions{Limit: 1 << 30, Window: time.Second})
 	t.Cleanup(hunt.Close)
 	dir := t.TempDir()
@@ -316,3 +326,88 @@ allow_anonymous: true
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// TestVault_RestartServesThePreviousVersionWhenTheNewestIsRefused: a bad
+// version 2 was written to Vault while keybroker was down. On start, the
+// vendor refuses it on the probe and accepts version 1 (?version=1), so
+// version 1 serves, and /readyz, the log and the audit say why. A good
+// version 3 is then proved and switched to.
+func TestVault_RestartServesThePreviousVersionWhenTheNewestIsRefused(t *testing.T) {
+	s := newVaultSetupWith(t, "secrets: {refresh_interval: 1s}", func(vs *vaulttest.Server) {
+		vs.Put("vendors/huntress", map[string]any{"api_key": "hk_v1", "api_secret": "hs_PLANTED_v2_typo"})
+	})
+	readyz := func() readiness {
+		t.Helper()
+		resp, err := http.Get("http://" + s.admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rd readiness
+		if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/readyz %d: %v", resp.StatusCode, err)
+		}
+		return rd
+	}
+	rd := readyz()
+	if len(rd.Credentials) != 1 || rd.Credentials[0].Version != 1 || fmt.Sprint(rd.CredentialRejected) != "[huntress]" {
+		t.Fatalf("/readyz = %+v, want version 1 serving and huntress under credential_rejected", rd)
+	}
+	for i := range 5 {
+		if code, kerr := s.call(); code != 200 {
+			t.Fatalf("call %d on the previous version: %d %s", i, code, kerr)
+		}
+	}
+	if !strings.Contains(s.stderr.String(), "serving the one before it") {
+		t.Errorf("the log does not say the previous version serves:\n%s", s.stderr.String())
+	}
+
+	// The fix: version 3, which the vendor accepts, replaces version 1.
+	s.hunt.AcceptAlso([2]string{"hk_v1", "hs_PLANTED_v3"})
+	s.vs.Put("vendors/huntress", map[string]any{"api_key": "hk_v1", "api_secret": "hs_PLANTED_v3"})
+	deadline := time.Now().Add(10 * time.Second)
+	for readyz().Credentials[0].Version != 3 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if rd := readyz(); rd.Credentials[0].Version != 3 || len(rd.CredentialRejected) != 0 {
+		t.Fatalf("/readyz after the fix = %+v, want version 3, nothing rejected", rd)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	var loaded, rejected, rotated map[string]any
+	probes := 0
+	for _, l := range s.auditLines(t) {
+		ev, _ := l["event"].(map[string]any)
+		switch {
+		case l["caller"] == "keybroker":
+			probes++
+		case ev == nil:
+		case ev["name"] == "credential_loaded":
+			loaded = ev
+		case ev["name"] == "credential_rejected":
+			rejected = ev
+		case ev["name"] == "credential_rotated":
+			rotated = ev
+		}
+	}
+	if loaded == nil || loaded["version"] != float64(1) || !strings.Contains(fmt.Sprint(loaded["detail"]), "version 2 refused by the vendor") {
+		t.Errorf("credential_loaded = %v, want version 1 and why", loaded)
+	}
+	if rejected == nil || rejected["version"] != float64(2) || !strings.Contains(fmt.Sprint(rejected["detail"]), "401") {
+		t.Errorf("credential_rejected = %v, want version 2 and the vendor's 401", rejected)
+	}
+	if rotated == nil || rotated["version"] != float64(3) || rotated["old_version"] != float64(1) || rotated["validated"] != true {
+		t.Errorf("credential_rotated = %v, want 1 → 3, validated", rotated)
+	}
+	if probes != 3 {
+		t.Errorf("%d probes audited, want 3 (version 2, version 1, version 3)", probes)
+	}
+	raw, _ := os.ReadFile(s.audit)
+	for _, secret := range []string{"hs_PLANTED_v1", "hs_PLANTED_v2_typo", "hs_PLANTED_v3"} {
+		if strings.Contains(string(raw)+s.stderr.String(), secret) {
+			t.Errorf("secret %s leaked", secret[:12])
+		}
+	}
+}

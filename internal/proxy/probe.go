@@ -16,14 +16,20 @@ import (
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
-// probeTimeout bounds a probe, whatever the upstream's timeout.
-const probeTimeout = 10 * time.Second
+// probeTimeout bounds a probe, whatever the upstream's timeout; probeWait
+// bounds its wait for the vendor quota's next free slot.
+const (
+	probeTimeout = 10 * time.Second
+	probeWait    = 10 * time.Second
+)
 
 // Probe asks the vendor whether cred works, with the upstream's probe
 // request (Upstream.Probe): accepted on a 2xx, refused on 401 or 403,
 // unknown otherwise (vendor down, timeout, another status). It goes
-// through the vendor's quota but never waits in line behind callers: with
-// no slot free now, nothing is sent and it says Busy. It is audited as a
+// through the vendor's quota but never waits in line behind callers: it
+// takes the next free slot ahead of them (ratelimit.Limit.Ahead; with
+// Redis, where there is no line, it tries like any call), and with none
+// free within probeWait nothing is sent and it says Busy. It is audited as a
 // call of caller "keybroker" (caller_auth internal). The second result
 // says what happened, for events and logs; never a value.
 func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credential) (secrets.Proof, string) {
@@ -32,7 +38,7 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 		return secrets.Unprovable, ""
 	}
 	lim := u.cfg.Quota
-	lim.MaxWait = 0
+	lim.Ahead, lim.MaxWait = true, probeWait
 	_, ticket, err := p.opts.UpstreamLimiter.Acquire(ctx, u.limitKey, lim)
 	if err != nil {
 		return secrets.Busy, "no quota slot free for the probe"

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keybroker/keybroker/internal/secrets"
 	"github.com/keybroker/keybroker/internal/vendortest"
@@ -324,4 +325,81 @@ func TestRotation_NoProbeSwitchesAsBefore(t *testing.T) {
 		t.Fatalf("an upstream without a probe was probed: %v", h.probeRecords())
 	}
 	h.checkSecretsAbsent("it_PLANTED_new_token_77a1")
+}
+
+// TestRotation_ProbeGoesAheadOfTheLine: with the vendor quota full and
+// callers waiting in line, the probe takes the next free slot ahead of
+// them, and the vendor never sees more than its limit.
+func TestRotation_ProbeGoesAheadOfTheLine(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		prove:        true,
+		huntressYAML: "    rate_limit: {requests: 4, per: 1s, burst: 4, max_wait: 30s}\n",
+		huntress:     vendortest.HuntressOptions{Limit: 4, Window: time.Second},
+	})
+	var (
+		wg      sync.WaitGroup
+		stopped atomic.Bool
+		mu      sync.Mutex
+		bad     = map[int]int{}
+	)
+	const callers = 12
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stopped.Load() {
+				req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/huntress/v1/agents", nil)
+				req.Header.Set("Proxy-Authorization", "Bearer "+soarKey)
+				resp, err := h.srv.Client().Do(req)
+				status := -1
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				if status != http.StatusOK {
+					mu.Lock()
+					bad[status]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	// Wait until the quota is in use and most callers wait in line.
+	for deadline := time.Now().Add(5 * time.Second); len(h.huntress.Requests()) < 8 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	before := len(h.huntress.Requests())
+	h.huntress.AcceptAlso([2]string{newKey, newSecret})
+	h.rotate(newKey, newSecret)
+	stopped.Store(true)
+	wg.Wait()
+
+	reqs := h.huntress.Requests()
+	probe := -1
+	for i, r := range reqs {
+		if r.Path == "/v1/account" {
+			probe = i
+			break
+		}
+	}
+	if probe < 0 {
+		t.Fatal("the vendor never saw the probe")
+	}
+	// Calls admitted before the rotation may still arrive first (at most
+	// the quota's 4); the 8 or so callers in line must not.
+	if ahead := probe - before; ahead > 4 {
+		t.Fatalf("%d calls reached the vendor between the rotation and its probe: the probe waited in line", ahead)
+	}
+	if st := h.huntressStatus(); st.Version != 2 || st.Probe.Result != "accepted" {
+		t.Fatalf("status = %+v, want version 2 accepted", st)
+	}
+	if n := h.huntress.Count(http.StatusTooManyRequests); n != 0 {
+		t.Fatalf("the vendor answered 429 %d times: the probe went around the quota", n)
+	}
+	if len(bad) != 0 {
+		t.Fatalf("calls failed: %v", bad)
+	}
+	h.checkSecretsAbsent(newKey, newSecret)
 }

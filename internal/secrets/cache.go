@@ -319,16 +319,15 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 		return nil, err
 	}
 
-	cred := &Credential{Fields: r.Fields, Version: r.Version, Source: src.Kind(), Ref: src.Ref(), ReadAt: c.opts.Now(), Expiry: r.Expiry}
-	if cred.Expiry.At.IsZero() && e.spec.Lifetime > 0 && !r.Created.IsZero() {
-		cred.Expiry = Expiry{At: r.Created.Add(e.spec.Lifetime), From: ExpiryLifetime}
-	}
+	cred := c.credential(e, r)
 	switch {
 	case old == nil:
 		if cred.Version == 0 {
 			cred.Version = 1
 		}
-		c.event(Event{Type: EventLoaded, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
+		var note string
+		cred, note = c.proveFirst(ctx, e, cred)
+		c.event(Event{Type: EventLoaded, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: note})
 		c.opts.Log.Info("credential loaded", zap.String("upstream", e.spec.Name),
 			zap.String("source", cred.Source), zap.String("ref", cred.Ref), zap.Int("version", cred.Version))
 	case r.Version == 0 && !sameFields(old.Fields, r.Fields):
@@ -353,6 +352,68 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 	}
 	e.cur.Store(cred)
 	return cred, nil
+}
+
+// credential is a reading as the cache keeps it, its expiry estimated from
+// the upstream's lifetime when none is stored.
+func (c *Cache) credential(e *entry, r Reading) *Credential {
+	src := e.spec.Source
+	cred := &Credential{Fields: r.Fields, Version: r.Version, Source: src.Kind(), Ref: src.Ref(), ReadAt: c.opts.Now(), Expiry: r.Expiry}
+	if cred.Expiry.At.IsZero() && e.spec.Lifetime > 0 && !r.Created.IsZero() {
+		cred.Expiry = Expiry{At: r.Created.Add(e.spec.Lifetime), From: ExpiryLifetime}
+	}
+	return cred
+}
+
+// proveFirst proves the first version read (at start, or after a reload
+// that changed sources) where the source keeps history: if the vendor
+// refuses the newest version and accepts the one before it, that one
+// serves (as it did before the restart), the newest is held back as on a
+// rotation, and the note says so. Without history (a file, env, KV v1, a
+// first version) the value read is all there is: it serves unproved.
+func (c *Cache) proveFirst(ctx context.Context, e *entry, cred *Credential) (*Credential, string) {
+	vs, ok := e.spec.Source.(versioned)
+	if c.opts.Prove == nil || !ok || cred.Version < 2 {
+		return cred, ""
+	}
+	now := c.opts.Now()
+	p, detail := c.opts.Prove(ctx, e.spec.Name, *cred)
+	if p == Unprovable {
+		return cred, ""
+	}
+	c.record(e, cred.Version, p, now)
+	if p != Refused {
+		return cred, ""
+	}
+	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail})
+	r, err := vs.ReadVersion(ctx, cred.Version-1)
+	if err == nil {
+		err = checkFields(e.spec.Source.Kind(), e.spec.Source.Ref(), r.Fields, e.spec.Required)
+	}
+	if err != nil {
+		c.opts.Log.Error("the vendor refused the newest credential version and the one before it cannot be read; serving the newest",
+			zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Error(err))
+		return cred, ""
+	}
+	prev := c.credential(e, r)
+	if prev.Version == 0 {
+		prev.Version = cred.Version - 1
+	}
+	pp, pdetail := c.opts.Prove(ctx, e.spec.Name, *prev)
+	switch pp {
+	case Accepted:
+		c.settle(e, cred, proveBackoff)
+		note := fmt.Sprintf("version %d refused by the vendor; serving version %d, which it accepts", cred.Version, prev.Version)
+		c.opts.Log.Error("the vendor refused the newest credential version; serving the one before it",
+			zap.String("upstream", e.spec.Name), zap.Int("version", prev.Version), zap.Int("refused", cred.Version),
+			zap.String("probe", detail), zap.Duration("next_probe_in", proveBackoff))
+		return prev, note
+	case Refused:
+		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: prev.Source, Ref: prev.Ref, Version: prev.Version, Error: pdetail})
+	}
+	c.opts.Log.Error("the vendor refused the newest credential version, and the one before it did not prove better; serving the newest",
+		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.String("probe", detail))
+	return cred, ""
 }
 
 // Probe back-off: a version the vendor refused is proved again after

@@ -38,6 +38,13 @@ type Source interface {
 	Ref() string
 }
 
+// versioned is implemented by sources that keep earlier versions (Vault
+// KV v2): after a restart, a newest version the vendor refuses gives way
+// to the one before it.
+type versioned interface {
+	ReadVersion(ctx context.Context, version int) (Reading, error)
+}
+
 // poller is implemented by sources that are cheap to check more often than
 // the refresh interval (a file: one stat).
 type poller interface {

@@ -316,15 +316,28 @@ func (s *vaultSource) Ref() string  { return s.mount + "/" + s.path }
 // Read reads the secret. A 403 is answered with one fresh login (the token
 // may have expired) and one more read.
 func (s *vaultSource) Read(ctx context.Context) (Reading, error) {
-	r, err := s.read(ctx)
+	return s.readVersion(ctx, 0)
+}
+
+// ReadVersion reads an earlier version of a KV v2 secret (?version=N).
+func (s *vaultSource) ReadVersion(ctx context.Context, version int) (Reading, error) {
+	if s.kv != 2 || version < 1 {
+		return Reading{}, fmt.Errorf("vault %s: no version history (kv_version %d)", s.Ref(), s.kv)
+	}
+	return s.readVersion(ctx, version)
+}
+
+func (s *vaultSource) readVersion(ctx context.Context, version int) (Reading, error) {
+	r, err := s.read(ctx, version)
 	var re *api.ResponseError
 	if errors.As(err, &re) && re.StatusCode == http.StatusForbidden && s.v.relogin(ctx) {
-		r, err = s.read(ctx)
+		r, err = s.read(ctx, version)
 	}
 	return r, err
 }
 
-func (s *vaultSource) read(ctx context.Context) (Reading, error) {
+// read reads the newest version, or (KV v2) the one asked for.
+func (s *vaultSource) read(ctx context.Context, want int) (Reading, error) {
 	v := s.v
 	v.mu.Lock()
 	if !v.loggedIn {
@@ -341,7 +354,11 @@ func (s *vaultSource) read(ctx context.Context) (Reading, error) {
 	if s.kv == 2 {
 		apiPath = s.mount + "/data/" + s.path
 	}
-	sec, err := v.client.Logical().ReadWithContext(ctx, apiPath)
+	var query map[string][]string
+	if want > 0 {
+		query = map[string][]string{"version": {strconv.Itoa(want)}}
+	}
+	sec, err := v.client.Logical().ReadWithDataWithContext(ctx, apiPath, query)
 	if err != nil {
 		return Reading{}, fmt.Errorf("vault %s: %w", s.Ref(), vaultErr(err))
 	}
