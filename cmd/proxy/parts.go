@@ -152,9 +152,9 @@ func (a *app) newCache(p assemble.Parts) (*secrets.Cache, error) {
 	// A rotated credential is proved with its upstream's probe before it
 	// is served; the proxy is made after the cache, and is there by the
 	// time a rotation comes (the first load proves nothing).
-	opts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, string) {
+	opts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, secrets.Verdict) {
 		if a.proxy == nil {
-			return secrets.Unprovable, ""
+			return secrets.Unprovable, secrets.Verdict{}
 		}
 		return a.proxy.Probe(ctx, name, c)
 	}

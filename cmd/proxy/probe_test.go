@@ -109,7 +109,16 @@ audit: {path: %s}
 	if m := metric(); m != `keybroker_credential_rejected{upstream="huntress"} 1` {
 		t.Errorf("metric = %q", m)
 	}
-	var js strings.Builder
+	var table, js strings.Builder
+	if code := run([]string{"credentials", "--admin", "http://" + admin}, nil, &table, &table); code != 0 {
+		t.Fatalf("credentials: exit %d\n%s", code, table.String())
+	}
+	t.Logf("keybroker credentials:\n%s", table.String())
+	for _, want := range []string{"LAST PROBE", " v2 refused", "rotation rejected"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, table.String())
+		}
+	}
 	if code := run([]string{"credentials", "--admin", "http://" + admin, "--format", "json"}, nil, &js, &js); code != 0 {
 		t.Fatalf("credentials: exit %d\n%s", code, js.String())
 	}
@@ -152,7 +161,7 @@ audit: {path: %s}
 		}
 	}
 	for _, secret := range []string{"hs_probe_good_secret", "hs_probe_typo_secret"} {
-		if strings.Contains(trail+stderr.String()+js.String(), secret) {
+		if strings.Contains(trail+stderr.String()+js.String()+table.String(), secret) {
 			t.Errorf("secret %s leaked", secret[:9])
 		}
 	}

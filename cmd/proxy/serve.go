@@ -108,7 +108,7 @@ func (a *app) credentialEvent(ev secrets.Event) {
 		detail = "expires at " + x.At.UTC().Format(time.RFC3339) + " (from " + x.From + ")"
 	}
 	a.event(audit.Event{Name: ev.AuditName(), Upstream: ev.Upstream, Source: ev.Source,
-		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: detail, Validated: ev.Validated})
+		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: detail, Validated: ev.Validated, Status: ev.Status})
 }
 
 func (a *app) event(ev audit.Event) {

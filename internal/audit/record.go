@@ -104,6 +104,9 @@ type Event struct {
 	// Validated is set on credential_rotated when the upstream has a
 	// probe: whether the vendor accepted the new version before it served.
 	Validated *bool `json:"validated,omitempty"`
+	// Status is the vendor's answer to a credential probe
+	// (credential_rejected, credential_unproven; absent: no answer).
+	Status int `json:"status,omitempty"`
 	// Checkpoint is set on the event "checkpoint".
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }

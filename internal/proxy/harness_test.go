@@ -178,7 +178,7 @@ upstreams:
 		h.events = append(h.events, ev)
 	}
 	if o.prove {
-		cacheOpts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, string) {
+		cacheOpts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, secrets.Verdict) {
 			return h.proxy.Probe(ctx, name, c)
 		}
 	}

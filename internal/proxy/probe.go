@@ -32,16 +32,16 @@ const (
 // free within probeWait nothing is sent and it says Busy. It is audited as a
 // call of caller "keybroker" (caller_auth internal). The second result
 // says what happened, for events and logs; never a value.
-func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credential) (secrets.Proof, string) {
+func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credential) (secrets.Proof, secrets.Verdict) {
 	u := p.state.Load().upstreams[upstream]
 	if u == nil || u.cfg.Probe == nil {
-		return secrets.Unprovable, ""
+		return secrets.Unprovable, secrets.Verdict{}
 	}
 	lim := u.cfg.Quota
 	lim.Ahead, lim.MaxWait = true, probeWait
 	_, ticket, err := p.opts.UpstreamLimiter.Acquire(ctx, u.limitKey, lim)
 	if err != nil {
-		return secrets.Busy, "no quota slot free for the probe"
+		return secrets.Busy, secrets.Verdict{Detail: "no quota slot free for the probe"}
 	}
 	start := p.opts.Now()
 	id := p.requestID(&http.Request{Header: http.Header{}})
@@ -63,14 +63,14 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 	ticket.Release(true)
 	rec.DurationMS = ms(p.opts.Now().Sub(start))
 	rec.UpstreamMS = rec.DurationMS
-	proof, detail := secrets.Unknown, ""
+	proof, detail, answered := secrets.Unknown, "", 0
 	if err != nil {
 		rec.Outcome, rec.Status = audit.OutcomeFailed, http.StatusBadGateway
 		detail = "probe " + pr.Method + " " + pr.Path + " failed: " + probeError(err)
 	} else {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		rec.Outcome, rec.Status = audit.OutcomeForwarded, resp.StatusCode
+		rec.Outcome, rec.Status, answered = audit.OutcomeForwarded, resp.StatusCode, resp.StatusCode
 		detail = "probe " + pr.Method + " " + pr.Path + " answered " + strconv.Itoa(resp.StatusCode)
 		switch {
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
@@ -85,7 +85,7 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 	if err := p.opts.Auditor.Write(&rec); err != nil {
 		p.opts.Log.Error("audit record of a credential probe not written", zap.String("upstream", upstream), zap.Error(err))
 	}
-	return proof, fmt.Sprintf("version %d: %s", cred.Version, detail)
+	return proof, secrets.Verdict{Status: answered, Detail: fmt.Sprintf("version %d: %s", cred.Version, detail)}
 }
 
 // probeError names a failed probe without its transport details.

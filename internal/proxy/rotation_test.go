@@ -18,7 +18,7 @@ import (
 
 // Rotated credentials are proved against the vendor (the upstream's probe,
 // GET /v1/account for Huntress) before any call uses them. Every scenario
-// runs 16 callers in a loop while the secret changes: none of their calls
+// runs 50 callers in a loop while the secret changes: none of their calls
 // may fail, whatever the vendor says about the new version.
 
 const (
@@ -56,7 +56,7 @@ func load(t *testing.T, h *harness) (stop func() map[int]int) {
 		stopped atomic.Bool
 	)
 	client := h.srv.Client()
-	for range 16 {
+	for range 50 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -205,7 +205,7 @@ func TestRotation_RefusedVersionIsHeldBackAndTheOldOneServes(t *testing.T) {
 		t.Fatalf("the vendor saw the bad pair %d times, want once (the probe, no call, no second probe inside the back-off)", n)
 	}
 	rej := h.eventsOf(secrets.EventRejected)
-	if len(rej) != 1 || rej[0].Version != 2 || !strings.Contains(rej[0].Error, "401") {
+	if len(rej) != 1 || rej[0].Version != 2 || rej[0].Status != 401 || !strings.Contains(rej[0].Error, "401") {
 		t.Fatalf("rejected events = %+v, want one for version 2 naming the 401", rej)
 	}
 	if rot := h.eventsOf(secrets.EventRotated); len(rot) != 0 {
@@ -283,7 +283,7 @@ func TestRotation_VendorDownSwitchesUnproven(t *testing.T) {
 	h.huntress.SetDown(true)
 	h.rotate(newKey, newSecret)
 	un := h.eventsOf(secrets.EventUnproven)
-	if len(un) != 1 || un[0].Version != 2 || !strings.Contains(un[0].Error, "503") {
+	if len(un) != 1 || un[0].Version != 2 || un[0].Status != 503 || !strings.Contains(un[0].Error, "503") {
 		t.Fatalf("unproven events = %+v, want one for version 2 naming the 503", un)
 	}
 	rot := h.eventsOf(secrets.EventRotated)

@@ -49,7 +49,7 @@ type Options struct {
 	// upstream's probe); nil for a credential nobody can prove is no proof
 	// at all. A rotated version is proved before it is served (see
 	// proveRotation).
-	Prove func(ctx context.Context, name string, c Credential) (Proof, string)
+	Prove func(ctx context.Context, name string, c Credential) (Proof, Verdict)
 }
 
 // Proof is what the vendor said of a credential.
@@ -68,6 +68,13 @@ const (
 	// Busy: no quota slot was free for the probe now; try again later.
 	Busy
 )
+
+// Verdict is what a probe saw: the vendor's status (0: no answer) and a
+// line for events and logs. Never a value.
+type Verdict struct {
+	Status int
+	Detail string
+}
 
 // Credential lifecycle event types (Event.Type).
 const (
@@ -101,6 +108,9 @@ type Event struct {
 	// Validated is set on rotated when the upstream has a probe: whether
 	// the vendor accepted the new version before it was served.
 	Validated *bool
+	// Status is the vendor's answer to the probe, on rejected and
+	// unproven (0: none).
+	Status int
 }
 
 // Status is a credential's state, for /readyz and metrics.
@@ -385,7 +395,7 @@ func (c *Cache) proveFirst(ctx context.Context, e *entry, cred *Credential) (*Cr
 	if p != Refused {
 		return cred, ""
 	}
-	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail})
+	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail.Detail, Status: detail.Status})
 	r, err := vs.ReadVersion(ctx, cred.Version-1)
 	if err == nil {
 		err = checkFields(e.spec.Source.Kind(), e.spec.Source.Ref(), r.Fields, e.spec.Required)
@@ -406,13 +416,13 @@ func (c *Cache) proveFirst(ctx context.Context, e *entry, cred *Credential) (*Cr
 		note := fmt.Sprintf("version %d refused by the vendor; serving version %d, which it accepts", cred.Version, prev.Version)
 		c.opts.Log.Error("the vendor refused the newest credential version; serving the one before it",
 			zap.String("upstream", e.spec.Name), zap.Int("version", prev.Version), zap.Int("refused", cred.Version),
-			zap.String("probe", detail), zap.Duration("next_probe_in", proveBackoff))
+			zap.String("probe", detail.Detail), zap.Duration("next_probe_in", proveBackoff))
 		return prev, note
 	case Refused:
-		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: prev.Source, Ref: prev.Ref, Version: prev.Version, Error: pdetail})
+		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: prev.Source, Ref: prev.Ref, Version: prev.Version, Error: pdetail.Detail, Status: pdetail.Status})
 	}
 	c.opts.Log.Error("the vendor refused the newest credential version, and the one before it did not prove better; serving the newest",
-		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.String("probe", detail))
+		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.String("probe", detail.Detail))
 	return cred, ""
 }
 
@@ -474,17 +484,17 @@ func (c *Cache) proveRotation(ctx context.Context, e *entry, old, cred *Credenti
 	case Unknown:
 		no := false
 		c.rotated(e, old, cred, &no)
-		c.event(Event{Type: EventUnproven, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail})
+		c.event(Event{Type: EventUnproven, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail.Detail, Status: detail.Status})
 		c.opts.Log.Warn("rotated credential could not be proved; switched to it", zap.String("upstream", e.spec.Name),
-			zap.Int("version", cred.Version), zap.String("probe", detail))
+			zap.Int("version", cred.Version), zap.String("probe", detail.Detail))
 		c.settle(e, nil, 0)
 		return true
 	}
 	// Refused: does the version in use still work?
-	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail})
+	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail.Detail, Status: detail.Status})
 	po, odetail := c.opts.Prove(ctx, e.spec.Name, *old)
 	if po == Refused {
-		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: old.Source, Ref: old.Ref, Version: old.Version, Error: odetail})
+		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: old.Source, Ref: old.Ref, Version: old.Version, Error: odetail.Detail, Status: odetail.Status})
 		c.opts.Log.Error("the vendor refused both the rotated credential and the one in use; switched to the rotated one",
 			zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("old_version", old.Version))
 		no := false
@@ -501,7 +511,7 @@ func (c *Cache) proveRotation(ctx context.Context, e *entry, old, cred *Credenti
 	c.settle(e, cred, backoff)
 	c.opts.Log.Error("the vendor refused the rotated credential; the version in use keeps serving",
 		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("in_use", old.Version),
-		zap.String("probe", detail), zap.Duration("next_probe_in", backoff))
+		zap.String("probe", detail.Detail), zap.Duration("next_probe_in", backoff))
 	return false
 }
 
