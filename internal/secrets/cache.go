@@ -343,13 +343,13 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 	case r.Version == 0 && !sameFields(old.Fields, r.Fields):
 		cred.Version = old.Version + 1
 		if !c.proveRotation(ctx, e, old, cred, oldRefused) {
-			return old, nil
+			cred = kept(old, cred.ReadAt)
 		}
 	case r.Version == 0:
 		cred.Version = old.Version
 	case r.Version != old.Version:
 		if !c.proveRotation(ctx, e, old, cred, oldRefused) {
-			return old, nil
+			cred = kept(old, cred.ReadAt)
 		}
 	}
 	e.mu.Lock()
@@ -362,6 +362,14 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 	}
 	e.cur.Store(cred)
 	return cred, nil
+}
+
+// kept is the version in use, served on while a newer one waits for the
+// vendor's proof: the source answered at readAt, so it is not stale.
+func kept(old *Credential, readAt time.Time) *Credential {
+	k := *old
+	k.ReadAt = readAt
+	return &k
 }
 
 // credential is a reading as the cache keeps it, its expiry estimated from
