@@ -324,6 +324,11 @@ func TestRotation_NoProbeSwitchesAsBefore(t *testing.T) {
 	if len(h.probeRecords()) != 0 {
 		t.Fatalf("an upstream without a probe was probed: %v", h.probeRecords())
 	}
+	for _, st := range h.cache.Status() {
+		if st.Name == "infocyte" && !st.Probe.At.IsZero() {
+			t.Fatalf("infocyte shows a last probe %+v it never had", st.Probe)
+		}
+	}
 	h.checkSecretsAbsent("it_PLANTED_new_token_77a1")
 }
 

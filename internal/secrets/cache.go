@@ -403,7 +403,7 @@ func (c *Cache) proveFirst(ctx context.Context, e *entry, cred *Credential) (*Cr
 	if p != Refused {
 		return cred, ""
 	}
-	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail.Detail, Status: detail.Status})
+	c.probeEvent(EventRejected, e, cred, detail)
 	r, err := vs.ReadVersion(ctx, cred.Version-1)
 	if err == nil {
 		err = checkFields(e.spec.Source.Kind(), e.spec.Source.Ref(), r.Fields, e.spec.Required)
@@ -427,7 +427,7 @@ func (c *Cache) proveFirst(ctx context.Context, e *entry, cred *Credential) (*Cr
 			zap.String("probe", detail.Detail), zap.Duration("next_probe_in", proveBackoff))
 		return prev, note
 	case Refused:
-		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: prev.Source, Ref: prev.Ref, Version: prev.Version, Error: pdetail.Detail, Status: pdetail.Status})
+		c.probeEvent(EventRejected, e, prev, pdetail)
 	}
 	c.opts.Log.Error("the vendor refused the newest credential version, and the one before it did not prove better; serving the newest",
 		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.String("probe", detail.Detail))
@@ -456,71 +456,77 @@ const (
 // A vendor that refused the version in use on a call (Reread) settles it:
 // switch at once.
 func (c *Cache) proveRotation(ctx context.Context, e *entry, old, cred *Credential, oldRefused bool) bool {
+	no, yes := false, true
 	if c.opts.Prove == nil {
-		c.rotated(e, old, cred, nil)
-		return true
+		return c.switchTo(e, old, cred, nil)
+	}
+	if oldRefused {
+		return c.switchTo(e, old, cred, &no)
 	}
 	now := c.opts.Now()
 	e.mu.Lock()
-	rej, retryAt := e.rejected, e.retryAt
+	heldBack := e.rejected != nil && sameCredential(e.rejected, cred)
+	retryAt, backoff := e.retryAt, e.backoff
 	e.mu.Unlock()
-	if oldRefused {
-		no := false
-		c.rotated(e, old, cred, &no)
-		c.settle(e, nil, 0)
-		return true
-	}
-	if rej != nil && rej.Version == cred.Version && sameFields(rej.Fields, cred.Fields) && now.Before(retryAt) {
+	if heldBack && now.Before(retryAt) {
 		return false // refused before; not yet time to ask again
 	}
-	p, detail := c.opts.Prove(ctx, e.spec.Name, *cred)
+	p, v := c.opts.Prove(ctx, e.spec.Name, *cred)
+	if p == Unprovable {
+		return c.switchTo(e, old, cred, nil)
+	}
 	c.record(e, cred.Version, p, now)
 	switch p {
-	case Accepted, Unprovable:
-		yes := p == Accepted
-		v := &yes
-		if p == Unprovable {
-			v = nil
-		}
-		c.rotated(e, old, cred, v)
-		c.settle(e, nil, 0)
-		return true
+	case Accepted:
+		return c.switchTo(e, old, cred, &yes)
 	case Busy:
 		c.opts.Log.Info("rotated credential not proved yet: no quota slot free; the version in use keeps serving",
 			zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version))
 		return false
 	case Unknown:
-		no := false
-		c.rotated(e, old, cred, &no)
-		c.event(Event{Type: EventUnproven, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail.Detail, Status: detail.Status})
+		c.probeEvent(EventUnproven, e, cred, v)
 		c.opts.Log.Warn("rotated credential could not be proved; switched to it", zap.String("upstream", e.spec.Name),
-			zap.Int("version", cred.Version), zap.String("probe", detail.Detail))
-		c.settle(e, nil, 0)
-		return true
+			zap.Int("version", cred.Version), zap.String("probe", v.Detail))
+		return c.switchTo(e, old, cred, &no)
 	}
 	// Refused: does the version in use still work?
-	c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: detail.Detail, Status: detail.Status})
-	po, odetail := c.opts.Prove(ctx, e.spec.Name, *old)
-	if po == Refused {
-		c.event(Event{Type: EventRejected, Upstream: e.spec.Name, Source: old.Source, Ref: old.Ref, Version: old.Version, Error: odetail.Detail, Status: odetail.Status})
+	c.probeEvent(EventRejected, e, cred, v)
+	if po, ov := c.opts.Prove(ctx, e.spec.Name, *old); po == Refused {
+		c.probeEvent(EventRejected, e, old, ov)
 		c.opts.Log.Error("the vendor refused both the rotated credential and the one in use; switched to the rotated one",
 			zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("old_version", old.Version))
-		no := false
-		c.rotated(e, old, cred, &no)
-		c.settle(e, nil, 0)
-		return true
+		return c.switchTo(e, old, cred, &no)
 	}
-	e.mu.Lock()
-	backoff := proveBackoff
-	if e.rejected != nil && e.rejected.Version == cred.Version && sameFields(e.rejected.Fields, cred.Fields) {
-		backoff = min(2*e.backoff, proveBackoffMax)
+	if heldBack {
+		backoff = min(2*backoff, proveBackoffMax)
+	} else {
+		backoff = proveBackoff
 	}
-	e.mu.Unlock()
 	c.settle(e, cred, backoff)
 	c.opts.Log.Error("the vendor refused the rotated credential; the version in use keeps serving",
 		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("in_use", old.Version),
-		zap.String("probe", detail.Detail), zap.Duration("next_probe_in", backoff))
+		zap.String("probe", v.Detail), zap.Duration("next_probe_in", backoff))
 	return false
+}
+
+// switchTo reports the rotation to cred and clears any held-back version;
+// it returns true (switch).
+func (c *Cache) switchTo(e *entry, old, cred *Credential, validated *bool) bool {
+	c.rotated(e, old, cred, validated)
+	c.settle(e, nil, 0)
+	return true
+}
+
+// probeEvent reports what the vendor said of a version (rejected,
+// unproven).
+func (c *Cache) probeEvent(typ string, e *entry, cred *Credential, v Verdict) {
+	c.event(Event{Type: typ, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, Error: v.Detail, Status: v.Status})
+}
+
+// sameCredential reports whether a and b are the same version with the
+// same value.
+func sameCredential(a, b *Credential) bool {
+	return a.Version == b.Version && sameFields(a.Fields, b.Fields)
 }
 
 // settle records a rejected version (nil: none) and when to prove it again.
