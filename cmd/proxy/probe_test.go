@@ -86,13 +86,7 @@ audit: {path: %s}
 	}
 	metric := func() string {
 		t.Helper()
-		resp, err := http.Get("http://" + admin + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return grepLines(string(b), `keybroker_credential_rejected{`)
+		return grepLines(scrapeRaw(t, admin), `keybroker_credential_rejected{`)
 	}
 
 	writeCred("hs_probe_typo_secret")

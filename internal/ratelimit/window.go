@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -119,7 +120,7 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 	wt := &waiter{ready: make(chan struct{}), ahead: lim.Ahead}
 	// An ahead call goes behind the ahead calls already waiting, before
 	// every other.
-	w.queue = append(w.queue[:pos], append([]*waiter{wt}, w.queue[pos:]...)...)
+	w.queue = slices.Insert(w.queue, pos, wt)
 	if wt.ahead {
 		w.ahead++
 	}
