@@ -20,6 +20,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/metrics"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -96,12 +97,34 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		Log:                    log.Named("proxy"),
 		SummaryInterval:        cfg.Server.Unidentified.SummaryInterval.D(),
 		RefusalSummaryInterval: cfg.Server.Refusals.SummaryInterval.D(),
+		Issuer:                 oauth.NewIssuer(a.tokenSigningKey(), cfg.OAuth.DropinTokenTTL.D(), nil),
 	})
 	if err != nil {
 		a.close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// tokenSigningKey reads the key of keybroker's own OAuth tokens from the
+// credential cache (oauth.token_signing); nil when none is configured:
+// the issuer then makes a random one that only this process knows.
+func (a *app) tokenSigningKey() oauth.KeyFunc {
+	if a.cfg.OAuth.TokenSigning == nil {
+		return nil
+	}
+	return func(ctx context.Context, reread bool) (oauth.SigningKey, error) {
+		get := a.creds.Get
+		if reread {
+			get = a.creds.Reread
+		}
+		c, err := get(ctx, assemble.TokenSigningCredential)
+		if err != nil {
+			return oauth.SigningKey{}, err
+		}
+		k, err := c.Field("key")
+		return oauth.SigningKey{Secret: []byte(k.Reveal()), Version: c.Version}, err
+	}
 }
 
 // vaultClient is a Vault client with its token-keeping loop.

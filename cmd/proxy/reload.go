@@ -55,6 +55,7 @@ var restartOnly = []struct {
 	{"ratelimit", func(c *config.Config) any { return c.RateLimit }},
 	{"audit", func(c *config.Config) any { return c.Audit }},
 	{"log", func(c *config.Config) any { return c.Log }},
+	{"oauth", func(c *config.Config) any { return c.OAuth }},
 	{"server.max_header_bytes", func(c *config.Config) any { return c.Server.MaxHeaderBytes }},
 	{"server.max_connections", func(c *config.Config) any { return c.Server.MaxConnections }},
 	{"server.read_header_timeout", func(c *config.Config) any { return c.Server.ReadHeaderTimeout }},

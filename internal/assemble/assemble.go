@@ -40,6 +40,10 @@ type Parts struct {
 // no upstream can have it.
 const AuditSigningCredential = "_audit_signing"
 
+// TokenSigningCredential is the cache name of the key that signs
+// keybroker's own OAuth tokens; no upstream can have it.
+const TokenSigningCredential = "_oauth_token_signing"
+
 // EgressCredential is the cache name of the egress proxy's credential; no
 // upstream can have it.
 const EgressCredential = "_egress_proxy"
@@ -85,6 +89,15 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 			return Parts{}, fmt.Errorf("audit.signing.credential: %w", err)
 		}
 		p.Specs = append(p.Specs, secrets.Spec{Name: AuditSigningCredential, Source: src, Required: []string{"private_key"}})
+	}
+	if ts := cfg.OAuth.TokenSigning; ts != nil {
+		// The token signing key is read, refreshed and rotated like a
+		// vendor credential.
+		src, err := source(*ts, vault, env, "key")
+		if err != nil {
+			return Parts{}, fmt.Errorf("oauth.token_signing: %w", err)
+		}
+		p.Specs = append(p.Specs, secrets.Spec{Name: TokenSigningCredential, Source: src, Required: []string{"key"}})
 	}
 	var cs []callers.Caller
 	for _, c := range cfg.Callers {
@@ -138,6 +151,11 @@ func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream,
 	if u.Probe != nil {
 		up.Probe = &proxy.Probe{Method: u.Probe.Method, Path: u.Probe.Path}
 	}
+	if a := u.Auth; a.Type == config.OAuthType {
+		up.OAuth = &proxy.OAuth{TokenURL: a.TokenURL, Scopes: a.Scopes(), Basic: a.ClientAuth == "basic",
+			DropinPath: u.DropinTokenPath()}
+	}
+	up.DefaultHeaders = u.DefaultHeaders()
 	single := ""
 	if f := scheme.Fields(); len(f) == 1 {
 		single = f[0]
@@ -205,6 +223,8 @@ func Scheme(u config.Upstream) (proxy.Scheme, error) {
 		s = proxy.HeaderAuth(a.Header, a.Prefix, a.Field)
 	case "query":
 		s = proxy.QueryAuth(a.Param, a.Field)
+	case config.OAuthType:
+		s = proxy.BearerToken()
 	default:
 		return nil, fmt.Errorf("auth.type: %q is not an auth type", a.Type)
 	}

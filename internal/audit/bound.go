@@ -98,6 +98,7 @@ func (e *Event) bound() {
 	e.Ref = bound(e.Ref, maxName)
 	e.RemoteAddr = bound(e.RemoteAddr, maxShort)
 	e.Caller = bound(e.Caller, maxName)
+	e.Outcome = bound(e.Outcome, maxShort)
 	e.Detail = bound(e.Detail, MaxDetail)
 	for i := range e.Paths {
 		e.Paths[i].Path = bound(e.Paths[i].Path, MaxPath)

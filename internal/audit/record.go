@@ -107,6 +107,9 @@ type Event struct {
 	// Status is the vendor's answer to a credential probe
 	// (credential_rejected, credential_unproven; absent: no answer).
 	Status int `json:"status,omitempty"`
+	// Outcome is a token request's (event token_issued): issued, or the
+	// OAuth error it was refused with.
+	Outcome string `json:"outcome,omitempty"`
 	// Checkpoint is set on the event "checkpoint".
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }

@@ -29,6 +29,9 @@ const (
 	// AuthInternal marks keybroker's own calls (credential probes), made
 	// as caller Internal.
 	AuthInternal = "internal"
+	// AuthToken: a token from keybroker's own OAuth token endpoint, which
+	// the caller got with its key.
+	AuthToken = "token"
 )
 
 // KeyPrefix starts every key made by NewKey, so that a leaked key is easy
@@ -224,6 +227,29 @@ func (r *Registry) dropin(req *http.Request, slot Slot) (c *caller, misnamed boo
 		}
 	}
 	return nil, misnamed
+}
+
+// ByNameKey identifies a caller by its name and key, as an OAuth client
+// authenticates (client_id, client_secret). It returns the caller's key
+// hash too, which the token binds.
+func (r *Registry) ByNameKey(name, key string) (Identity, []byte, bool) {
+	c := r.byKey(key)
+	if c == nil || subtle.ConstantTimeCompare([]byte(name), []byte(c.name)) != 1 {
+		return Identity{Auth: AuthNone}, nil, false
+	}
+	return Identity{Name: c.name, Auth: AuthToken, caller: c}, c.key[:], true
+}
+
+// ByName returns the key caller named name and its key hash (a token's
+// binding is checked against it), or false when there is none: the caller
+// was removed, or has no key.
+func (r *Registry) ByName(name string) (Identity, []byte, bool) {
+	for _, c := range r.callers {
+		if c.name == name && c.hasKey {
+			return Identity{Name: c.name, Auth: AuthToken, caller: c}, c.key[:], true
+		}
+	}
+	return Identity{Auth: AuthNone}, nil, false
 }
 
 // byKey returns the caller whose key hashes to key's SHA-256. Every caller

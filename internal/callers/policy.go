@@ -117,6 +117,20 @@ type Decision struct {
 	Reason string
 }
 
+// MayUse reports whether id has any allow rule for upstream.
+func (id Identity) MayUse(upstream string) bool {
+	c := id.caller
+	if c == nil || c.rules == nil {
+		return true
+	}
+	for _, r := range c.rules {
+		if r.upstream == upstream {
+			return true
+		}
+	}
+	return false
+}
+
 // Allow decides whether id may call method on path (the clean path below
 // the upstream, exactly as forwarded) of upstream. A caller without allow
 // rules, and an anonymous caller, may call everything.

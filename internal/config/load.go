@@ -104,5 +104,8 @@ func (c *Config) UsesVault() bool {
 	if s := c.Audit.Signing; s != nil && s.Credential.Vault != nil {
 		return true
 	}
+	if s := c.OAuth.TokenSigning; s != nil && s.Vault != nil {
+		return true
+	}
 	return c.Egress.ProxyCredential != nil && c.Egress.ProxyCredential.Vault != nil
 }

@@ -16,6 +16,8 @@ type preset struct {
 	lifetime time.Duration
 	// probe proves a credential: a cheap authenticated read.
 	probe *Probe
+	// headers are sent when the caller sent none of that name.
+	headers map[string]string
 }
 
 // presets are the vendors keybroker knows by name. Everything else is one
@@ -32,6 +34,17 @@ var presets = map[string]preset{
 		// List replies carry an absolute link to the next page.
 		rewriteLinks: []string{"pagination.next_page_url"},
 		probe:        &Probe{Method: "GET", Path: "/v1/account"},
+	},
+	// Huntress Managed Security Awareness Training (the former Curricula):
+	// OAuth2 client credentials, sent in the form body as Huntress's own
+	// client (pyhuntress HuntressSATAPIClient) sends them, to
+	// /oauth/token; the API speaks JSON:API. No rate limit is documented
+	// (not verified), so the preset sets none. The scope is the
+	// account's: set auth.scope.
+	"huntress-sat": {
+		url:     "https://mycurricula.com",
+		auth:    Auth{Type: OAuthType, TokenURL: "https://mycurricula.com/oauth/token", ClientAuth: "body"},
+		headers: map[string]string{"Accept": "application/vnd.api+json", "Content-Type": "application/vnd.api+json"},
 	},
 	// Infocyte HUNT (LoopBack 3): the raw token in Authorization (a Bearer
 	// scheme is refused by the vendor). Its own clients also send the token
@@ -69,6 +82,8 @@ func applyPreset(u *Upstream, p preset) {
 		def(&a.Field, p.auth.Field)
 		def(&a.Param, p.auth.Param)
 		def(&a.Prefix, p.auth.Prefix)
+		def(&a.TokenURL, p.auth.TokenURL)
+		def(&a.ClientAuth, p.auth.ClientAuth)
 	}
 	if p.rateLimit != nil {
 		if u.RateLimit == nil {

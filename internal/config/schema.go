@@ -44,6 +44,21 @@ type Config struct {
 	Server Server `yaml:"server"`
 	// Egress is how keybroker reaches the vendors.
 	Egress Egress `yaml:"egress"`
+	// OAuth configures keybroker's own token endpoint for drop-in OAuth
+	// clients of oauth2_client_credentials upstreams.
+	OAuth OAuth `yaml:"oauth"`
+}
+
+// OAuth configures the tokens keybroker issues to drop-in OAuth clients.
+type OAuth struct {
+	// TokenSigning is a credential source whose field key (at least 32
+	// bytes) signs keybroker's tokens, so that every replica accepts the
+	// others' tokens; rotated like any credential, the previous key stays
+	// valid for one token lifetime. Unset: a random key made at start
+	// (one replica only; tokens end with the process).
+	TokenSigning *Credential `yaml:"token_signing"`
+	// DropinTokenTTL is how long a keybroker token lives. Default 1h.
+	DropinTokenTTL Duration `yaml:"dropin_token_ttl"`
 }
 
 // Egress is how keybroker reaches vendors: directly, or through an HTTP
@@ -212,13 +227,17 @@ func (u Upstream) DropinParams() []string { return presets[u.Preset].dropinQuery
 // vendor would read as credentials (the infocyte preset: X-Access-Token).
 func (u Upstream) DropinHeaders() []string { return presets[u.Preset].stripHeaders }
 
+// DefaultHeaders are request headers the preset sends when the caller
+// sent none of that name (huntress-sat: the JSON:API media type).
+func (u Upstream) DefaultHeaders() map[string]string { return presets[u.Preset].headers }
+
 // VendorPause is how long to pause after a vendor 429 that carries no
 // Retry-After: the preset's, else 0 (the quota's window).
 func (u Upstream) VendorPause() time.Duration { return presets[u.Preset].vendorRetryAfter }
 
 // Auth is how the vendor credential is injected.
 type Auth struct {
-	// Type is basic, header or query.
+	// Type is basic, header, query or oauth2_client_credentials.
 	Type string `yaml:"type"`
 	// UsernameField and PasswordField name the secret's fields (basic).
 	UsernameField string `yaml:"username_field"`
@@ -230,6 +249,18 @@ type Auth struct {
 	Field  string `yaml:"field"`
 	// Param is the query parameter (query).
 	Param string `yaml:"param"`
+	// TokenURL is the vendor's token endpoint (oauth2_client_credentials);
+	// the credential's fields client_id and client_secret are sent to it.
+	TokenURL string `yaml:"token_url"`
+	// Scope is sent with each token request (space-separated).
+	Scope string `yaml:"scope"`
+	// ClientAuth is how the client credentials go to the token endpoint:
+	// basic (HTTP Basic, the default) or body (form fields).
+	ClientAuth string `yaml:"client_auth"`
+	// DropinTokenPath is where, below /NAME, keybroker answers drop-in
+	// OAuth clients' token requests. Default: token_url's path when it has
+	// the upstream URL's origin, else /oauth/token.
+	DropinTokenPath string `yaml:"dropin_token_path"`
 }
 
 // Credential names exactly one source.

@@ -71,6 +71,7 @@ func (c *Config) complete(env LookupEnv) errs {
 		c.completeVault(&e, env)
 	}
 	c.completeCallers(&e)
+	c.completeOAuth(&e)
 	c.completeRest(&e)
 	return e
 }
@@ -303,18 +304,21 @@ var authFields = map[string][]string{
 	"basic":  {"username_field", "password_field"},
 	"header": {"header", "field"},
 	"query":  {"param", "field"},
+	// The credential has client_id and client_secret; the token is the
+	// vendor's (oauth.go).
+	OAuthType: {"token_url"},
 }
 
 func checkAuth(e *errs, path string, a *Auth) {
 	need, ok := authFields[a.Type]
 	switch {
 	case a.Type == "":
-		e.add(path+".type", "required (basic, header or query), or use a preset")
+		e.add(path+".type", "required (basic, header, query or %s), or use a preset", OAuthType)
 	case !ok:
-		e.add(path+".type", "must be basic, header or query")
+		e.add(path+".type", "must be basic, header, query or %s", OAuthType)
 	}
 	set := map[string]string{"username_field": a.UsernameField, "password_field": a.PasswordField,
-		"header": a.Header, "field": a.Field, "param": a.Param}
+		"header": a.Header, "field": a.Field, "param": a.Param, "token_url": a.TokenURL}
 	for _, f := range need {
 		if set[f] == "" {
 			e.add(path+"."+f, "required for type %s", a.Type)
@@ -324,6 +328,7 @@ func checkAuth(e *errs, path string, a *Auth) {
 		e.add(path+".header", "not a valid header name")
 	}
 	a.Header = http.CanonicalHeaderKey(a.Header)
+	checkOAuthAuth(e, path, a)
 }
 
 func checkCredential(e *errs, path string, c *Credential) {

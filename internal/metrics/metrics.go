@@ -65,6 +65,8 @@ type Metrics struct {
 	tlsFailures   *prometheus.CounterVec
 	linksDropped  *prometheus.CounterVec
 	unrecorded    *prometheus.CounterVec
+	tokenFetches  *prometheus.CounterVec
+	tokenRequests *prometheus.CounterVec
 	// requestSeries caches keybroker_requests_total's children by
 	// requestKey (bounded: every label takes configured names or a
 	// fixed set), copied on the rare write so that a call only reads.
@@ -118,7 +120,13 @@ func New(upstreams, callers []string, st State) *Metrics {
 		Help: "JSON link fields replaced by null because they pointed away from the upstream."}, []string{"upstream"})
 	m.unrecorded = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_refusals_unrecorded_total",
 		Help: "Refusals of known callers over their refusal budget: counted in refusal_summary events, not recorded one by one."}, []string{"caller"})
-	m.own = []prometheus.Collector{m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+	m.tokenFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_oauth_token_fetches_total",
+		Help: "Vendor token requests of OAuth upstreams, by reason (first, refresh, renew, prove) and result (ok, refused, failed, unreachable, timeout)."},
+		[]string{"upstream", "reason", "result"})
+	m.tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_oauth_token_requests_total",
+		Help: "Requests to keybroker's own token endpoint, by upstream and outcome (issued, or the OAuth error)."},
+		[]string{"upstream", "outcome"})
+	m.own = []prometheus.Collector{m.tokenFetches, m.tokenRequests, m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -389,4 +397,14 @@ func (m *Metrics) LinkDropped(upstream string) {
 // TLSHandshakeFailed counts a failed TLS handshake with a vendor.
 func (m *Metrics) TLSHandshakeFailed(upstream, reason string) {
 	m.tlsFailures.WithLabelValues(bounded(upstream, m.names.Load().upstreams), reason).Inc()
+}
+
+// VendorTokenFetched counts a vendor token request of an OAuth upstream.
+func (m *Metrics) VendorTokenFetched(upstream, reason, result string) {
+	m.tokenFetches.WithLabelValues(bounded(upstream, m.names.Load().upstreams), reason, result).Inc()
+}
+
+// TokenRequested counts a request to keybroker's own token endpoint.
+func (m *Metrics) TokenRequested(upstream, outcome string) {
+	m.tokenRequests.WithLabelValues(bounded(upstream, m.names.Load().upstreams), outcome).Inc()
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/rawquery"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -163,7 +164,8 @@ func identityHint(slot callers.Slot, certs bool) string {
 // query- and path-escaped and base64-encoded. They are computed once per
 // credential version.
 func (u *upstream) leakValues(cred secrets.Credential) []string {
-	if lc := u.leaks.Load(); lc != nil && lc.ref == cred.Ref && lc.version == cred.Version && lc.source == cred.Source {
+	token := cred.Fields[oauth.FieldAccessToken] // an OAuth upstream's vendor token changes within a version
+	if lc := u.leaks.Load(); lc != nil && lc.ref == cred.Ref && lc.version == cred.Version && lc.source == cred.Source && lc.token == token {
 		return lc.values
 	}
 	var vals []string
@@ -177,13 +179,14 @@ func (u *upstream) leakValues(cred secrets.Credential) []string {
 		add(v)
 	}
 	vals = dedupe(vals)
-	u.leaks.Store(&leakSet{source: cred.Source, ref: cred.Ref, version: cred.Version, values: vals})
+	u.leaks.Store(&leakSet{source: cred.Source, ref: cred.Ref, version: cred.Version, token: token, values: vals})
 	return vals
 }
 
 type leakSet struct {
 	source, ref string
 	version     int
+	token       secrets.Secret
 	values      []string
 }
 

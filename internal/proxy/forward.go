@@ -23,6 +23,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/reply"
 )
 
@@ -53,6 +54,11 @@ type upstream struct {
 	// it refused.
 	refused        *atomic.Int64
 	refusedVersion *atomic.Int64
+	// tokens keeps the vendor token of an OAuth upstream (nil: none);
+	// tokenPath is where keybroker's own token endpoint answers below
+	// /{upstream} ("": none).
+	tokens    *oauth.VendorTokens
+	tokenPath string
 }
 
 // transportKey is what a transport is made from: an upstream whose key
@@ -141,6 +147,14 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 			u.dialer.OnTLSFailure = func(reason string) { o.TLSHandshakeFailed(cfg.Name, reason) }
 		}
 		u.transport = egress.NewTransport(u.dialer, cfg.Timeout)
+	}
+	if cfg.OAuth != nil {
+		if prev != nil && prev.tokens != nil && sameOAuth(prev.cfg, cfg) {
+			u.tokens = prev.tokens
+		} else {
+			u.tokens = p.newVendorTokens(cfg)
+		}
+		u.tokenPath = cfg.OAuth.DropinPath
 	}
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -297,6 +311,11 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 		// accepts (a br or zstd reply could not be).
 		out.Header.Del("Accept-Encoding")
 	}
+	for k, v := range u.cfg.DefaultHeaders {
+		if len(out.Header[k]) == 0 && (k != "Content-Type" || c.hasBody) {
+			out.Header[k] = []string{v}
+		}
+	}
 	u.cfg.Auth.Inject(out, c.cred)
 	c.sentAt = u.p.opts.Now()
 	c.sent = true
@@ -405,7 +424,18 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	ctx := resp.Request.Context()
 	fresh, err := u.p.opts.Credentials.Reread(ctx, u.cfg.Name)
-	if err != nil || fresh.Version == c.cred.Version {
+	if u.tokens != nil {
+		// An OAuth upstream: the vendor refused the token. Fetch a new one
+		// (with the client credential as now read) and try once more.
+		if err != nil {
+			fresh = c.cred
+		}
+		next, ok := u.tokens.Renew(ctx, c.cred, fresh)
+		if !ok {
+			return nil
+		}
+		fresh = next
+	} else if err != nil || fresh.Version == c.cred.Version {
 		return nil
 	}
 	req := resp.Request.Clone(ctx)

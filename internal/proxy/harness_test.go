@@ -23,6 +23,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/secrets"
 	"github.com/keybroker/keybroker/internal/vendortest"
@@ -36,9 +37,11 @@ const (
 	soarKey        = "kbk_PLANTED_soar_key_5f0e2d"
 	siemKey        = "kbk_PLANTED_siem_key_a81c44"
 	rogueKey       = "rk_PLANTED_rogue_key_77d0"
+	satClientID    = "sat_client_4b1d"
+	satSecret      = "ss_PLANTED_client_secret_c0ffee"
 )
 
-var planted = []string{huntressKey, huntressSecret, infocyteToken, soarKey, siemKey, rogueKey}
+var planted = []string{huntressKey, huntressSecret, infocyteToken, soarKey, siemKey, rogueKey, satSecret}
 
 // syncBuffer is a goroutine-safe audit sink.
 type syncBuffer struct {
@@ -71,6 +74,7 @@ type harness struct {
 	logs     *observer.ObservedLogs
 	cache    *secrets.Cache
 	proxy    *proxy.Proxy
+	routes   proxy.Routes
 	srv      *httptest.Server
 	bodies   []string // every body a caller got, for the leak check
 	events   []secrets.Event
@@ -100,6 +104,13 @@ type harnessOpts struct {
 	maxHeaderBytes  int
 	// prove: rotated credentials are proved with the upstream's probe.
 	prove bool
+	// sat, when set, adds the upstream huntress-sat (preset) in front of
+	// it, with satYAML appended to its entry; issuer signs keybroker's
+	// tokens (replicas share one).
+	sat         *vendortest.SAT
+	satYAML     string
+	satTokenURL string
+	issuer      *oauth.Issuer
 }
 
 const defaultCallers = `
@@ -152,12 +163,28 @@ upstreams:
     auth: {type: query, param: api_key, field: key}
     credential: {file: {path: "${DIR}/rogue.json"}}
     rewrite_links: [pagination.next_page_url]
-` + callersYAML + o.topYAML
+`
+	satURL, satTokenURL := "", o.satTokenURL
+	if o.sat != nil {
+		satURL = o.sat.URL
+		if satTokenURL == "" {
+			satTokenURL = satURL + "/oauth/token"
+		}
+		h.writeSecret("sat.json", map[string]string{"client_id": satClientID, "client_secret": satSecret})
+		doc += `
+  - name: huntress-sat
+    preset: huntress-sat
+    url: ${SAT_URL}
+    auth: {type: oauth2_client_credentials, token_url: "${SAT_TOKEN_URL}", scope: "accounts:read"}
+    credential: {file: {path: "${DIR}/sat.json"}}
+` + o.satYAML
+	}
+	doc += callersYAML + o.topYAML
 	hURL := h.huntress.URL
 	if o.huntressURL != "" {
 		hURL = o.huntressURL
 	}
-	env := map[string]string{"HUNTRESS_URL": hURL, "INFOCYTE_URL": h.infocyte.BaseURL(), "ROGUE_URL": h.rogue.BaseURL(), "DIR": h.dir}
+	env := map[string]string{"HUNTRESS_URL": hURL, "INFOCYTE_URL": h.infocyte.BaseURL(), "ROGUE_URL": h.rogue.BaseURL(), "DIR": h.dir, "SAT_URL": satURL, "SAT_TOKEN_URL": satTokenURL}
 	cfg, err := config.Parse([]byte(doc), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -198,7 +225,9 @@ upstreams:
 	if o.unidentified.PerSource.Requests > 0 {
 		routes.Unidentified = o.unidentified
 	}
-	h.proxy, err = proxy.New(routes, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now})
+	h.routes = routes
+	h.proxy, err = proxy.New(routes, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now,
+		Issuer: o.issuer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,4 +376,21 @@ func contractError(t *testing.T, resp *http.Response, body string, status int, c
 	if e["code"] != code || e["message"] == "" || e["request_id"] != resp.Header.Get("X-Request-Id") || e["request_id"] == "" {
 		t.Errorf("error body %s does not follow the contract", body)
 	}
+}
+
+// auditEvents returns the audit events named name, in order.
+func (h *harness) auditEvents(name string) []map[string]any {
+	h.t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(h.auditBuf.String()))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			h.t.Fatalf("audit line is not JSON: %v", err)
+		}
+		if ev, _ := m["event"].(map[string]any); m["type"] == "event" && ev["name"] == name {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

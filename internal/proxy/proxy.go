@@ -22,6 +22,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -78,6 +79,10 @@ type Options struct {
 	// RefusalSummaryInterval is how often Run writes the summary of known
 	// callers' refusals over their budget. Default 1m.
 	RefusalSummaryInterval time.Duration
+	// Issuer signs and verifies keybroker's own OAuth tokens. Default: a
+	// random key known to this process only, tokens living
+	// DefaultTokenTTL.
+	Issuer *oauth.Issuer
 }
 
 // Upstream is one vendor API the proxy serves.
@@ -110,6 +115,13 @@ type Upstream struct {
 	ProxyCredential string
 	// Probe proves a rotated credential (Proxy.Probe); nil: none.
 	Probe *Probe
+	// OAuth, for an upstream whose vendor issues tokens (Auth is then
+	// BearerToken()); nil: none.
+	OAuth *OAuth
+	// DefaultHeaders are sent when the caller sent none of that name
+	// (the huntress-sat preset: the JSON:API media type). Content-Type
+	// only on a request with a body.
+	DefaultHeaders map[string]string
 }
 
 // Probe is a cheap read-only request below the upstream's URL.
@@ -199,6 +211,9 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 	if opts.RefusalSummaryInterval <= 0 {
 		opts.RefusalSummaryInterval = time.Minute
 	}
+	if opts.Issuer == nil {
+		opts.Issuer = oauth.NewIssuer(nil, DefaultTokenTTL, opts.Now)
+	}
 	p := &Proxy{opts: opts, gate: ratelimit.NewLocal(opts.Now)}
 	_, _ = rand.Read(p.idPrefix[:])
 	if err := p.Update(routes); err != nil {
@@ -267,8 +282,12 @@ func (p *Proxy) Update(routes Routes) error {
 	p.state.Store(st)
 	if old != nil {
 		for name, u := range old.upstreams {
-			if n := st.upstreams[name]; n == nil || n.transport != u.transport {
+			n := st.upstreams[name]
+			if n == nil || n.transport != u.transport {
 				u.transport.CloseIdleConnections()
+			}
+			if u.tokens != nil && (n == nil || n.tokens != u.tokens) {
+				u.tokens.Close()
 			}
 		}
 	}

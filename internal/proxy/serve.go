@@ -89,12 +89,22 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
 	c.rec.Query = audit.RedactQuery(c.query, slot.Params, presented)
 
+	if up != nil && up.tokenPath != "" && rest == up.tokenPath {
+		p.serveToken(w, r, c, st, up)
+		return nil, &refusal{}
+	}
+
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
-	id, err := st.callers.Identify(r, slot)
+	id, err := p.identify(r, st, name, slot)
 	c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	if errors.Is(err, callers.ErrDropinName) {
 		return nil, &refusal{CodeCallerUnauthenticated, callers.DropinNameMessage}
+	}
+	if err != nil && !errors.Is(err, callers.ErrUnauthenticated) {
+		// A keybroker token that does not hold: its reason is the token's
+		// own public fact.
+		return nil, &refusal{CodeCallerUnauthenticated, err.Error()}
 	}
 	if err != nil {
 		return nil, &refusal{CodeCallerUnauthenticated, identityHint(slot, st.clientCerts)}
@@ -135,13 +145,30 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		}
 		return nil, &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
 	}
-	c.cred = cred
 	c.rec.Credential = &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}
+	var ref *refusal
+	if c.cred, ref = up.vendorToken(r.Context(), cred); ref != nil {
+		return nil, ref
+	}
 
 	if err := holdBody(r, c); err != nil {
 		return nil, bodyRefusal(c, err)
 	}
 	return up, nil
+}
+
+// identify finds who sent r: a keybroker token when the call carries one
+// (and no client certificate names a caller), else callers.Identify.
+func (p *Proxy) identify(r *http.Request, st *state, name string, slot callers.Slot) (callers.Identity, error) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		if id, err := st.callers.Identify(r, callers.Slot{}); err == nil && id.Auth == callers.AuthCert {
+			return id, nil
+		}
+	}
+	if id, ok, err := p.tokenIdentity(r, st, name, slot); ok {
+		return id, err
+	}
+	return st.callers.Identify(r, slot)
 }
 
 // refuse answers a call that keybroker turns down. A call without a named

@@ -96,6 +96,21 @@ func sourceOf(remoteAddr string) string {
 // caller is over the limits. If so it has answered 429 and counted the
 // call for the summary, and the call gets no record of its own.
 func (p *Proxy) overUnidentified(w http.ResponseWriter, r *http.Request, c *call, st *state) bool {
+	retry, over := p.unidentifiedOver(r, st)
+	if !over {
+		return false
+	}
+	setRetryHeaders(w.Header(), retry, 0, 0, 0)
+	fail(w, c, CodeRateLimited, "too many requests without a valid caller identity from this address; retry after Retry-After seconds")
+	c.rec.RateLimitedBy = "unidentified"
+	c.unrecorded = true
+	return true
+}
+
+// unidentifiedOver charges a refusal without a named caller to the
+// limits of its source and in total. Over them, it is counted for the
+// summary, and retry says when to come back.
+func (p *Proxy) unidentifiedOver(r *http.Request, st *state) (retry time.Duration, over bool) {
 	src := sourceOf(r.RemoteAddr)
 	steps := [...]struct {
 		key string
@@ -110,14 +125,10 @@ func (p *Proxy) overUnidentified(w http.ResponseWriter, r *http.Request, c *call
 		if ref, ok := ratelimit.IsRefused(err); ok {
 			retry = ref.RetryAfter
 		}
-		setRetryHeaders(w.Header(), retry, 0, 0, 0)
-		fail(w, c, CodeRateLimited, "too many requests without a valid caller identity from this address; retry after Retry-After seconds")
-		c.rec.RateLimitedBy = "unidentified"
-		c.unrecorded = true
 		p.summary.add(src, p.opts.Now())
-		return true
+		return retry, true
 	}
-	return false
+	return 0, false
 }
 
 // Run writes the summaries of unrecorded refusals, keyless ones every
