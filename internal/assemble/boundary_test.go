@@ -39,18 +39,20 @@ func TestImportBoundaries(t *testing.T) {
 		}
 		return false
 	}
-	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics"} {
+	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics", "oauth"} {
 		if reaches(module+"internal/"+p, module+"internal/config", map[string]bool{}) {
 			t.Errorf("internal/%s imports internal/config: it must take its own runtime types", p)
 		}
 	}
 	// Each outside dependency has one owner in the module.
 	owners := map[string]string{
-		"github.com/hashicorp/vault/api": "internal/secrets",
-		"net/http/httputil":              "internal/proxy",
-		"golang.org/x/time/rate":         "internal/ratelimit",
-		"github.com/redis/go-redis/v9":   "internal/ratelimit",
-		"html/template":                  "internal/audit/report",
+		"github.com/hashicorp/vault/api":        "internal/secrets",
+		"net/http/httputil":                     "internal/proxy",
+		"golang.org/x/time/rate":                "internal/ratelimit",
+		"github.com/redis/go-redis/v9":          "internal/ratelimit",
+		"html/template":                         "internal/audit/report",
+		"golang.org/x/oauth2":                   "internal/oauth",
+		"golang.org/x/oauth2/clientcredentials": "internal/oauth",
 	}
 	for pkg, deps := range imports {
 		// tools/, bench/ (its floor is an httputil.ReverseProxy) and the

@@ -33,6 +33,7 @@ type SAT struct {
 	secret string
 	ttl    time.Duration
 	tokens map[string]satToken
+	issued map[string]bool // every token ever issued
 	// down answers the token endpoint 503; slow holds its answers.
 	down bool
 	slow time.Duration
@@ -44,12 +45,11 @@ type SAT struct {
 
 type satToken struct {
 	expires time.Time
-	version string // the client secret it was issued for
 }
 
 // NewSAT starts the fake on a loopback port; tokens live ttl.
 func NewSAT(clientID, clientSecret string, ttl time.Duration) *SAT {
-	s := &SAT{id: clientID, secret: clientSecret, ttl: ttl, tokens: map[string]satToken{}}
+	s := &SAT{id: clientID, secret: clientSecret, ttl: ttl, tokens: map[string]satToken{}, issued: map[string]bool{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -95,6 +95,17 @@ func (s *SAT) TokenRequests() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tokenCalls
+}
+
+// Tokens returns every token issued so far (for leak checks).
+func (s *SAT) Tokens() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]bool, len(s.issued))
+	for k := range s.issued {
+		out[k] = true
+	}
+	return out
 }
 
 // Refused returns how many API calls were refused with 401.
@@ -149,7 +160,8 @@ func (s *SAT) token(w http.ResponseWriter, r *http.Request, body []byte) int {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
-	s.tokens[tok] = satToken{expires: time.Now().Add(s.ttl), version: s.secret}
+	s.tokens[tok] = satToken{expires: time.Now().Add(s.ttl)}
+	s.issued[tok] = true
 	return writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "Bearer",
 		"expires_in": int(s.ttl / time.Second), "scope": form.Get("scope")})
 }

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const satUpstream = `
+  - name: huntress-sat
+    preset: huntress-sat
+    auth: {type: oauth2_client_credentials, scope: "accounts:read users:read"}
+    credential:
+      vault: {mount: secret, path: vendors/huntress-sat}
+`
+
+// TestLoad_OAuthUpstreams: the huntress-sat preset fills URL, token URL,
+// body client auth and the JSON:API headers, with no rate limit; the
+// drop-in token path is token_url's path on the same origin, else
+// /oauth/token, or as set.
+func TestLoad_OAuthUpstreams(t *testing.T) {
+	doc := strings.Replace(base, "callers:", satUpstream+`  - name: okta-vendor
+    url: https://api.vendor.example/v2
+    auth: {type: oauth2_client_credentials, token_url: "https://login.idp.example/oauth2/token"}
+    credential: {vault: {mount: secret, path: vendors/v}}
+  - name: custom-path
+    url: https://api.other.example
+    auth: {type: oauth2_client_credentials, token_url: "https://api.other.example/token", dropin_token_path: /connect/token}
+    credential: {vault: {mount: secret, path: vendors/o}}
+callers:`, 1)
+	c, err := Parse([]byte(doc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sat, idp, custom := c.Upstreams[2], c.Upstreams[3], c.Upstreams[4]
+	if sat.URL != "https://mycurricula.com" || sat.Auth.TokenURL != "https://mycurricula.com/oauth/token" ||
+		sat.Auth.ClientAuth != "body" || sat.RateLimit != nil || sat.DefaultHeaders()["Accept"] != "application/vnd.api+json" {
+		t.Errorf("huntress-sat preset: %+v", sat)
+	}
+	if got := sat.Auth.Scopes(); len(got) != 2 || got[1] != "users:read" {
+		t.Errorf("scopes %v", got)
+	}
+	for _, tc := range []struct {
+		u    Upstream
+		want string
+	}{{sat, "/oauth/token"}, {idp, "/oauth/token"}, {custom, "/connect/token"}} {
+		if got := tc.u.DropinTokenPath(); got != tc.want {
+			t.Errorf("%s: drop-in token path %q, want %q", tc.u.Name, got, tc.want)
+		}
+	}
+	if idp.Auth.ClientAuth != "basic" {
+		t.Errorf("default client_auth %q, want basic", idp.Auth.ClientAuth)
+	}
+	if c.OAuth.DropinTokenTTL.D().String() != "1h0m0s" {
+		t.Errorf("dropin_token_ttl %v", c.OAuth.DropinTokenTTL)
+	}
+}
+
+func TestLoad_OAuthErrors(t *testing.T) {
+	sat := strings.Replace(base, "callers:", satUpstream+"callers:", 1)
+	cases := []struct{ name, from, to, want string }{
+		{"token_url on a basic upstream", "    preset: huntress\n", "    preset: huntress\n    auth: {token_url: https://x.example/t}\n", "upstreams[0].auth.token_url: only for type oauth2_client_credentials"},
+		{"no token_url", "preset: huntress-sat\n    auth: {", "auth: {", "upstreams[2].auth.token_url: required for type oauth2_client_credentials"},
+		{"plain http token_url", "scope:", "token_url: \"http://idp.example/t\", scope:", "upstreams[2].auth.token_url: must be https"},
+		{"bad client_auth", "scope:", "client_auth: jwt, scope:", "upstreams[2].auth.client_auth: must be basic or body"},
+		{"bad drop-in path", "scope:", "dropin_token_path: \"oauth/../token\", scope:", "upstreams[2].auth.dropin_token_path: must be a clean path"},
+		{"field of another type", "scope:", "field: token, scope:", "upstreams[2].auth.field: not used by type oauth2_client_credentials"},
+		{"replicas without a shared signing key", "callers:", "ratelimit: {backend: redis, redis: {address: 127.0.0.1:6379}}\ncallers:", "oauth.token_signing: required when replicas run"},
+		{"ttl too long", "callers:", "oauth: {dropin_token_ttl: 48h}\ncallers:", "oauth.dropin_token_ttl: must be between 1m and 24h"},
+		{"signing key without a source", "callers:", "oauth: {token_signing: {}}\ncallers:", "oauth.token_signing: set exactly one of vault, file or env"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(sat, tc.from) {
+				t.Fatalf("test setup: %q not in the document", tc.from)
+			}
+			_, err := Parse([]byte(strings.Replace(sat, tc.from, tc.to, 1)), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

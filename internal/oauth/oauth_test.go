@@ -1,0 +1,162 @@
+package oauth
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rotatingKey is a signing key source whose key the test changes, and
+// which counts rereads.
+type rotatingKey struct {
+	mu      sync.Mutex
+	secret  string
+	version int
+	rereads int
+	// lag: Get keeps answering the old key until a reread (another
+	// replica's cache has not refreshed yet).
+	lag    bool
+	served string
+}
+
+func (k *rotatingKey) get(_ context.Context, reread bool) (SigningKey, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if reread {
+		k.rereads++
+	}
+	if !k.lag || reread || k.served == "" {
+		k.served = k.secret
+	}
+	return SigningKey{Secret: []byte(k.served), Version: k.version}, nil
+}
+
+func (k *rotatingKey) set(s string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.secret, k.version = s, k.version+1
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// TestIssuer_RotationKeepsThePreviousKeyForOneLifetime: a token signed
+// before a rotation verifies until one token lifetime (and the grace)
+// after the rotation was seen, then no longer.
+func TestIssuer_RotationKeepsThePreviousKeyForOneLifetime(t *testing.T) {
+	ctx := context.Background()
+	k := &rotatingKey{secret: strings.Repeat("a", 32)}
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	is := NewIssuer(k.get, time.Hour, c.now)
+	claims := Claims{Caller: "soar", Upstream: "sat", Fingerprint: "f"}
+	old, _, err := is.Issue(ctx, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.add(50 * time.Minute)
+	k.set(strings.Repeat("b", 32))
+	fresh, _, _ := is.Issue(ctx, claims)
+	if strings.Split(fresh, ".")[1] == strings.Split(old, ".")[1] {
+		t.Fatal("the new token carries the old key id")
+	}
+	for _, tok := range []string{old, fresh} {
+		if _, err := is.Verify(ctx, tok); err != nil {
+			t.Errorf("right after the rotation: %v", err)
+		}
+	}
+	// The old token itself expires 10 minutes later, +30 s grace.
+	c.add(10*time.Minute + 20*time.Second)
+	if _, err := is.Verify(ctx, old); err != nil {
+		t.Errorf("inside the grace: %v", err)
+	}
+	c.add(20 * time.Second)
+	if _, err := is.Verify(ctx, old); !errors.Is(err, ErrExpired) {
+		t.Errorf("past the grace: %v, want expired", err)
+	}
+	// A token made with the old key after the rotation (a forger who
+	// holds the old key) fails once the old key's time is over.
+	forged := signWith(strings.Repeat("a", 32), Claims{Caller: "soar", Upstream: "sat", Fingerprint: "f", Expires: c.now().Add(10 * time.Hour).Unix()})
+	if _, err := is.Verify(ctx, forged); err != nil {
+		t.Errorf("the old key is still kept here (1h after the rotation was seen not yet over): %v", err)
+	}
+	c.add(time.Hour)
+	if _, err := is.Verify(ctx, forged); !errors.Is(err, ErrBadMAC) {
+		t.Errorf("old key after its lifetime: %v, want a signature failure", err)
+	}
+}
+
+func signWith(secret string, c Claims) string {
+	is := NewIssuer(func(context.Context, bool) (SigningKey, error) { return SigningKey{Secret: []byte(secret)}, nil }, time.Hour, nil)
+	tok, _, _ := is.Issue(context.Background(), Claims{Caller: c.Caller, Upstream: c.Upstream, Fingerprint: c.Fingerprint})
+	// Re-sign with the wanted expiry.
+	parts := strings.Split(tok, ".")
+	payload := base64.RawURLEncoding.EncodeToString([]byte(`{"c":"` + c.Caller + `","u":"` + c.Upstream + `","f":"` + c.Fingerprint + `","e":` + strconv.FormatInt(c.Expires, 10) + `}`))
+	head := TokenPrefix + parts[1] + "." + payload
+	return head + "." + base64.RawURLEncoding.EncodeToString(mac([]byte(secret), head))
+}
+
+// TestIssuer_UnknownKeyIDRereads: a token from a replica that already
+// uses the rotated key makes this one ask its source again; made-up key
+// ids ask again too, which the credential cache bounds.
+func TestIssuer_UnknownKeyIDRereads(t *testing.T) {
+	ctx := context.Background()
+	k := &rotatingKey{secret: strings.Repeat("a", 32), lag: true}
+	other := &rotatingKey{secret: strings.Repeat("b", 32)}
+	here := NewIssuer(k.get, time.Hour, nil)
+	if _, _, err := here.Issue(ctx, Claims{Caller: "x", Upstream: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	k.set(strings.Repeat("b", 32)) // rotated; this replica has not read it
+	tok, _, _ := NewIssuer(other.get, time.Hour, nil).Issue(ctx, Claims{Caller: "x", Upstream: "u", Fingerprint: "f"})
+	if _, err := here.Verify(ctx, tok); err != nil {
+		t.Fatalf("a token of the rotated key: %v", err)
+	}
+	if k.rereads != 1 {
+		t.Errorf("%d rereads, want 1", k.rereads)
+	}
+	if _, err := here.Verify(ctx, "kbt.000000000000.e30.AAAA"); !errors.Is(err, ErrBadMAC) {
+		t.Errorf("unknown key id: %v", err)
+	}
+}
+
+// TestIssuer_ShortKeyRefused: a signing key under 32 bytes signs nothing.
+func TestIssuer_ShortKeyRefused(t *testing.T) {
+	is := NewIssuer(func(context.Context, bool) (SigningKey, error) { return SigningKey{Secret: []byte("short")}, nil }, time.Hour, nil)
+	if _, _, err := is.Issue(context.Background(), Claims{Caller: "x", Upstream: "u"}); !errors.Is(err, ErrNoKey) {
+		t.Errorf("short key: %v", err)
+	}
+}
+
+// TestReadRequest_BasicIsFormEncoded: RFC 6749 §2.3.1 form-encodes the
+// client id and secret before base64; a secret with ':' or '%' survives.
+func TestReadRequest_BasicIsFormEncoded(t *testing.T) {
+	secret := "kbk_a:b%c+d"
+	r := httptest.NewRequest("POST", "/t", strings.NewReader("grant_type=client_credentials"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+	r.Header.Set("Authorization", "basic "+base64.StdEncoding.EncodeToString([]byte(url.QueryEscape("soar")+":"+url.QueryEscape(secret))))
+	req, err := ReadRequest(r)
+	if err != nil || req.ClientID != "soar" || req.ClientSecret != secret || !req.Basic {
+		t.Fatalf("%+v %v", req, err)
+	}
+	r = httptest.NewRequest("POST", "/t", strings.NewReader(strings.Repeat("a", MaxTokenRequestBytes+1)))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if _, err := ReadRequest(r); err == nil || err.Code != ErrInvalidRequest {
+		t.Errorf("oversized body: %v", err)
+	}
+}
