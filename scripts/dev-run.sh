@@ -54,13 +54,15 @@ if [ "$mode" = standin ]; then
   [ -s .run/standin/ready.json ] || { echo "the stand-in vendors did not start" >&2; exit 1; }
   HUNTRESS_URL=$(sed -n 's/.*"huntress_url":"\([^"]*\)".*/\1/p' .run/standin/ready.json)
   INFOCYTE_URL=$(sed -n 's/.*"infocyte_url":"\([^"]*\)".*/\1/p' .run/standin/ready.json)
+  SAT_URL=$(sed -n 's/.*"sat_url":"\([^"]*\)".*/\1/p' .run/standin/ready.json)
   KEYBROKER_SECRETS=.run/standin
-  export HUNTRESS_URL INFOCYTE_URL KEYBROKER_SECRETS
-  vendors="stand-in Huntress $HUNTRESS_URL, stand-in Infocyte $INFOCYTE_URL (tools/standin)"
+  export HUNTRESS_URL INFOCYTE_URL SAT_URL KEYBROKER_SECRETS
+  vendors="stand-in Huntress $HUNTRESS_URL, stand-in Huntress SAT $SAT_URL, stand-in Infocyte $INFOCYTE_URL (tools/standin)"
 else
   [ -f dev/secrets/huntress.json ] || printf '%s\n' '{"api_key": "REPLACE_WITH_HUNTRESS_API_KEY", "api_secret": "REPLACE_WITH_HUNTRESS_API_SECRET"}' > dev/secrets/huntress.json
   [ -f dev/secrets/infocyte.json ] || printf '%s\n' '{"token": "REPLACE_WITH_INFOCYTE_API_TOKEN"}' > dev/secrets/infocyte.json
-  vendors="the real vendors; credentials in dev/secrets/huntress.json and infocyte.json (set INFOCYTE_URL=https://<instance>.infocyte.com/api)"
+  [ -f dev/secrets/huntress-sat.json ] || printf '%s\n' '{"client_id": "REPLACE_WITH_SAT_CLIENT_ID", "client_secret": "REPLACE_WITH_SAT_CLIENT_SECRET"}' > dev/secrets/huntress-sat.json
+  vendors="the real vendors; credentials in dev/secrets/huntress.json, infocyte.json and huntress-sat.json (set INFOCYTE_URL=https://<instance>.infocyte.com/api and SAT_SCOPE)"
 fi
 
 listen=${KEYBROKER_LISTEN:-127.0.0.1:8080}

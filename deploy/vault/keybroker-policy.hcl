@@ -16,6 +16,22 @@ path "secret/metadata/vendors/infocyte" {
   capabilities = ["read"]
 }
 
+path "secret/data/vendors/huntress-sat" {
+  capabilities = ["read"]
+}
+path "secret/metadata/vendors/huntress-sat" {
+  capabilities = ["read"]
+}
+
+# The signing key of keybroker's own OAuth tokens (oauth.token_signing), when
+# replicas run.
+path "secret/data/keybroker/token-signing" {
+  capabilities = ["read"]
+}
+path "secret/metadata/keybroker/token-signing" {
+  capabilities = ["read"]
+}
+
 # The audit signing key (audit.signing.credential; README "For auditors").
 path "secret/data/keybroker/audit-signing" {
   capabilities = ["read"]

@@ -471,3 +471,49 @@ func TestOAuth_ForgedTokens(t *testing.T) {
 func ratelimitLimit(n int) ratelimit.Limit {
 	return ratelimit.Limit{Requests: n, Per: time.Minute, Burst: n}
 }
+
+// TestOAuth_OneLiveTokenVendor: a vendor that allows one live token per
+// client (each new token revokes the earlier ones). Behind one replica
+// every call succeeds. Behind two, each fetching its own token, the
+// replicas revoke each other's tokens and calls fail: README "Several
+// replicas" says so, and this test keeps that sentence true.
+func TestOAuth_OneLiveTokenVendor(t *testing.T) {
+	load := func(hs ...*harness) (ok, failed int64) {
+		var okN, failedN atomic.Int64
+		var wg sync.WaitGroup
+		for _, h := range hs {
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 25 {
+						resp, err := http.DefaultClient.Do(mustRequest(t, h.srv.URL+"/huntress-sat/api/v1/accounts", bearer(soarKey)))
+						if err == nil && resp.StatusCode == 200 {
+							okN.Add(1)
+						} else {
+							failedN.Add(1)
+						}
+						if err == nil {
+							resp.Body.Close()
+						}
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		return okN.Load(), failedN.Load()
+	}
+	sat := vendortest.NewSAT(satClientID, satSecret, time.Hour)
+	t.Cleanup(sat.Close)
+	sat.SetOneLiveToken(true)
+	a := newHarness(t, harnessOpts{sat: sat})
+	if ok, failed := load(a); failed != 0 {
+		t.Errorf("one replica: %d of %d calls failed", failed, ok+failed)
+	}
+	b := newHarness(t, harnessOpts{sat: sat})
+	ok, failed := load(a, b)
+	t.Logf("one live token, 2 replicas: %d ok, %d failed, %d token requests, %d vendor 401s", ok, failed, sat.TokenRequests(), sat.Refused())
+	if failed == 0 {
+		t.Error("two replicas no longer revoke each other's tokens: update README \"Several replicas\"")
+	}
+}

@@ -1,14 +1,14 @@
-// Command standin serves stand-ins for the Huntress and Infocyte HUNT APIs
-// on loopback, so that keybroker can be tried offline (make run). They are
+// Command standin serves stand-ins for the Huntress, Huntress Managed SAT
+// (OAuth2 client credentials) and Infocyte HUNT APIs on loopback, so that keybroker can be tried offline (make run). They are
 // internal/vendortest's fakes: each accepts only the credential it was
 // started with, checked the way the vendor checks it, and keeps the
 // vendor's rate limit (Huntress: 60 calls in any 60 s).
 //
 // It makes a fresh random credential for each and writes it where
 // keybroker's file source reads it (DIR/huntress.json, DIR/infocyte.json,
-// mode 0600), then prints one JSON line on stdout:
+// DIR/huntress-sat.json, mode 0600), then prints one JSON line on stdout:
 //
-//	{"huntress_url":"http://127.0.0.1:PORT","infocyte_url":"http://127.0.0.1:PORT/api"}
+//	{"huntress_url":"http://127.0.0.1:PORT","infocyte_url":"http://127.0.0.1:PORT/api","sat_url":"http://127.0.0.1:PORT"}
 //
 // and serves until SIGINT or SIGTERM. Never a real vendor: test data only.
 package main
@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/keybroker/keybroker/internal/vendortest"
 )
@@ -50,11 +51,17 @@ func run(ctx context.Context, dir string) error {
 	if err := writeJSON(filepath.Join(dir, "infocyte.json"), map[string]string{"token": token}); err != nil {
 		return err
 	}
+	satID, satSecret := "standin-"+random(4), random(32)
+	if err := writeJSON(filepath.Join(dir, "huntress-sat.json"), map[string]string{"client_id": satID, "client_secret": satSecret}); err != nil {
+		return err
+	}
+	sat := vendortest.NewSAT(satID, satSecret, 5*time.Minute)
+	defer sat.Close()
 	hunt := vendortest.NewHuntress(key, secret, vendortest.HuntressOptions{})
 	defer hunt.Close()
 	info := vendortest.NewInfocyte(token)
 	defer info.Close()
-	ready, err := json.Marshal(map[string]string{"huntress_url": hunt.URL, "infocyte_url": info.BaseURL()})
+	ready, err := json.Marshal(map[string]string{"huntress_url": hunt.URL, "infocyte_url": info.BaseURL(), "sat_url": sat.URL})
 	if err != nil {
 		return err
 	}

@@ -119,6 +119,11 @@ func TestREADME_TryItOffline(t *testing.T) {
 	if !strings.Contains(ph, "'hostname': 'host-1'") {
 		t.Errorf("the pyhuntress snippet did not list agents:\n%s", ph)
 	}
+	sat := pyRun(t, python, root, env, filepath.Dir(stub), local(block(t, readme, "client:pyhuntress-sat", "python")))
+	if !strings.Contains(sat, "'name': 'Example MSP'") {
+		t.Errorf("the pyhuntress SAT snippet did not list accounts:\n%s", sat)
+	}
+	ph += sat
 	if !strings.Contains(readme, "pyhuntress 0.2.21") {
 		t.Error("README does not name the pyhuntress version its snippet targets")
 	}
@@ -138,13 +143,13 @@ func TestREADME_TryItOffline(t *testing.T) {
 
 	// No secret anywhere: the caller key and the stand-ins' credentials.
 	secrets := []string{key}
-	for _, f := range []string{"huntress.json", "infocyte.json"} {
+	for _, f := range []string{"huntress.json", "infocyte.json", "huntress-sat.json"} {
 		for _, m := range regexp.MustCompile(`":"([0-9a-f]{32,})"`).FindAllStringSubmatch(readFile(t, filepath.Join(root, ".run/standin", f)), -1) {
 			secrets = append(secrets, m[1])
 		}
 	}
-	if len(secrets) != 4 {
-		t.Fatalf("found %d planted secrets, want 4", len(secrets))
+	if len(secrets) != 5 {
+		t.Fatalf("found %d planted secrets, want 5", len(secrets))
 	}
 	all := runOut.String() + out + curl + py + ph + audit + readFile(t, filepath.Join(root, ".run/audit.log")) + html
 	for _, s := range secrets {
@@ -154,9 +159,12 @@ func TestREADME_TryItOffline(t *testing.T) {
 	}
 }
 
-// pyhuntressReplay stands in for pyhuntress 0.2.21's HuntressSIEMAPIClient:
-// the same constructor, _get_url, headers and request call.
+// pyhuntressReplay stands in for pyhuntress 0.2.21's HuntressSIEMAPIClient
+// and HuntressSATAPIClient: the same constructors, _get_url, token request
+// (a form POST to _get_url() with api/v1 replaced by oauth/token, renewed
+// only once its clock is past expires_in), headers and request calls.
 const pyhuntressReplay = `import base64, requests
+from datetime import datetime, timedelta, timezone
 
 class _Endpoint:
     def __init__(self, client, name):
@@ -179,6 +187,43 @@ class HuntressSIEMAPIClient:
     @property
     def agents(self):
         return _Endpoint(self, "agents")
+
+class _SATEndpoint:
+    def __init__(self, client, name):
+        self.client, self.name = client, name
+    def get(self, params=None):
+        r = requests.request("GET", f"{self.client._get_url()}/{self.name}",
+                             headers=self.client._get_headers(), params=params or {})
+        if not r.ok:
+            raise Exception(f"{r.status_code}: {r.text}")
+        return r.json()["data"]
+
+class HuntressSATAPIClient:
+    def __init__(self, client_id, client_secret, api_scopes):
+        self.client_id, self.client_secret, self.api_scopes = client_id, client_secret, api_scopes
+        self.token_expiry_time = datetime.now(tz=timezone.utc)
+        self.access_token = self._get_access_token()
+    def _get_url(self):
+        return "https://mycurricula.com/api/v1"
+    def _get_access_token(self):
+        token_url = self._get_url().replace("api/v1", "oauth/token")
+        r = requests.request("POST", token_url,
+                             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+                             data={"grant_type": "client_credentials", "client_id": self.client_id,
+                                   "client_secret": self.client_secret, "scope": self.api_scopes}, params={})
+        if not r.ok:
+            raise Exception(f"{r.status_code}: {r.text}")
+        j = r.json()
+        self.token_expiry_time = datetime.now(tz=timezone.utc) + timedelta(seconds=j["expires_in"])
+        return j["access_token"]
+    def _get_headers(self):
+        if datetime.now(tz=timezone.utc) > self.token_expiry_time:
+            self.access_token = self._get_access_token()
+        return {"Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json",
+                "Authorization": f"Bearer {self.access_token}"}
+    @property
+    def accounts(self):
+        return _SATEndpoint(self, "accounts")
 `
 
 // block returns the fenced code block of lang that follows the marker
