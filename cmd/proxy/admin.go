@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,6 +31,14 @@ type readiness struct {
 	// CredentialRejected lists upstreams whose rotated credential the
 	// vendor refused: the version in use keeps serving (a warning).
 	CredentialRejected []string `json:"credential_rejected,omitempty"`
+	// VendorTokenFailing lists OAuth upstreams whose token endpoint fails:
+	// calls go on with the cached token until it expires (a warning).
+	VendorTokenFailing []tokenState `json:"vendor_token_failing,omitempty"`
+}
+
+type tokenState struct {
+	Upstream string `json:"upstream"`
+	Error    string `json:"error"`
 }
 
 type expiryState struct {
@@ -122,6 +132,12 @@ func (a *app) readiness() readiness {
 			} else {
 				rd.CredentialExpiry.Expiring = append(rd.CredentialExpiry.Expiring, x)
 			}
+		}
+	}
+	if a.proxy != nil {
+		fails := a.proxy.VendorTokenFailures()
+		for _, name := range slices.Sorted(maps.Keys(fails)) {
+			rd.VendorTokenFailing = append(rd.VendorTokenFailing, tokenState{Upstream: name, Error: fails[name]})
 		}
 	}
 	if err := a.auditor.Check(); err != nil {

@@ -40,6 +40,9 @@ const DefaultLifetime = 5 * time.Minute
 // the background.
 const refreshAt = 0.8
 
+// failRetry is how often calls may ask a failing token endpoint again.
+const failRetry = time.Second
+
 // renewEvery bounds forced refetches (after a vendor 401) to one per this
 // interval per upstream, however many calls were refused.
 const renewEvery = time.Second
@@ -141,6 +144,7 @@ type VendorTokens struct {
 	failing  bool
 	retry    time.Duration
 	lastErr  *FetchError
+	failedAt time.Time
 	fetchCnt atomic.Int64
 }
 
@@ -211,6 +215,14 @@ func (v *VendorTokens) Token(ctx context.Context, cred secrets.Credential) (secr
 	reason := ReasonFirst
 	if t != nil && sameVersion(t.cred, cred) {
 		reason = ReasonRefresh // expired without a background refresh
+	}
+	// While the token endpoint fails, calls ask it at most once per
+	// failRetry: the rest get the last failure at once.
+	v.mu.Lock()
+	lastErr, failedAt := v.lastErr, v.failedAt
+	v.mu.Unlock()
+	if lastErr != nil && now.Sub(failedAt) < failRetry && (t == nil || !now.Before(t.expires)) {
+		return secrets.Credential{}, lastErr
 	}
 	nt, err := v.fetch(ctx, cred, reason)
 	if err != nil {
@@ -350,6 +362,9 @@ func (v *VendorTokens) note(reason string, cred secrets.Credential, t *token, er
 	v.mu.Lock()
 	changed := v.failing != (err != nil)
 	v.failing, v.lastErr = err != nil, err
+	if err != nil {
+		v.failedAt = v.cfg.Now()
+	}
 	v.mu.Unlock()
 	if v.cfg.OnFetch == nil {
 		return

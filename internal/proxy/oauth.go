@@ -272,3 +272,18 @@ func (p *Proxy) tokenRequested(upstream, caller, outcome, detail string) {
 		p.opts.Log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
 	}
 }
+
+// VendorTokenFailures returns, per OAuth upstream whose last vendor token
+// request failed, why (it names the token endpoint, never a value).
+func (p *Proxy) VendorTokenFailures() map[string]string {
+	out := map[string]string{}
+	for name, u := range p.state.Load().upstreams {
+		if u.tokens == nil {
+			continue
+		}
+		if fe := u.tokens.Failing(); fe != nil {
+			out[name] = fe.Msg
+		}
+	}
+	return out
+}

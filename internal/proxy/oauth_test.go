@@ -165,8 +165,18 @@ func TestOAuth_TokenEndpointFailures(t *testing.T) {
 		t.Error("no token_fetch_failed event")
 	}
 
+	// While it fails, calls ask the endpoint at most once a second.
+	before := sat.TokenRequests()
+	for range 20 {
+		h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey))
+	}
+	if n := sat.TokenRequests() - before; n > 2 {
+		t.Errorf("20 calls within a second asked the failing token endpoint %d times", n)
+	}
+
 	sat.SetDown(false)
 	sat.SetSlow(1500 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	resp, body = h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey))
 	contractError(t, resp, body, 504, proxy.CodeUpstreamTimeout)
 	if !strings.Contains(body, "did not answer within 1s") {
@@ -175,6 +185,7 @@ func TestOAuth_TokenEndpointFailures(t *testing.T) {
 
 	sat.SetSlow(0)
 	sat.SetSecret("a-secret-keybroker-does-not-have")
+	time.Sleep(1100 * time.Millisecond)
 	resp, body = h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey))
 	contractError(t, resp, body, 503, proxy.CodeCredentialUnavailable)
 	if !strings.Contains(body, "the vendor refused the client credentials") || !strings.Contains(body, "invalid_client") {
@@ -182,6 +193,7 @@ func TestOAuth_TokenEndpointFailures(t *testing.T) {
 	}
 
 	sat.SetSecret(satSecret)
+	time.Sleep(1100 * time.Millisecond)
 	if resp, body := h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey)); resp.StatusCode != 200 {
 		t.Fatalf("after recovery %d %s", resp.StatusCode, body)
 	}
