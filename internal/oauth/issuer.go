@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -119,11 +120,11 @@ func (is *Issuer) Verify(ctx context.Context, tok string) (Claims, error) {
 	if !ok || len(tok) > 4096 {
 		return Claims{}, ErrMalformed
 	}
-	parts := strings.Split(rest, ".")
-	if len(parts) != 3 {
+	kid, rest, ok1 := strings.Cut(rest, ".")
+	body, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(sig, ".") {
 		return Claims{}, ErrMalformed
 	}
-	kid, body, sig := parts[0], parts[1], parts[2]
 	got, err := base64.RawURLEncoding.DecodeString(sig)
 	if err != nil {
 		return Claims{}, ErrMalformed
@@ -189,9 +190,12 @@ func (is *Issuer) current(ctx context.Context, reread bool) (string, []byte, err
 	if len(k.Secret) < MinKeyBytes {
 		return "", nil, ErrNoKey
 	}
-	kid := KeyID(k.Secret)
 	is.mu.Lock()
 	defer is.mu.Unlock()
+	if cur := is.known[is.cur]; cur != nil && bytes.Equal(cur.secret, k.Secret) {
+		return is.cur, cur.secret, nil
+	}
+	kid := KeyID(k.Secret)
 	if kid == is.cur {
 		return kid, is.known[kid].secret, nil
 	}
