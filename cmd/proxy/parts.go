@@ -71,6 +71,16 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 			}
 			return a.quotaUsage(proxy.QuotaKey(upstream))
 		},
+		Shares: func(upstream string) []metrics.ShareUse {
+			if a.shareUsage == nil {
+				return nil
+			}
+			var out []metrics.ShareUse
+			for _, u := range a.shareUsage(proxy.QuotaKey(upstream)) {
+				out = append(out, metrics.ShareUse{Caller: u.Caller, Reserved: u.Reserved, Shared: u.Shared})
+			}
+			return out
+		},
 	})
 	upstreamLimiter, err := a.upstreamLimiter()
 	if err != nil {
@@ -189,7 +199,7 @@ func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 	rl := a.cfg.RateLimit
 	if rl.Backend != "redis" {
 		w := ratelimit.NewWindow(nil, rl.Margin.D())
-		a.quotaUsage = w.Usage
+		a.quotaUsage, a.shareUsage = w.Usage, w.ShareUsage
 		return w, nil
 	}
 	password := ""
@@ -213,7 +223,7 @@ func (a *app) upstreamLimiter() (proxy.Limiter, error) {
 		},
 	})
 	a.redisLimiter = r
-	a.quotaUsage = r.Usage
+	a.quotaUsage, a.shareUsage = r.Usage, r.ShareUsage
 	a.closers = append(a.closers, func() { _ = r.Close() })
 	return r, nil
 }

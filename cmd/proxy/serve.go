@@ -80,6 +80,8 @@ type app struct {
 	redisLimiter *ratelimit.Redis
 	// quotaUsage reads an upstream quota's use (calls holding a slot).
 	quotaUsage func(key string) (inUse, requests int)
+	// shareUsage reads a shared quota's use by caller and class.
+	shareUsage func(key string) []ratelimit.PartyUsage
 	// vault is the Vault client of the running configuration, nil when it
 	// uses none; a reload may replace it, the admin and metrics goroutines
 	// read it.

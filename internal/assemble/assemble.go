@@ -237,6 +237,13 @@ func Limit(rl *config.RateLimit) ratelimit.Limit {
 	if rl.MaxWait != nil {
 		l.MaxWait = rl.MaxWait.D()
 	}
+	if rl.Shares != nil {
+		m := make(map[string]ratelimit.Share, len(rl.Shares))
+		for name, sh := range rl.Shares {
+			m[name] = ratelimit.Share{Reserve: sh.Reserve, Max: sh.Max, Weight: sh.Weight}
+		}
+		l.Shares = ratelimit.NewShares(m)
+	}
 	return l
 }
 

@@ -80,3 +80,41 @@ func TestLoad_OAuthErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestLoad_Shares: shares are checked against the callers and the quota.
+func TestLoad_Shares(t *testing.T) {
+	withShares := func(shares string) string {
+		return strings.Replace(base, "    preset: huntress\n", "    preset: huntress\n    rate_limit:\n      requests: 60\n      per: 60s\n      shares:\n"+shares, 1)
+	}
+	c, err := Parse([]byte(withShares("        soar: {reserve: 5, weight: 3}\n")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh := c.Upstreams[0].RateLimit.Shares["soar"]; sh.Reserve != 5 || sh.Weight != 3 {
+		t.Errorf("share %+v", sh)
+	}
+	// Reserves may take the whole quota.
+	if _, err := Parse([]byte(withShares("        soar: {reserve: 60}\n")), nil); err != nil {
+		t.Errorf("reserve = requests refused: %v", err)
+	}
+	for _, tc := range []struct{ shares, want string }{
+		{"        soar: {reserve: 61}\n", "upstreams[0].rate_limit.shares: the reserves add up to 61, more than requests (60)"},
+		{"        nobody: {max: 5}\n", "upstreams[0].rate_limit.shares.nobody: no caller named \"nobody\""},
+		{"        soar: {max: 61}\n", "upstreams[0].rate_limit.shares.soar.max: must be at most requests"},
+		{"        soar: {reserve: 10, max: 5}\n", "upstreams[0].rate_limit.shares.soar.reserve: must be at most max"},
+		{"        soar: {weight: -1}\n", "upstreams[0].rate_limit.shares.soar.weight: must be positive"},
+		{"        soar: {reserve: -1}\n", "upstreams[0].rate_limit.shares.soar.reserve: must not be negative"},
+		{"        soar: {}\n", "upstreams[0].rate_limit.shares.soar: set reserve, max or weight"},
+		{"        soar: {reserve: 1, mx: 3}\n", "upstreams[0].rate_limit.shares.soar.mx: unknown field"},
+	} {
+		_, err := Parse([]byte(withShares(tc.shares)), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.shares, err, tc.want)
+		}
+	}
+	// A caller's own rate_limit is not shared.
+	doc := strings.Replace(base, "    key_sha256:", "    rate_limit: {requests: 10, per: 1m, shares: {soar: {max: 1}}}\n    key_sha256:", 1)
+	if _, err := Parse([]byte(doc), nil); err == nil || !strings.Contains(err.Error(), "callers[0].rate_limit.shares: only an upstream's quota is shared") {
+		t.Errorf("shares on a caller's limit: %v", err)
+	}
+}

@@ -309,6 +309,21 @@ type RateLimit struct {
 	// MaxWait is how long a call may wait for its turn before 429; 0s
 	// refuses at once. Default 10s.
 	MaxWait *Duration `yaml:"max_wait"`
+	// Shares split an upstream's quota between callers, by caller name
+	// (upstreams only): each caller's reserve, max and weight.
+	Shares map[string]Share `yaml:"shares"`
+}
+
+// Share is one caller's part of an upstream quota.
+type Share struct {
+	// Reserve slots of every window are the caller's alone (unused, they
+	// stay idle). Default 0.
+	Reserve int `yaml:"reserve"`
+	// Max caps the slots the caller holds in any window. Default: none.
+	Max int `yaml:"max"`
+	// Weight: freed shared slots go to waiting callers in proportion to
+	// their weights. Default 1.
+	Weight float64 `yaml:"weight"`
 }
 
 // Caller is one internal service.

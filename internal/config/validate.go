@@ -450,6 +450,14 @@ func (c *Config) completeCallers(e *errs) {
 		}
 		if cl.RateLimit != nil {
 			checkRateLimit(e, p+".rate_limit", cl.RateLimit, false)
+			if cl.RateLimit.Shares != nil {
+				e.add(p+".rate_limit.shares", "only an upstream's quota is shared: set shares under upstreams[].rate_limit")
+			}
+		}
+	}
+	for i := range c.Upstreams {
+		if rl := c.Upstreams[i].RateLimit; rl != nil && rl.Shares != nil {
+			checkShares(e, fmt.Sprintf("upstreams[%d].rate_limit.shares", i), rl, names)
 		}
 	}
 }

@@ -45,6 +45,15 @@ type State struct {
 	// CertExpiry returns when each upstream's certificate expires, as last
 	// seen in a TLS handshake.
 	CertExpiry func() map[string]time.Time
+	// Shares returns, for an upstream whose quota has rate_limit.shares,
+	// the slots each caller holds, by class (nil without shares).
+	Shares func(upstream string) []ShareUse
+}
+
+// ShareUse is one caller's slots of a shared upstream quota, by class.
+type ShareUse struct {
+	Caller           string
+	Reserved, Shared int
 }
 
 // Metrics is the registry and the collectors.
@@ -67,6 +76,8 @@ type Metrics struct {
 	unrecorded    *prometheus.CounterVec
 	tokenFetches  *prometheus.CounterVec
 	tokenRequests *prometheus.CounterVec
+	callerWaits   *prometheus.HistogramVec
+	callerRefused *prometheus.CounterVec
 	// requestSeries caches keybroker_requests_total's children by
 	// requestKey (bounded: every label takes configured names or a
 	// fixed set), copied on the rare write so that a call only reads.
@@ -126,7 +137,13 @@ func New(upstreams, callers []string, st State) *Metrics {
 	m.tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_oauth_token_requests_total",
 		Help: "Requests to keybroker's own token endpoint, by upstream and outcome (issued, or the OAuth error)."},
 		[]string{"upstream", "outcome"})
-	m.own = []prometheus.Collector{m.tokenFetches, m.tokenRequests, m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+	m.callerWaits = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybroker_ratelimit_caller_wait_seconds",
+		Help: "Time calls that waited for an upstream quota slot waited, by upstream and caller.", Buckets: []float64{.01, .1, .5, 1, 2, 5, 10}},
+		[]string{"upstream", "caller"})
+	m.callerRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_ratelimit_caller_refusals_total",
+		Help: "Calls refused with 429 by keybroker, by upstream, caller and the limit that refused (caller, upstream, share)."},
+		[]string{"upstream", "caller", "by"})
+	m.own = []prometheus.Collector{m.callerWaits, m.callerRefused, m.tokenFetches, m.tokenRequests, m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -190,8 +207,12 @@ func (m *Metrics) CallFinished(rec *audit.Record) {
 	if rec.RateLimitWaitMS > 0 || rec.Outcome == audit.OutcomeForwarded {
 		series.waits.Observe(rec.RateLimitWaitMS / 1000)
 	}
+	if rec.RateLimitWaitMS > 0 {
+		m.callerWaits.WithLabelValues(up, caller).Observe(rec.RateLimitWaitMS / 1000)
+	}
 	if rec.RateLimitedBy != "" && rec.Outcome == audit.OutcomeRefused {
 		m.refusals.WithLabelValues(up, rec.RateLimitedBy).Inc()
+		m.callerRefused.WithLabelValues(up, caller, rec.RateLimitedBy).Inc()
 	}
 }
 
@@ -274,10 +295,11 @@ var (
 	descQuotaUse    = prometheus.NewDesc("keybroker_quota_in_use", "Calls holding a place in the upstream's quota window (all replicas, with Redis).", []string{"upstream"}, nil)
 	descCertExpiry  = prometheus.NewDesc("keybroker_upstream_cert_expiry_timestamp_seconds", "When the vendor's TLS certificate, as last seen, expires (Unix seconds).", []string{"upstream"}, nil)
 	descQuotaLeft   = prometheus.NewDesc("keybroker_quota_remaining", "Calls the upstream's quota window admits now.", []string{"upstream"}, nil)
+	descShareUse    = prometheus.NewDesc("keybroker_quota_share_in_use", "Slots of a shared upstream quota (rate_limit.shares) each caller holds, by class: reserved or shared.", []string{"upstream", "caller", "class"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry} {
+	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry, descShareUse} {
 		ch <- d
 	}
 }
@@ -329,6 +351,25 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			if in, req := c.st.Quota(up); req > 0 {
 				gauge(descQuotaUse, float64(in), up)
 				gauge(descQuotaLeft, float64(max(0, req-in)), up)
+			}
+		}
+	}
+	if c.st.Shares != nil {
+		n := c.names.Load()
+		for _, up := range c.upstreams() {
+			// Callers removed by a reload fold into "other": sum them.
+			byCaller := map[string][2]int{}
+			for _, u := range c.st.Shares(up) {
+				caller := bounded(u.Caller, n.callers)
+				if u.Caller == "" {
+					caller = callers.AuthAnonymous
+				}
+				v := byCaller[caller]
+				byCaller[caller] = [2]int{v[0] + u.Reserved, v[1] + u.Shared}
+			}
+			for caller, v := range byCaller {
+				gauge(descShareUse, float64(v[0]), up, caller, "reserved")
+				gauge(descShareUse, float64(v[1]), up, caller, "shared")
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -61,5 +62,43 @@ func TestCallFinished_CountsIntoTheRightSeries(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.requests.WithLabelValues("other", "soar", "2xx", audit.OutcomeForwarded)); got != 0 {
 		t.Errorf("infocyte counted as other: %v", got)
+	}
+}
+
+// TestShares_PerCallerSeries: a shared quota's use by caller and class,
+// and each caller's waits and refusals (by the limit: share, upstream).
+func TestShares_PerCallerSeries(t *testing.T) {
+	m := New([]string{"huntress"}, []string{"soar", "siem"}, State{
+		Shares: func(upstream string) []ShareUse {
+			return []ShareUse{{Caller: "soar", Reserved: 3, Shared: 1}, {Caller: "siem", Shared: 30},
+				{Caller: "gone-a", Shared: 1}, {Caller: "gone-b", Shared: 2}}
+		},
+	})
+	for _, rec := range []audit.Record{
+		{Upstream: "huntress", Caller: "siem", Status: 429, Outcome: audit.OutcomeRefused, RateLimitedBy: "share", RateLimitWaitMS: 10000},
+		{Upstream: "huntress", Caller: "siem", Status: 200, Outcome: audit.OutcomeForwarded, RateLimitWaitMS: 1500},
+		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded},
+	} {
+		m.CallStarted()
+		m.CallFinished(&rec)
+	}
+	want := `
+# HELP keybroker_quota_share_in_use Slots of a shared upstream quota (rate_limit.shares) each caller holds, by class: reserved or shared.
+# TYPE keybroker_quota_share_in_use gauge
+keybroker_quota_share_in_use{caller="other",class="reserved",upstream="huntress"} 0
+keybroker_quota_share_in_use{caller="other",class="shared",upstream="huntress"} 3
+keybroker_quota_share_in_use{caller="siem",class="reserved",upstream="huntress"} 0
+keybroker_quota_share_in_use{caller="siem",class="shared",upstream="huntress"} 30
+keybroker_quota_share_in_use{caller="soar",class="reserved",upstream="huntress"} 3
+keybroker_quota_share_in_use{caller="soar",class="shared",upstream="huntress"} 1
+`
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want), "keybroker_quota_share_in_use"); err != nil {
+		t.Error(err)
+	}
+	if got := testutil.ToFloat64(m.callerRefused.WithLabelValues("huntress", "siem", "share")); got != 1 {
+		t.Errorf("siem's share refusals %v", got)
+	}
+	if n := testutil.CollectAndCount(m.callerWaits); n != 1 {
+		t.Errorf("%d caller wait series, want siem's only (soar never waited)", n)
 	}
 }

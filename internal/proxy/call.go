@@ -56,6 +56,9 @@ type call struct {
 	// request went to the vendor.
 	ticket ratelimit.Ticket
 	sent   bool
+	// quota is the upstream limiter's answer under rate_limit.shares (its
+	// RateLimit-* go on the reply); nil otherwise.
+	quota *ratelimit.Result
 
 	sentAt    time.Time // when the request went to the vendor
 	reached   bool      // the vendor answered

@@ -339,6 +339,9 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		u.vendorThrottled(resp, c)
 	}
 	u.cleanReply(resp)
+	if c.quota != nil {
+		quotaHeaders(resp.Header, u.cfg.Quota, c.rec.Caller, c.quota)
+	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		u.refused.Store(u.p.opts.Now().UnixNano())
 		u.refusedVersion.Store(int64(c.cred.Version))

@@ -75,10 +75,12 @@ type harness struct {
 	cache    *secrets.Cache
 	proxy    *proxy.Proxy
 	routes   proxy.Routes
-	srv      *httptest.Server
-	bodies   []string // every body a caller got, for the leak check
-	events   []secrets.Event
-	mu       sync.Mutex
+	// routesLimiter is the upstream limiter the test gave (nil: local).
+	routesLimiter proxy.Limiter
+	srv           *httptest.Server
+	bodies        []string // every body a caller got, for the leak check
+	events        []secrets.Event
+	mu            sync.Mutex
 }
 
 type harnessOpts struct {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -276,6 +277,10 @@ func (p *Proxy) Update(routes Routes) error {
 		var prev *upstream
 		if old != nil {
 			prev = old.upstreams[u.Name]
+		}
+		if prev != nil && prev.cfg.Quota.Shares != nil && u.Quota.Shares != nil && reflect.DeepEqual(prev.cfg.Quota.Shares, u.Quota.Shares) {
+			// The same split: the limiter keeps its window as it is.
+			u.Quota.Shares = prev.cfg.Quota.Shares
 		}
 		st.upstreams[u.Name] = p.newUpstream(u, prev)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -206,34 +207,51 @@ type quota struct {
 	l   Limiter
 }
 
-// admit applies the caller's own limit, then the upstream's quota, so that
-// one noisy caller waits on its own bucket and cannot starve the others.
-// Retry-After and RateLimit-* go on w for a refusal.
+// admit applies the caller's own limit, then the upstream's quota (the
+// caller's share of it, under rate_limit.shares), so that one noisy caller
+// waits on its own bucket and cannot starve the others. Retry-After and
+// RateLimit-* go on w for a refusal.
 func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state, caller string, up *upstream) *refusal {
 	steps := make([]quota, 0, 2)
 	if own, ok := st.callerQuotas[caller]; ok {
 		steps = append(steps, quota{"caller", "caller:" + caller, own, p.opts.CallerLimiter})
 	}
-	steps = append(steps, quota{"upstream", up.limitKey, up.cfg.Quota, p.opts.UpstreamLimiter})
+	ulim := up.cfg.Quota
+	ulim.Caller = caller
+	steps = append(steps, quota{"upstream", up.limitKey, ulim, p.opts.UpstreamLimiter})
 	for _, s := range steps {
 		start := p.opts.Now()
-		_, ticket, err := s.l.Acquire(r.Context(), s.key, s.lim)
+		res, ticket, err := s.l.Acquire(r.Context(), s.key, s.lim)
 		c.rec.RateLimitWaitMS += ms(p.opts.Now().Sub(start))
 		if err == nil {
 			if s.by == "upstream" {
 				c.ticket = ticket
+				if s.lim.Shares != nil {
+					c.quota = &res
+				}
 			}
 			continue
 		}
 		c.rec.RateLimitedBy = s.by
 		if ref, ok := ratelimit.IsRefused(err); ok {
-			setRetryHeaders(w.Header(), ref.RetryAfter, ref.Reset, ref.Limit, 0)
+			limit := ref.Limit
+			if s.lim.Shares != nil {
+				limit = shareLimit(s.lim)
+			}
+			setRetryHeaders(w.Header(), ref.RetryAfter, ref.Reset, limit, 0)
 			if s.lim.Requests > 0 && s.lim.Per > 0 {
 				// The window, as the IETF draft spells it: 60;w=60.
-				w.Header().Set("RateLimit-Policy", strconv.Itoa(s.lim.Requests)+";w="+strconv.Itoa(ceilSeconds(s.lim.Per)))
+				w.Header().Set("RateLimit-Policy", strconv.Itoa(limit)+";w="+strconv.Itoa(ceilSeconds(s.lim.Per)))
 			}
-			if ref.Paused {
+			switch {
+			case ref.Paused:
 				return &refusal{CodeRateLimited, "the vendor answered 429; calls to this upstream are paused; retry after Retry-After seconds"}
+			case ref.Share:
+				c.rec.RateLimitedBy = "share"
+				return &refusal{CodeRateLimited, fmt.Sprintf("caller %s holds its max of %d slots of the upstream quota (rate_limit.shares); retry after Retry-After seconds",
+					quoteName(caller), s.lim.Shares.Of(caller).Max)}
+			case s.lim.Shares != nil && s.by == "upstream":
+				return &refusal{CodeRateLimited, "the upstream quota has no slot free for this caller (no reserve left, no shared slot); retry after Retry-After seconds"}
 			}
 			return &refusal{CodeRateLimited, "the " + s.by + " quota is used up; retry after Retry-After seconds"}
 		}
@@ -247,6 +265,29 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 		return &refusal{CodeRateLimited, "rate limiter unavailable; retry shortly"}
 	}
 	return nil
+}
+
+// shareLimit is the most of a shared quota lim.Caller can ever hold: its
+// reserve and the shared slots, capped by its max.
+func shareLimit(lim ratelimit.Limit) int {
+	sh := lim.Shares.Of(lim.Caller)
+	n := sh.Reserve + lim.Requests - lim.Shares.Reserved()
+	if sh.Max > 0 {
+		n = min(n, sh.Max)
+	}
+	return n
+}
+
+// quotaHeaders tells a caller of an upstream with shares what it has left
+// of the quota (RateLimit-*, IETF draft): its unused reserve and the free
+// shared slots, capped by its max.
+func quotaHeaders(h http.Header, lim ratelimit.Limit, caller string, res *ratelimit.Result) {
+	lim.Caller = caller
+	limit := shareLimit(lim)
+	h.Set("RateLimit-Limit", strconv.Itoa(limit))
+	h.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
+	h.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(res.Reset)))
+	h.Set("RateLimit-Policy", strconv.Itoa(limit)+";w="+strconv.Itoa(ceilSeconds(lim.Per)))
 }
 
 // holdBody reads a small request body into memory so it can be replayed

@@ -26,8 +26,15 @@ type Limit struct {
 	MaxWait time.Duration
 	// Ahead puts the call ahead of the callers waiting in line (Window
 	// only; keybroker's credential probe): it takes the next free slot.
-	// Like MaxWait, it is the call's, not the quota's.
+	// Like MaxWait, it is the call's, not the quota's. It never takes a
+	// caller's reserve.
 	Ahead bool
+	// Shares split an upstream quota between callers (nil: first come,
+	// first served). Window and Redis only.
+	Shares *Shares
+	// Caller is who makes the call, for Shares; the call's, not the
+	// quota's.
+	Caller string
 }
 
 // Rate is the token refill rate that keeps every window of length Per at or
@@ -61,10 +68,14 @@ type Result struct {
 	// Waited is how long the call waited for its turn.
 	Waited time.Duration
 	// Limit, Remaining and Reset feed the RateLimit-* headers: the quota,
-	// the calls that could go now, and the time until the bucket is full.
+	// the calls that could go now (with Shares: this caller's unused
+	// reserve and the free shared slots, capped by its Max), and the time
+	// until the bucket is full.
 	Limit     int
 	Remaining int
 	Reset     time.Duration
+	// Reserved: the call holds one of its caller's reserved slots.
+	Reserved bool
 }
 
 // RefusedError is returned when a call would wait longer than MaxWait, or
@@ -76,11 +87,17 @@ type RefusedError struct {
 	Reset      time.Duration
 	// Paused is true when the upstream is paused by a vendor 429.
 	Paused bool
+	// Share is true when the caller holds its share's Max: its own cap,
+	// not the upstream's quota, refused it.
+	Share bool
 }
 
 func (e *RefusedError) Error() string {
 	if e.Paused {
 		return fmt.Sprintf("upstream paused after vendor 429; retry after %s", e.RetryAfter.Round(time.Millisecond))
+	}
+	if e.Share {
+		return fmt.Sprintf("the caller's share of the quota is used up; retry after %s", e.RetryAfter.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("rate limited; retry after %s", e.RetryAfter.Round(time.Millisecond))
 }

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -137,13 +138,17 @@ type RedisOptions struct {
 // window after returning each call must pass both Redis and the local
 // share (the calls sent locally meanwhile are not in Redis).
 type Redis struct {
-	opts    RedisOptions
-	client  *redis.Client
-	acquire *redis.Script
-	rel     *redis.Script
-	usage   *redis.Script
-	pause   *redis.Script
-	local   *Window
+	opts       RedisOptions
+	client     *redis.Client
+	acquire    *redis.Script
+	rel        *redis.Script
+	share      *redis.Script
+	relShare   *redis.Script
+	shareUsage *redis.Script
+	usage      *redis.Script
+	pause      *redis.Script
+	local      *Window
+	scaled     scaledShares
 
 	fallback atomic.Bool
 	nextID   atomic.Uint64
@@ -157,9 +162,10 @@ type Redis struct {
 
 // redisKey is a key's state in this replica.
 type redisKey struct {
-	gate    chan struct{} // FIFO: only the first waiter asks Redis
+	gate    fairGate // only the gate's holder asks Redis; the others wait in (fair) order
 	lim     Limit
-	dualTil time.Time // after a fallback: the local share applies too until then
+	callers map[string]bool // callers seen under Shares (metrics)
+	dualTil time.Time       // after a fallback: the local share applies too until then
 }
 
 // NewRedis returns a limiter using the Redis at opts.Address. It does not
@@ -193,6 +199,7 @@ func NewRedis(opts RedisOptions) *Redis {
 	}
 	return &Redis{opts: opts, client: redis.NewClient(ro),
 		acquire: redis.NewScript(acquireScript), rel: redis.NewScript(releaseScript),
+		share: redis.NewScript(shareScript), relShare: redis.NewScript(releaseShareScript), shareUsage: redis.NewScript(shareUsageScript),
 		usage: redis.NewScript(usageScript), pause: redis.NewScript(pauseScript),
 		local: NewWindow(nil, opts.Margin), keys: map[string]*redisKey{},
 		replica: strconv.FormatInt(time.Now().UnixNano(), 36)}
@@ -205,31 +212,18 @@ func (r *Redis) Close() error { return r.client.Close() }
 func (r *Redis) InFallback() bool { return r.fallback.Load() }
 
 // Acquire admits one call under key's limit, as Window.Acquire does, with
-// the quota shared through Redis.
+// the quota shared through Redis. Under Shares, a call that can use its
+// caller's reserve asks Redis at once, past this replica's line; the
+// others take turns at the gate, by weight.
 func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Ticket, error) {
 	k := r.key(key, lim)
 	start := time.Now()
-	select {
-	case k.gate <- struct{}{}:
-	default:
-		// Others of this replica are ahead: wait for them, in order.
-		timer := time.NewTimer(max(lim.MaxWait, 0))
-		defer timer.Stop()
-		select {
-		case k.gate <- struct{}{}:
-		case <-timer.C:
-			return Result{}, Ticket{}, &RefusedError{RetryAfter: max(lim.MaxWait, time.Second), Limit: lim.Requests}
-		case <-ctx.Done():
-			return Result{}, Ticket{}, ctx.Err()
-		}
-	}
-	defer func() { <-k.gate }()
 	deadline := start.Add(lim.MaxWait)
-	for {
+	if lim.Shares != nil && !lim.Ahead && lim.Shares.Of(lim.Caller).Reserve > 0 {
 		if r.fallback.Load() && !r.probeDue() {
 			return r.acquireLocal(ctx, key, lim, deadline)
 		}
-		res, tk, wait, err := r.decide(ctx, key, k, lim)
+		res, tk, wait, class, err := r.decide(ctx, key, k, lim, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, Ticket{}, ctx.Err()
@@ -242,6 +236,56 @@ func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Tic
 			res.Waited = time.Since(start)
 			return res.Result, tk, nil
 		}
+		if class == classAtMax && time.Now().Add(max(wait, 0)).After(deadline) {
+			return Result{}, Ticket{}, &RefusedError{RetryAfter: max(wait, time.Millisecond), Limit: lim.Requests, Share: true}
+		}
+	}
+	weight := lim.Shares.Of(lim.Caller).Weight
+	caller := ""
+	if lim.Shares != nil {
+		caller = lim.Caller
+	}
+	for {
+		if err := k.gate.enter(ctx, caller, weight, deadline); err != nil {
+			if errors.Is(err, errGateTimeout) {
+				return Result{}, Ticket{}, &RefusedError{RetryAfter: max(lim.MaxWait, time.Second), Limit: lim.Requests}
+			}
+			return Result{}, Ticket{}, err
+		}
+		res, tk, again, err := r.atGate(ctx, key, k, lim, start, deadline)
+		k.gate.leave()
+		if !again {
+			return res, tk, err
+		}
+		// At its own max: out of the line until one of its slots frees.
+		if err := sleepFor(ctx, 50*time.Millisecond, nil); err != nil {
+			return Result{}, Ticket{}, err
+		}
+	}
+}
+
+// atGate asks Redis until the call is admitted or refused, holding the
+// gate. again: the caller is at its own max; let the others go first.
+func (r *Redis) atGate(ctx context.Context, key string, k *redisKey, lim Limit, start, deadline time.Time) (Result, Ticket, bool, error) {
+	for {
+		if r.fallback.Load() && !r.probeDue() {
+			res, tk, err := r.acquireLocal(ctx, key, lim, deadline)
+			return res, tk, false, err
+		}
+		res, tk, wait, class, err := r.decide(ctx, key, k, lim, false)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Result{}, Ticket{}, false, ctx.Err()
+			}
+			r.setFallback(true, err)
+			res, tk, err := r.acquireLocal(ctx, key, lim, deadline)
+			return res, tk, false, err
+		}
+		r.setFallback(false, nil)
+		if wait == 0 {
+			res.Waited = time.Since(start)
+			return res.Result, tk, false, nil
+		}
 		// Not now: wait for the slot that frees first (or, with every slot
 		// in flight, look again shortly), unless that is past MaxWait.
 		step := wait
@@ -253,11 +297,14 @@ func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Tic
 			if wait < 0 {
 				retry = lim.Per
 			}
-			return Result{}, Ticket{}, &RefusedError{RetryAfter: max(retry, time.Millisecond), Limit: lim.Requests,
-				Reset: max(retry, 0), Paused: res.paused}
+			return Result{}, Ticket{}, false, &RefusedError{RetryAfter: max(retry, time.Millisecond), Limit: lim.Requests,
+				Reset: max(retry, 0), Paused: res.paused, Share: class == classAtMax}
+		}
+		if class == classAtMax {
+			return Result{}, Ticket{}, true, nil
 		}
 		if err := sleepFor(ctx, min(step, 100*time.Millisecond), nil); err != nil {
-			return Result{}, Ticket{}, err
+			return Result{}, Ticket{}, false, err
 		}
 	}
 }
@@ -268,9 +315,10 @@ type redisResult struct {
 }
 
 // decide asks Redis once. wait is 0 when admitted, else how long until a
-// slot frees (-1: unknown).
-func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit) (redisResult, Ticket, time.Duration, error) {
-	member := r.replica + ":" + strconv.FormatUint(r.nextID.Add(1), 36)
+// slot frees (-1: unknown); class says what decided (shareScript's).
+// reserveOnly: admit only into the caller's reserve.
+func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit, reserveOnly bool) (redisResult, Ticket, time.Duration, int, error) {
+	member := r.memberOf()
 	interval := int64(0)
 	if b := lim.burst(); lim.Burst > 0 && b < lim.Requests && lim.Requests > 0 {
 		interval = lim.Per.Microseconds() / int64(lim.Requests)
@@ -282,39 +330,58 @@ func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit) 
 	hold := (lim.Per + r.opts.Margin + r.opts.InFlight).Microseconds()
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	vals, err := r.acquire.Run(ctx, r.client, r.redisKeys(key), requests, member, hold, interval, lim.burst()).Int64Slice()
+	var vals []int64
+	var err error
+	if lim.Shares != nil && lim.Requests > 0 {
+		sh := lim.Shares.Of(lim.Caller)
+		only := 0
+		if reserveOnly {
+			only = 1
+		}
+		vals, err = r.share.Run(ctx, r.client, r.shareKeys(key, lim), requests, member, hold, interval, lim.burst(),
+			sh.Reserve, sh.Max, lim.Requests-lim.Shares.Reserved(), only).Int64Slice()
+	} else {
+		vals, err = r.acquire.Run(ctx, r.client, r.redisKeys(key), requests, member, hold, interval, lim.burst()).Int64Slice()
+		vals = append(vals, classShared)
+	}
 	if err != nil {
-		return redisResult{}, Ticket{}, 0, err
+		return redisResult{}, Ticket{}, 0, 0, err
 	}
-	if len(vals) != 4 {
-		return redisResult{}, Ticket{}, 0, fmt.Errorf("redis limiter: unexpected reply %v", vals)
+	if len(vals) != 5 {
+		return redisResult{}, Ticket{}, 0, 0, fmt.Errorf("redis limiter: unexpected reply %v", vals)
 	}
-	res := redisResult{Result: Result{Limit: lim.Requests, Remaining: int(vals[3])}, paused: vals[2] == 1}
+	class := int(vals[4])
+	res := redisResult{Result: Result{Limit: lim.Requests, Remaining: int(vals[3]), Reserved: class == classReserved}, paused: vals[2] == 1}
 	if vals[0] == 0 {
 		wait := time.Duration(vals[1]) * time.Microsecond
 		if vals[1] < 0 {
 			wait = -1
 		}
-		return res, Ticket{}, max(wait, -1), nil
+		return res, Ticket{}, max(wait, -1), class, nil
 	}
-	tk := Ticket{r: r, key: key + "\x00" + member}
+	tk := Ticket{r: r, key: ticketKey(key, member, lim)}
 	if lim.Requests <= 0 {
 		tk = Ticket{}
 	}
 	// Back from the fallback (this very call may be the probe that finds
 	// Redis again): the local share must agree too.
 	if r.fallback.Load() || time.Now().Before(r.dualUntil(k)) {
-		_, ltk, lerr := r.local.Acquire(ctx, key, r.share(lim, 0))
+		_, ltk, lerr := r.local.Acquire(ctx, key, r.localShare(lim, 0))
 		if lerr != nil {
 			tk.Release(false)
 			if ref, ok := IsRefused(lerr); ok {
-				return res, Ticket{}, ref.RetryAfter, nil
+				return res, Ticket{}, ref.RetryAfter, class, nil
 			}
-			return res, Ticket{}, 10 * time.Millisecond, nil
+			return res, Ticket{}, 10 * time.Millisecond, class, nil
 		}
 		tk = Ticket{r: pair{tk, ltk}, key: key}
+	} else if lim.Shares != nil && tk.r != nil {
+		// Under Shares the replica keeps a shadow of its own calls, so
+		// that in a fallback its callers' reserved calls (which the
+		// hand-off hold lets through) count what it already sent.
+		tk = Ticket{r: pair{tk, r.local.Record(key, r.localShare(lim, 0), class == classReserved)}, key: key}
 	}
-	return res, tk, 0, nil
+	return res, tk, 0, class, nil
 }
 
 // pair releases two tickets together (Redis and the local share).
@@ -326,7 +393,7 @@ func (p pair) release(_ Ticket, sent bool) {
 }
 
 func (r *Redis) release(t Ticket, sent bool) {
-	key, member := splitTicket(t.key)
+	key, member, caller, shared := splitTicket(t.key)
 	flag := 0
 	if sent {
 		flag = 1
@@ -335,23 +402,21 @@ func (r *Redis) release(t Ticket, sent bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
 	defer cancel()
 	keys := r.redisKeys(key)
-	if err := r.rel.Run(ctx, r.client, keys[:2], member, hold.Microseconds(), flag).Err(); err != nil {
+	var err error
+	if shared {
+		ck := r.callerKeys(key, caller)
+		err = r.relShare.Run(ctx, r.client, []string{keys[0], keys[1], ck[0], ck[1], ck[2], ck[3]}, member, hold.Microseconds(), flag).Err()
+	} else {
+		err = r.rel.Run(ctx, r.client, keys[:2], member, hold.Microseconds(), flag).Err()
+	}
+	if err != nil {
 		// The slot stays held until its provisional end: fewer calls, never more.
 		r.opts.Log.Warn("could not release a quota slot in redis", zap.String("key", key), zap.Error(err))
 	}
 }
 
-func splitTicket(s string) (key, member string) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return s[:i], s[i+1:]
-		}
-	}
-	return s, ""
-}
-
 func (r *Redis) acquireLocal(ctx context.Context, key string, lim Limit, deadline time.Time) (Result, Ticket, error) {
-	return r.local.Acquire(ctx, key, r.share(lim, max(0, time.Until(deadline))))
+	return r.local.Acquire(ctx, key, r.localShare(lim, max(0, time.Until(deadline))))
 }
 
 func (r *Redis) redisKeys(key string) []string {
@@ -364,14 +429,21 @@ func (r *Redis) key(key string, lim Limit) *redisKey {
 	defer r.mu.Unlock()
 	k, ok := r.keys[key]
 	if !ok {
-		k = &redisKey{gate: make(chan struct{}, 1)}
+		k = &redisKey{}
 		r.keys[key] = k
 		if r.fallback.Load() {
 			// First seen during the fallback: other replicas' calls may be
 			// in the window, as for every key at the switch.
-			r.local.Pause(key, r.fallbackAt.Add(lim.Per+r.opts.Margin+handoffSlack))
+			r.local.Hold(key, r.fallbackAt.Add(lim.Per+r.opts.Margin+handoffSlack))
 		}
 	}
+	if lim.Shares != nil && !lim.Ahead && !k.callers[lim.Caller] && len(k.callers) < 1024 {
+		if k.callers == nil {
+			k.callers = map[string]bool{}
+		}
+		k.callers[lim.Caller] = true // for ShareUsage
+	}
+	lim.Caller, lim.MaxWait, lim.Ahead = "", 0, false
 	k.lim = lim
 	return k
 }
@@ -423,9 +495,10 @@ func (r *Redis) Pause(key string, until time.Time) {
 	}
 }
 
-// share is lim divided by the replicas, for the local fallback: each
-// replica keeps requests/replicas per window, so together they stay under.
-func (r *Redis) share(lim Limit, maxWait time.Duration) Limit {
+// localShare is lim divided by the replicas, for the local fallback: each
+// replica keeps requests/replicas per window, and its part of each
+// caller's reserve and max (Shares.Scaled), so together they stay under.
+func (r *Redis) localShare(lim Limit, maxWait time.Duration) Limit {
 	l := lim
 	l.MaxWait = maxWait
 	if lim.Requests <= 0 || r.opts.Replicas <= 1 {
@@ -435,6 +508,7 @@ func (r *Redis) share(lim Limit, maxWait time.Duration) Limit {
 	if l.Burst > l.Requests {
 		l.Burst = l.Requests
 	}
+	l.Shares = r.scaled.of(lim.Shares, r.opts.Replicas, l.Requests)
 	return l
 }
 
@@ -462,8 +536,10 @@ func (r *Redis) setFallback(on bool, err error) {
 		window := k.lim.Per + r.opts.Margin + handoffSlack
 		if on {
 			// Calls other replicas sent through Redis are unknown here: wait
-			// until they have left the vendor's window.
-			r.local.Pause(key, now.Add(window))
+			// until they have left the vendor's window. A caller's reserved
+			// calls are not held: each replica keeps its part of the
+			// reserve, counting its own calls (the shadow).
+			r.local.Hold(key, now.Add(window))
 		} else {
 			// Calls other replicas sent locally are unknown to Redis: keep
 			// to the local share too until they have left the window, and

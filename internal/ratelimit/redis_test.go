@@ -116,7 +116,7 @@ func TestRedis_FallsBackAndReturns(t *testing.T) {
 	if failed.Load() != 0 || !r.InFallback() {
 		t.Fatalf("without redis: %d failures, fallback %v", failed.Load(), r.InFallback())
 	}
-	if got := r.share(lim, 0); got.Requests != 500 || got.Burst != 100 {
+	if got := r.localShare(lim, 0); got.Requests != 500 || got.Burst != 100 {
 		t.Errorf("local share %+v, want half the quota", got)
 	}
 	rs.Restart()
@@ -165,5 +165,38 @@ func BenchmarkRedisAcquireRelease(b *testing.B) {
 			b.Fatal(err)
 		}
 		tk.Release(true)
+	}
+}
+
+// BenchmarkRedisDecisionShares is a whole call's limiter work under
+// rate_limit.shares, beside the same without shares: the decision and
+// the release (not sent, so the sets stay small), two round trips each.
+func BenchmarkRedisDecisionShares(b *testing.B) {
+	rs := redistest.Start(b)
+	r := NewRedis(RedisOptions{Address: rs.Addr, Replicas: 3})
+	defer r.Close()
+	shares := NewShares(map[string]Share{"ir": {Reserve: 5, Weight: 3}, "bulk": {Max: 30}})
+	for _, c := range []struct {
+		name   string
+		lim    Limit
+		caller string
+	}{
+		{"no shares", Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second}, ""},
+		{"reserve", Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second, Shares: shares}, "ir"},
+		{"shared", Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second, Shares: shares}, "bulk"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			lim := c.lim
+			lim.Caller = c.caller
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				_, tk, err := r.Acquire(ctx, "upstream:"+c.name, lim)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tk.Release(false)
+			}
+		})
 	}
 }

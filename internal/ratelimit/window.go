@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +44,16 @@ func (t Ticket) Release(sent bool) {
 // longer than MaxWait is refused at once when its turn is known to be too
 // late, with the real time until a slot frees. Memory is O(Requests) per
 // key. A pause (after a vendor 429) holds every call under the key.
+//
+// With Shares, a quota is split between callers (Limit.Caller): a caller
+// with a Reserve holds up to that many slots no other caller can take, and
+// a call that can use one is admitted at once, past the line, the pause for
+// a hand-off (Hold) and the smoothing; the other slots are shared. A
+// caller never holds more than its Max. Waiting callers get freed shared
+// slots by weighted fair queuing (stride scheduling: the waiting caller
+// that has had the least, per weight, goes next), each caller's own calls
+// in arrival order. Without Shares every caller is one party and the line
+// is first come, first served, as before.
 type Window struct {
 	now    func() time.Time
 	margin time.Duration
@@ -60,22 +69,57 @@ type window struct {
 	// inflight are the calls admitted whose reply has not come back;
 	// ends are when the released ones' holds end, oldest first (releases
 	// come in time order, so appending keeps them sorted).
-	inflight map[uint64]struct{}
-	ends     []time.Time
+	inflight map[uint64]slot
+	ends     []slotEnd
 	head     int           // ends[head:] are live
 	bucket   *rate.Limiter // Burst < Requests: smoothing; nil otherwise
 	paused   time.Time
-	queue    []*waiter // FIFO, the Ahead calls first
-	ahead    int       // how many of queue are Ahead calls
+	// hold holds shared slots only: after a hand-off from Redis, until
+	// the calls other replicas sent have left the window.
+	hold time.Time
+	// parties are the callers seen (one, "", without Shares); internal
+	// is the Ahead calls' party (no reserve, no cap).
+	parties  map[string]*party
+	solo     *party // parties[""], without Shares
+	internal *party
+	aheadQ   []*waiter // Ahead calls waiting, in arrival order
+	waiting  int       // calls waiting in the parties' queues
+	reserved int       // reserved slots held, all parties
+	vtime    float64   // fair queuing's clock: the pass of the last served
+	seq      uint64
 	timer    *time.Timer
 	used     time.Time
+}
+
+// party is one caller's state under a key: its share, the slots it holds,
+// its waiting calls and its fair-queuing pass.
+type party struct {
+	name     string
+	share    Share
+	held     int // slots held, reserved ones included
+	reserved int
+	queue    []*waiter
+	pass     float64
+}
+
+type slot struct {
+	p        *party
+	reserved bool
+}
+
+type slotEnd struct {
+	at time.Time
+	slot
 }
 
 type waiter struct {
 	ready    chan struct{}
 	admitted bool
+	reserved bool
 	ahead    bool
 	id       uint64
+	seq      uint64
+	p        *party
 }
 
 // DefaultMargin is the time a released slot is held beyond Per.
@@ -100,30 +144,32 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 	start := l.now()
 	l.mu.Lock()
 	w := l.get(key, lim, start)
-	if len(w.queue) == 0 || lim.Ahead {
-		if id, ok := l.admit(w, start); ok {
-			res := w.result(start, 0)
+	p := w.partyOf(lim)
+	// Straight in: an Ahead call with no Ahead call before it; a call
+	// that can use its caller's reserve (never behind others); any call
+	// when nobody waits.
+	if (lim.Ahead && len(w.aheadQ) == 0) || (!lim.Ahead && (p.canReserve() || w.waiting+len(w.aheadQ) == 0)) {
+		if id, reserved, ok := l.take(w, p, start, lim.Ahead); ok {
+			res := w.result(start, 0, p, reserved)
 			l.mu.Unlock()
 			return res, l.ticket(key, lim, id), nil
 		}
 	}
-	pos := len(w.queue)
-	if lim.Ahead {
-		pos = w.ahead
-	}
-	at, known := w.nextFree(start, pos)
-	if lim.MaxWait <= 0 || (known && at.Sub(start) > lim.MaxWait) {
-		err := w.refusal(start, at, known)
+	if lim.MaxWait <= 0 {
+		err := w.refusal(start, p, w.position(lim.Ahead))
 		l.mu.Unlock()
 		return Result{}, Ticket{}, err
 	}
-	wt := &waiter{ready: make(chan struct{}), ahead: lim.Ahead}
-	// An ahead call goes behind the ahead calls already waiting, before
-	// every other.
-	w.queue = slices.Insert(w.queue, pos, wt)
-	if wt.ahead {
-		w.ahead++
+	if w.lim.Shares == nil {
+		// One line, first come, first served: the turn is known when the
+		// slots it waits for have known ends.
+		if at, known := w.nextFree(start, w.position(lim.Ahead)); known && at.Sub(start) > lim.MaxWait {
+			err := w.refusal(start, p, w.position(lim.Ahead))
+			l.mu.Unlock()
+			return Result{}, Ticket{}, err
+		}
 	}
+	wt := w.enqueue(p, lim.Ahead)
 	l.schedule(key, w, start)
 	l.mu.Unlock()
 
@@ -143,23 +189,58 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 			l.dispatch(key, w, now)
 			return Result{}, Ticket{}, ctx.Err()
 		}
-		return w.result(now, now.Sub(start)), l.ticket(key, lim, wt.id), nil
+		return w.result(now, now.Sub(start), p, wt.reserved), l.ticket(key, lim, wt.id), nil
 	}
-	for i, q := range w.queue {
-		if q == wt {
-			w.queue = append(w.queue[:i], w.queue[i+1:]...)
-			if wt.ahead {
-				w.ahead--
-			}
-			break
-		}
-	}
+	w.dequeue(wt)
 	l.dispatch(key, w, now)
 	if ctx.Err() != nil {
 		return Result{}, Ticket{}, ctx.Err()
 	}
-	at, known = w.nextFree(now, 0)
-	return Result{}, Ticket{}, w.refusal(now, at, known)
+	return Result{}, Ticket{}, w.refusal(now, p, 0)
+}
+
+// position is where a new call would stand in line: behind the Ahead
+// calls (an Ahead call: behind those only) and everyone waiting.
+func (w *window) position(ahead bool) int {
+	if ahead {
+		return len(w.aheadQ)
+	}
+	return len(w.aheadQ) + w.waiting
+}
+
+// enqueue puts a call in line: an Ahead call behind the Ahead calls,
+// another behind its own caller's calls. A caller that starts waiting
+// takes the fair-queuing clock, so that time spent idle earns it nothing.
+func (w *window) enqueue(p *party, ahead bool) *waiter {
+	w.seq++
+	wt := &waiter{ready: make(chan struct{}), ahead: ahead, p: p, seq: w.seq}
+	if ahead {
+		w.aheadQ = append(w.aheadQ, wt)
+		return wt
+	}
+	if len(p.queue) == 0 && p.pass < w.vtime {
+		p.pass = w.vtime
+	}
+	p.queue = append(p.queue, wt)
+	w.waiting++
+	return wt
+}
+
+// dequeue takes a waiter that gave up out of line.
+func (w *window) dequeue(wt *waiter) {
+	q := &wt.p.queue
+	if wt.ahead {
+		q = &w.aheadQ
+	}
+	for i, x := range *q {
+		if x == wt {
+			*q = append((*q)[:i], (*q)[i+1:]...)
+			if !wt.ahead {
+				w.waiting--
+			}
+			return
+		}
+	}
 }
 
 // Pause holds every call under key until until (a vendor answered 429).
@@ -167,15 +248,84 @@ func (l *Window) Pause(key string, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	w, ok := l.keys[key]
-	if !ok {
-		w = &window{used: now, inflight: map[uint64]struct{}{}}
-		l.keys[key] = w
-	}
+	w := l.placeholder(key, now)
 	if until.After(w.paused) {
 		w.paused = until
 	}
 	l.schedule(key, w, now)
+}
+
+// Hold holds every call under key until until, except the calls that can
+// use their caller's reserve: after a hand-off from Redis, until the
+// calls other replicas sent have left the vendor's window.
+func (l *Window) Hold(key string, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	w := l.placeholder(key, now)
+	if until.After(w.hold) {
+		w.hold = until
+	}
+	l.schedule(key, w, now)
+}
+
+// placeholder returns key's window, making one that takes its limit on
+// first use.
+func (l *Window) placeholder(key string, now time.Time) *window {
+	w, ok := l.keys[key]
+	if !ok {
+		w = newWindowState(now)
+		l.keys[key] = w
+	}
+	return w
+}
+
+func newWindowState(now time.Time) *window {
+	w := &window{used: now, inflight: map[uint64]slot{}, parties: map[string]*party{},
+		internal: &party{share: Share{Weight: 1}}}
+	return w
+}
+
+// Record notes a call admitted elsewhere (through Redis) as holding a
+// slot under key, without asking the quota: the shadow that keeps a
+// fallback from sending more than this replica's part.
+func (l *Window) Record(key string, lim Limit, reserved bool) Ticket {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	w := l.get(key, lim, now)
+	p := w.partyOf(lim)
+	l.nextID++
+	w.inflight[l.nextID] = slot{p, reserved}
+	p.held++
+	if reserved {
+		p.reserved++
+		w.reserved++
+	}
+	return l.ticket(key, lim, l.nextID)
+}
+
+// PartyUsage is one caller's slots held under a key, by class.
+type PartyUsage struct {
+	Caller           string
+	Reserved, Shared int
+}
+
+// ShareUsage returns, for a key whose quota has Shares, the slots each
+// caller holds by class (reserved, shared); nil without Shares.
+func (l *Window) ShareUsage(key string) []PartyUsage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.keys[key]
+	if !ok || w.lim.Shares == nil {
+		return nil
+	}
+	w.expire(l.now())
+	var out []PartyUsage
+	for name, p := range w.parties {
+		out = append(out, PartyUsage{Caller: name, Reserved: p.reserved, Shared: p.held - p.reserved})
+	}
+	return out
 }
 
 // Usage returns how many calls hold a slot under key now, and the quota.
@@ -201,26 +351,54 @@ func (l *Window) get(key string, lim Limit, now time.Time) *window {
 	if now.Sub(l.lastSweep) > time.Minute {
 		l.sweep(now)
 	}
-	w, ok := l.keys[key]
-	if !ok {
-		w = &window{inflight: map[uint64]struct{}{}}
-		l.keys[key] = w
-	}
-	// How long one call may wait, and whether it goes ahead, are that
-	// call's business (a credential probe): no change of the window.
-	lim.MaxWait, lim.Ahead = 0, false
+	w := l.placeholder(key, now)
+	// How long one call may wait, whether it goes ahead and who makes it
+	// are that call's business: no change of the window.
+	lim.MaxWait, lim.Ahead, lim.Caller = 0, false, ""
 	if w.lim != lim {
 		// New, or the configuration changed (hot reload): slots held stay
-		// held; the smoothing bucket follows the new limit.
+		// held; the smoothing bucket and the shares follow the new limit.
 		w.lim = lim
 		w.bucket = nil
 		if b := lim.burst(); lim.Requests > 0 && lim.Per > 0 && lim.Burst > 0 && b < lim.Requests {
 			w.bucket = rate.NewLimiter(rate.Limit(float64(lim.Requests)/lim.Per.Seconds()), b)
 		}
+		for name, p := range w.parties {
+			p.share = lim.Shares.Of(name)
+		}
 	}
 	w.used = now
 	return w
 }
+
+// partyOf is the party a call belongs to: the internal one for an Ahead
+// call, its caller with Shares, the one party "" without.
+func (w *window) partyOf(lim Limit) *party {
+	if lim.Ahead {
+		return w.internal
+	}
+	name := ""
+	if w.lim.Shares != nil {
+		name = lim.Caller
+	} else if w.solo != nil {
+		return w.solo
+	}
+	p, ok := w.parties[name]
+	if !ok {
+		p = &party{name: name, share: w.lim.Shares.Of(name), pass: w.vtime}
+		w.parties[name] = p
+	}
+	if name == "" && w.lim.Shares == nil {
+		w.solo = p
+	}
+	return p
+}
+
+// atMax reports whether p holds its share's Max.
+func (p *party) atMax() bool { return p.share.Max > 0 && p.held >= p.share.Max }
+
+// canReserve reports whether p has reserve to use and is not at its Max.
+func (p *party) canReserve() bool { return p.reserved < p.share.Reserve && !p.atMax() }
 
 // sweep drops keys that hold nothing and have waited for nothing for a
 // while: a new window starts empty, so that changes nothing.
@@ -228,31 +406,47 @@ func (l *Window) sweep(now time.Time) {
 	l.lastSweep = now
 	for k, w := range l.keys {
 		w.expire(now)
-		if w.held() == 0 && len(w.queue) == 0 && now.After(w.paused) && now.Sub(w.used) > max(time.Minute, 2*w.lim.Per) {
+		if w.held() == 0 && w.waiting+len(w.aheadQ) == 0 && now.After(w.paused) && now.After(w.hold) &&
+			now.Sub(w.used) > max(time.Minute, 2*w.lim.Per) {
 			delete(l.keys, k)
 		}
 	}
 }
 
-// admit takes a slot for a call now, if the window, the smoothing bucket
-// and any pause allow it.
-func (l *Window) admit(w *window, now time.Time) (uint64, bool) {
+// take gives p a slot now, if the pause, its cap and the window allow: one
+// of its reserved slots when it has reserve left (never for an Ahead
+// call), else a shared slot, which the hand-off hold and the smoothing
+// bucket also allow.
+func (l *Window) take(w *window, p *party, now time.Time, ahead bool) (id uint64, reserved, ok bool) {
 	if now.Before(w.paused) {
-		return 0, false
+		return 0, false, false
 	}
 	l.nextID++
 	if w.lim.Requests <= 0 {
-		return l.nextID, true // no quota: only pauses hold calls
+		return l.nextID, false, true // no quota: only pauses hold calls
 	}
 	w.expire(now)
-	if w.held() >= w.lim.Requests {
-		return 0, false
+	if !ahead {
+		if p.atMax() {
+			return 0, false, false
+		}
+		if p.reserved < p.share.Reserve {
+			w.inflight[l.nextID] = slot{p, true}
+			p.held++
+			p.reserved++
+			w.reserved++
+			return l.nextID, true, true
+		}
+	}
+	if now.Before(w.hold) || w.held()-w.reserved >= w.lim.Requests-w.lim.Shares.Reserved() {
+		return 0, false, false
 	}
 	if w.bucket != nil && !w.bucket.AllowN(now, 1) {
-		return 0, false
+		return 0, false, false
 	}
-	w.inflight[l.nextID] = struct{}{}
-	return l.nextID, true
+	w.inflight[l.nextID] = slot{p, false}
+	p.held++
+	return l.nextID, false, true
 }
 
 // held is how many calls hold a slot.
@@ -260,7 +454,9 @@ func (w *window) held() int { return len(w.inflight) + len(w.ends) - w.head }
 
 // expire drops the released slots whose hold has ended: amortized O(1).
 func (w *window) expire(now time.Time) {
-	for w.head < len(w.ends) && !w.ends[w.head].After(now) {
+	for w.head < len(w.ends) && !w.ends[w.head].at.After(now) {
+		w.drop(w.ends[w.head].slot)
+		w.ends[w.head] = slotEnd{}
 		w.head++
 	}
 	if w.head > 0 && w.head*2 >= len(w.ends) {
@@ -269,15 +465,32 @@ func (w *window) expire(now time.Time) {
 	}
 }
 
-func (w *window) free(id uint64) { delete(w.inflight, id) }
-
-// hold moves an in-flight call to the released ones, held until end.
-func (w *window) hold(id uint64, end time.Time) {
-	delete(w.inflight, id)
-	if n := len(w.ends); n > w.head && end.Before(w.ends[n-1]) {
-		end = w.ends[n-1] // keep them sorted (a shorter Per after a reload): hold longer, never shorter
+// drop counts a slot out of its party.
+func (w *window) drop(s slot) {
+	if s.p == nil {
+		return
 	}
-	w.ends = append(w.ends, end)
+	s.p.held--
+	if s.reserved {
+		s.p.reserved--
+		w.reserved--
+	}
+}
+
+func (w *window) free(id uint64) {
+	if s, ok := w.inflight[id]; ok {
+		delete(w.inflight, id)
+		w.drop(s)
+	}
+}
+
+// keep puts a call that left the in-flight ones among the released
+// ones, held until end.
+func (w *window) keep(s slot, end time.Time) {
+	if n := len(w.ends); n > w.head && end.Before(w.ends[n-1].at) {
+		end = w.ends[n-1].at // keep them sorted (a shorter Per after a reload): hold longer, never shorter
+	}
+	w.ends = append(w.ends, slotEnd{end, s})
 }
 
 // nextFree is the earliest time the call at queue position pos could be
@@ -287,6 +500,9 @@ func (w *window) nextFree(now time.Time, pos int) (time.Time, bool) {
 	at := now
 	if w.paused.After(at) {
 		at = w.paused
+	}
+	if w.hold.After(at) {
+		at = w.hold
 	}
 	if w.lim.Requests <= 0 {
 		return at, true
@@ -312,9 +528,14 @@ func (w *window) nextFree(now time.Time, pos int) (time.Time, bool) {
 	return at, true
 }
 
-// refusal is the 429 for a call that cannot go within MaxWait: retry when
-// a slot frees (at, when known; else the earliest known end, else Per).
-func (w *window) refusal(now, at time.Time, known bool) *RefusedError {
+// refusal is the 429 for p's call that cannot go within MaxWait, standing
+// at pos in line: retry when a slot frees (when known; else the earliest
+// known end, else Per). Share says p's own cap refused it.
+func (w *window) refusal(now time.Time, p *party, pos int) *RefusedError {
+	at, known := w.nextFree(now, pos)
+	if w.lim.Shares != nil {
+		at, known = w.nextFree(now, 0)
+	}
 	retry := w.lim.Per
 	if known {
 		retry = at.Sub(now)
@@ -322,13 +543,21 @@ func (w *window) refusal(now, at time.Time, known bool) *RefusedError {
 		retry = end.Sub(now)
 	}
 	return &RefusedError{RetryAfter: max(retry, time.Millisecond), Limit: w.lim.Requests, Reset: max(retry, 0),
-		Paused: w.paused.After(now) && !at.After(w.paused)}
+		Paused: w.paused.After(now) && !at.After(w.paused), Share: p.atMax()}
 }
 
-func (w *window) result(now time.Time, waited time.Duration) Result {
-	r := Result{Waited: waited, Limit: w.lim.Requests}
+// result is an admitted call's view of the quota. Remaining is what p
+// could take now: without Shares the free slots; with, its unused
+// reserve and the free shared slots, capped by its Max.
+func (w *window) result(now time.Time, waited time.Duration, p *party, reserved bool) Result {
+	r := Result{Waited: waited, Limit: w.lim.Requests, Reserved: reserved}
 	if w.lim.Requests > 0 {
-		r.Remaining = max(0, w.lim.Requests-w.held())
+		free := w.lim.Requests - w.lim.Shares.Reserved() - (w.held() - w.reserved)
+		rem := max(0, free) + max(0, p.share.Reserve-p.reserved)
+		if p.share.Max > 0 {
+			rem = min(rem, p.share.Max-p.held)
+		}
+		r.Remaining = max(0, rem)
 		if at, known := w.nextFree(now, 0); known && at.After(now) {
 			r.Reset = at.Sub(now)
 		}
@@ -336,23 +565,62 @@ func (w *window) result(now time.Time, waited time.Duration) Result {
 	return r
 }
 
-// dispatch admits waiting calls in arrival order while the window allows,
-// then schedules the next wake-up.
+// dispatch admits waiting calls while the window allows, then schedules
+// the next wake-up: the Ahead calls first (shared slots); then every
+// caller waiting with reserve to use; then shared slots by fair queuing,
+// to the waiting caller with the least pass (its pass grows by 1/weight a
+// slot), each caller's calls in arrival order.
 func (l *Window) dispatch(key string, w *window, now time.Time) {
-	for len(w.queue) > 0 {
-		id, ok := l.admit(w, now)
+	for len(w.aheadQ) > 0 {
+		id, _, ok := l.take(w, w.internal, now, true)
 		if !ok {
 			break
 		}
-		head := w.queue[0]
-		w.queue = w.queue[1:]
-		if head.ahead {
-			w.ahead--
+		wt := w.aheadQ[0]
+		w.aheadQ = w.aheadQ[1:]
+		wt.id, wt.admitted = id, true
+		close(wt.ready)
+	}
+	if w.waiting > 0 && w.lim.Shares.Reserved() > 0 {
+		for _, p := range w.parties {
+			for len(p.queue) > 0 && p.canReserve() {
+				if !l.admitHead(w, p, now) {
+					break
+				}
+			}
 		}
-		head.id, head.admitted = id, true
-		close(head.ready)
+	}
+	for len(w.aheadQ) == 0 && w.waiting > 0 {
+		var next *party
+		for _, p := range w.parties {
+			if len(p.queue) == 0 || p.atMax() {
+				continue
+			}
+			if next == nil || p.pass < next.pass || (p.pass == next.pass && p.queue[0].seq < next.queue[0].seq) {
+				next = p
+			}
+		}
+		if next == nil || !l.admitHead(w, next, now) {
+			break
+		}
+		next.pass += 1 / next.share.Weight
+		w.vtime = next.pass
 	}
 	l.schedule(key, w, now)
+}
+
+// admitHead admits p's first waiting call, if the window allows.
+func (l *Window) admitHead(w *window, p *party, now time.Time) bool {
+	id, reserved, ok := l.take(w, p, now, false)
+	if !ok {
+		return false
+	}
+	wt := p.queue[0]
+	p.queue = p.queue[1:]
+	w.waiting--
+	wt.id, wt.reserved, wt.admitted = id, reserved, true
+	close(wt.ready)
+	return true
 }
 
 // schedule sets a timer for when the first waiter's turn is known to come.
@@ -362,10 +630,15 @@ func (l *Window) schedule(key string, w *window, now time.Time) {
 		w.timer.Stop()
 		w.timer = nil
 	}
-	if len(w.queue) == 0 {
+	if w.waiting+len(w.aheadQ) == 0 {
 		return
 	}
 	at, known := w.nextFree(now, 0)
+	if w.lim.Shares != nil {
+		// Reserved and capped callers wait for a slot of their own, not
+		// the line's: wake at the first end of any hold.
+		at, known = w.nextEvent(now)
+	}
 	if !known {
 		return
 	}
@@ -376,11 +649,39 @@ func (l *Window) schedule(key string, w *window, now time.Time) {
 	})
 }
 
+// nextEvent is when the window next changes: a pause or hold ends, a
+// held slot's hold ends, the smoothing bucket has a token. false when
+// only a release can change it.
+func (w *window) nextEvent(now time.Time) (time.Time, bool) {
+	var at time.Time
+	known := false
+	consider := func(t time.Time) {
+		if t.After(now) && (!known || t.Before(at)) {
+			at, known = t, true
+		}
+	}
+	consider(w.paused)
+	consider(w.hold)
+	w.expire(now)
+	if end, ok := w.nthEnd(1); ok {
+		consider(end)
+	}
+	if w.bucket != nil {
+		if deficit := 1 - w.bucket.TokensAt(now); deficit > 0 {
+			consider(now.Add(time.Duration(deficit / float64(w.bucket.Limit()) * float64(time.Second))))
+		}
+	}
+	if !known && (w.paused.After(now) || w.hold.After(now)) {
+		return now, true
+	}
+	return at, known
+}
+
 // nthEnd is the n-th earliest known end among the slots held (1-based);
 // false when fewer than n slots have a known end (the rest are in flight).
 func (w *window) nthEnd(n int) (time.Time, bool) {
 	if i := w.head + n - 1; i < len(w.ends) {
-		return w.ends[i], true
+		return w.ends[i].at, true
 	}
 	return time.Time{}, false
 }
@@ -401,14 +702,16 @@ func (l *Window) release(t Ticket, sent bool) {
 	if !ok {
 		return
 	}
-	if _, ok := w.inflight[t.id]; !ok {
+	s, ok := w.inflight[t.id]
+	if !ok {
 		return // released already: only the first release counts
 	}
+	delete(w.inflight, t.id)
 	now := l.now()
 	if sent {
-		w.hold(t.id, now.Add(w.lim.Per+l.margin))
+		w.keep(s, now.Add(w.lim.Per+l.margin))
 	} else {
-		w.free(t.id)
+		w.drop(s)
 	}
 	l.dispatch(t.key, w, now)
 }

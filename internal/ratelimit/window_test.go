@@ -264,7 +264,7 @@ func queued(l *Window, key string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if w := l.keys[key]; w != nil {
-		return len(w.queue)
+		return w.waiting + len(w.aheadQ)
 	}
 	return 0
 }
