@@ -34,10 +34,15 @@ type readiness struct {
 	// VendorTokenFailing lists OAuth upstreams whose token endpoint fails:
 	// calls go on with the cached token until it expires (a warning).
 	VendorTokenFailing []tokenState `json:"vendor_token_failing,omitempty"`
+	// IdentityUnavailable lists JWT issuers whose keys cannot be had: their
+	// callers get 503 identity_unavailable (the others are served).
+	IdentityUnavailable []tokenState `json:"identity_unavailable,omitempty"`
 }
 
+// tokenState names what fails (an upstream, or a JWT issuer) and why.
 type tokenState struct {
-	Upstream string `json:"upstream"`
+	Upstream string `json:"upstream,omitempty"`
+	Issuer   string `json:"issuer,omitempty"`
 	Error    string `json:"error"`
 }
 
@@ -138,6 +143,18 @@ func (a *app) readiness() readiness {
 		fails := a.proxy.VendorTokenFailures()
 		for _, name := range slices.Sorted(maps.Keys(fails)) {
 			rd.VendorTokenFailing = append(rd.VendorTokenFailing, tokenState{Upstream: name, Error: fails[name]})
+		}
+	}
+	for _, st := range a.jwt.Load().Issuers() {
+		if !st.Available {
+			msg := "no keys yet"
+			if st.Keys > 0 {
+				msg = "its last keys are more than 24h old"
+			}
+			if st.LastError != "" {
+				msg += ": " + st.LastError
+			}
+			rd.IdentityUnavailable = append(rd.IdentityUnavailable, tokenState{Issuer: st.Issuer, Error: msg})
 		}
 	}
 	if err := a.auditor.Check(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/metrics"
 	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
@@ -71,6 +72,13 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 			}
 			return a.quotaUsage(proxy.QuotaKey(upstream))
 		},
+		Issuers: func() map[string]bool {
+			out := map[string]bool{}
+			for _, st := range a.jwt.Load().Issuers() {
+				out[st.Issuer] = st.Available
+			}
+			return out
+		},
 		Shares: func(upstream string) []metrics.ShareUse {
 			if a.shareUsage == nil {
 				return nil
@@ -99,6 +107,9 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		return nil, err
 	}
 	a.creds.cur.Store(cache)
+	a.jwt.Store(jwtauth.New(parts.JWTIssuers, a.jwtOptions(), nil))
+	a.closers = append(a.closers, func() { a.jwt.Load().Close(nil) })
+	parts.Routes.JWT = a.jwt.Load()
 	a.proxy, err = proxy.New(parts.Routes, proxy.Options{
 		Credentials:            &a.creds,
 		Auditor:                a.auditor,
@@ -114,6 +125,11 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// jwtOptions are the JWT verifier's: its log, and its key loads counted.
+func (a *app) jwtOptions() jwtauth.Options {
+	return jwtauth.Options{Log: a.log.Named("jwt"), OnLoad: a.metrics.IssuerKeysLoaded}
 }
 
 // tokenSigningKey reads the key of keybroker's own OAuth tokens from the
@@ -296,7 +312,15 @@ func (a *app) apply(cfg *config.Config) error {
 	if cache != nil {
 		oldCache = a.creds.cur.Swap(cache)
 	}
+	// JWT issuers whose settings did not change keep their keys; a
+	// jwks_file is read again (a reload is how a changed file is taken
+	// at once).
+	oldJWT := a.jwt.Load()
+	jwt := jwtauth.New(parts.JWTIssuers, a.jwtOptions(), oldJWT)
+	jwt.RereadFiles(a.bg)
+	parts.Routes.JWT = jwt
 	if err := a.proxy.Update(parts.Routes); err != nil {
+		jwt.Close(oldJWT)
 		if cache != nil {
 			a.creds.cur.Store(oldCache)
 			stopCache()
@@ -304,6 +328,8 @@ func (a *app) apply(cfg *config.Config) error {
 		abandon()
 		return err
 	}
+	oldJWT.Close(jwt)
+	a.jwt.Store(jwt)
 	a.vault.Store(next)
 	a.metrics.SetNames(parts.Upstreams, parts.Callers)
 	a.cfg = cfg

@@ -22,6 +22,7 @@ import (
 	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/metrics"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
@@ -80,6 +81,8 @@ type app struct {
 	redisLimiter *ratelimit.Redis
 	// quotaUsage reads an upstream quota's use (calls holding a slot).
 	quotaUsage func(key string) (inUse, requests int)
+	// jwt verifies JWT callers' tokens (swapped on reload).
+	jwt atomic.Pointer[jwtauth.Verifier]
 	// shareUsage reads a shared quota's use by caller and class.
 	shareUsage func(key string) []ratelimit.PartyUsage
 	// vault is the Vault client of the running configuration, nil when it

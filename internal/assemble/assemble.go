@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -34,6 +36,9 @@ type Parts struct {
 	Cache secrets.Options
 	// Upstreams and Callers are the configured names (metric labels).
 	Upstreams, Callers []string
+	// JWTIssuers are the issuers of JWT callers' tokens (cmd/proxy makes
+	// the verifier, which fetches their keys).
+	JWTIssuers []jwtauth.IssuerConfig
 }
 
 // AuditSigningCredential is the cache name of the checkpoint signing key;
@@ -100,6 +105,7 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		p.Specs = append(p.Specs, secrets.Spec{Name: TokenSigningCredential, Source: src, Required: []string{"key"}})
 	}
 	var cs []callers.Caller
+	var err error
 	for _, c := range cfg.Callers {
 		cs = append(cs, caller(c))
 		p.Callers = append(p.Callers, c.Name)
@@ -109,6 +115,9 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 			}
 			p.Routes.CallerQuotas[c.Name] = Limit(c.RateLimit)
 		}
+	}
+	if p.JWTIssuers, err = jwtIssuers(cfg.Callers); err != nil {
+		return Parts{}, err
 	}
 	reg, err := callers.NewRegistry(cs, cfg.AllowAnonymous)
 	if err != nil {
@@ -255,8 +264,49 @@ func halfAtOnce(q *config.Quota) ratelimit.Limit {
 	return ratelimit.Limit{Requests: q.Requests, Per: q.Per.D(), Burst: max(1, q.Requests/2)}
 }
 
+// jwtIssuers are the issuers JWT callers name, each with its callers'
+// audiences.
+func jwtIssuers(cs []config.Caller) ([]jwtauth.IssuerConfig, error) {
+	var out []jwtauth.IssuerConfig
+	index := map[string]int{}
+	for i, c := range cs {
+		j := c.JWT
+		if j == nil {
+			continue
+		}
+		if k, ok := index[j.Issuer]; ok {
+			if !slices.Contains(out[k].Audiences, j.Audience) {
+				out[k].Audiences = append(out[k].Audiences, j.Audience)
+			}
+			continue
+		}
+		ic := jwtauth.IssuerConfig{Issuer: j.Issuer, Audiences: []string{j.Audience}, JWKSURL: j.JWKSURL, JWKSFile: j.JWKSFile,
+			TokenFile: j.TokenFile, MaxLifetime: j.MaxLifetime.D()}
+		if j.Leeway != nil {
+			ic.Leeway = j.Leeway.D()
+		}
+		if j.CAFile != "" {
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				pool = x509.NewCertPool()
+			}
+			pem, err := os.ReadFile(j.CAFile)
+			if err != nil || !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("callers[%d].jwt.ca_file: no PEM certificate read from %s", i, j.CAFile)
+			}
+			ic.RootCAs = pool
+		}
+		index[j.Issuer] = len(out)
+		out = append(out, ic)
+	}
+	return out, nil
+}
+
 func caller(c config.Caller) callers.Caller {
 	cl := callers.Caller{Name: c.Name, KeySHA256: c.KeyHash()}
+	if j := c.JWT; j != nil {
+		cl.JWT = &callers.JWTMatch{Issuer: j.Issuer, Audience: j.Audience, Subject: j.Subject, Claims: j.Claims}
+	}
 	if m := c.ClientCert; m != nil {
 		cl.Cert = &callers.CertMatch{CommonName: m.CommonName, DNS: m.DNS, URI: m.URI}
 	}

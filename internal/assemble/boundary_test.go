@@ -39,7 +39,7 @@ func TestImportBoundaries(t *testing.T) {
 		}
 		return false
 	}
-	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics", "oauth"} {
+	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics", "oauth", "jwtauth"} {
 		if reaches(module+"internal/"+p, module+"internal/config", map[string]bool{}) {
 			t.Errorf("internal/%s imports internal/config: it must take its own runtime types", p)
 		}

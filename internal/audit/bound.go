@@ -76,6 +76,7 @@ func (r *Record) Bound() {
 	r.RequestID = bound(r.RequestID, maxName)
 	r.Caller = bound(r.Caller, maxName)
 	r.CallerAuth = bound(r.CallerAuth, maxShort)
+	r.Subject = bound(r.Subject, 512)
 	r.RemoteAddr = bound(r.RemoteAddr, maxShort)
 	r.Method = bound(r.Method, maxShort)
 	r.Upstream = bound(r.Upstream, maxName)

@@ -22,6 +22,7 @@ func appendRecord(b []byte, r *Record) []byte {
 	b = appendField(b, "request_id", r.RequestID)
 	b = appendField(b, "caller", r.Caller)
 	b = appendField(b, "caller_auth", r.CallerAuth)
+	b = appendField(b, "subject", r.Subject)
 	b = appendField(b, "remote_addr", r.RemoteAddr)
 	b = appendField(b, "method", r.Method)
 	b = appendField(b, "upstream", r.Upstream)

@@ -19,7 +19,7 @@ func TestAppendRecord_SameBytesAsEncodingJSON(t *testing.T) {
 	pick := func() string { return odd[rng.Intn(len(odd))] }
 	for i := 0; i < 2000; i++ {
 		r := &Record{Seq: uint64(rng.Int63()), Prev: pick(), Type: TypeCall, Time: Time(time.Unix(rng.Int63n(1<<33), rng.Int63n(1e9))),
-			RequestID: pick(), Caller: pick(), CallerAuth: pick(), RemoteAddr: pick(), Method: pick(), Upstream: pick(),
+			RequestID: pick(), Caller: pick(), CallerAuth: pick(), Subject: pick(), RemoteAddr: pick(), Method: pick(), Upstream: pick(),
 			Path: pick(), Query: pick(), Status: rng.Intn(600), Outcome: pick(), Policy: pick(),
 			BytesIn: rng.Int63(), BytesOut: rng.Int63(), DurationMS: rng.Float64() * 1e4, UpstreamMS: float64(rng.Intn(3)) * 1e-7,
 			RateLimitWaitMS: rng.ExpFloat64() * 1e22, RateLimitedBy: pick(), Retried: rng.Intn(2) == 0, Error: pick()}

@@ -49,6 +49,9 @@ type Record struct {
 	RequestID  string `json:"request_id,omitempty"`
 	Caller     string `json:"caller,omitempty"`
 	CallerAuth string `json:"caller_auth,omitempty"`
+	// Subject is a JWT caller's token subject (caller_auth jwt); never
+	// the token.
+	Subject    string `json:"subject,omitempty"`
 	RemoteAddr string `json:"remote_addr,omitempty"`
 	Method     string `json:"method,omitempty"`
 	Upstream   string `json:"upstream,omitempty"`

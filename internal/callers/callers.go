@@ -32,6 +32,9 @@ const (
 	// AuthToken: a token from keybroker's own OAuth token endpoint, which
 	// the caller got with its key.
 	AuthToken = "token"
+	// AuthJWT: a token its platform issued (Kubernetes, Vault, an OIDC
+	// issuer), verified with the issuer's keys.
+	AuthJWT = "jwt"
 )
 
 // KeyPrefix starts every key made by NewKey, so that a leaked key is easy
@@ -59,8 +62,11 @@ const DropinNameMessage = "valid key; the user name must be its caller's name"
 type Identity struct {
 	// Name is the caller's name; empty for anonymous.
 	Name string
-	// Auth is how it was identified: cert, key, dropin or anonymous.
+	// Auth is how it was identified: cert, key, dropin, token, jwt or
+	// anonymous.
 	Auth string
+	// Subject is a JWT caller's token subject (for the audit).
+	Subject string
 	// caller is the matched caller, nil for anonymous.
 	caller *caller
 }
@@ -72,6 +78,8 @@ type Caller struct {
 	KeySHA256 []byte
 	// Cert identifies the caller by its verified client certificate.
 	Cert *CertMatch
+	// JWT identifies the caller by a token its platform issued.
+	JWT *JWTMatch
 	// Allow is the caller's policy; nil allows everything.
 	Allow []Rule
 }
@@ -82,6 +90,14 @@ type CertMatch struct {
 	CommonName string
 	DNS        string
 	URI        string
+}
+
+// JWTMatch identifies a caller by a verified JWT: its issuer, an
+// audience it names, its subject, and claims (by JSON Pointer, RFC 6901)
+// that must equal the values given.
+type JWTMatch struct {
+	Issuer, Audience, Subject string
+	Claims                    map[string]any
 }
 
 // Rule lets a caller use an upstream with some methods on some paths
@@ -98,6 +114,7 @@ type caller struct {
 	key    [sha256.Size]byte
 	hasKey bool
 	cert   *CertMatch
+	jwt    *JWTMatch
 	rules  []rule // nil: everything allowed
 }
 
@@ -123,7 +140,7 @@ type Registry struct {
 func NewRegistry(cs []Caller, allowAnonymous bool) (*Registry, error) {
 	r := &Registry{allowAnonymous: allowAnonymous}
 	for _, c := range cs {
-		cl := &caller{name: c.Name, cert: c.Cert}
+		cl := &caller{name: c.Name, cert: c.Cert, jwt: c.JWT}
 		switch len(c.KeySHA256) {
 		case 0:
 		case sha256.Size:

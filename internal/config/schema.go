@@ -330,10 +330,39 @@ type Share struct {
 type Caller struct {
 	Name string `yaml:"name"`
 	// KeySHA256 is the hex SHA-256 of the caller's key.
-	KeySHA256  string      `yaml:"key_sha256"`
-	ClientCert *CertMatch  `yaml:"client_cert"`
-	Allow      []AllowRule `yaml:"allow"`
-	RateLimit  *RateLimit  `yaml:"rate_limit"`
+	KeySHA256  string     `yaml:"key_sha256"`
+	ClientCert *CertMatch `yaml:"client_cert"`
+	// JWT identifies the caller by a token its platform issued.
+	JWT       *JWT        `yaml:"jwt"`
+	Allow     []AllowRule `yaml:"allow"`
+	RateLimit *RateLimit  `yaml:"rate_limit"`
+}
+
+// JWT identifies a caller by a signed token (Kubernetes service-account
+// token, Vault identity token, any OIDC issuer's JWT): issuer, audience
+// and subject must match, and each claim given (by JSON Pointer).
+type JWT struct {
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+	Subject  string `yaml:"subject"`
+	// Claims must equal these values, keyed by JSON Pointer
+	// ("/kubernetes.io/namespace": soar).
+	Claims map[string]any `yaml:"claims"`
+	// The issuer's keys: OIDC discovery at issuer by default; or this
+	// JWKS URL; or this JWKS file (polled, and re-read on reload) where
+	// the issuer cannot be reached. Settings of one issuer must agree
+	// across its callers.
+	JWKSURL  string `yaml:"jwks_url"`
+	JWKSFile string `yaml:"jwks_file"`
+	// CAFile verifies the issuer's HTTPS (beside the system roots);
+	// TokenFile holds a bearer token sent with each key fetch (the
+	// Kubernetes API server's discovery needs one).
+	CAFile    string `yaml:"ca_file"`
+	TokenFile string `yaml:"token_file"`
+	// Leeway is the clock skew allowed on exp and nbf. Default 30s.
+	Leeway *Duration `yaml:"leeway"`
+	// MaxLifetime caps a token's exp − iat. Default 24h.
+	MaxLifetime Duration `yaml:"max_lifetime"`
 }
 
 // KeyHash is KeySHA256 decoded; nil when the caller has no key.

@@ -442,8 +442,8 @@ func (c *Config) completeCallers(e *errs) {
 				e.add(p+".client_cert", "needs tls.client_ca_file")
 			}
 		}
-		if cl.KeySHA256 == "" && cl.ClientCert == nil {
-			e.add(p, "set key_sha256 or client_cert")
+		if cl.KeySHA256 == "" && cl.ClientCert == nil && cl.JWT == nil {
+			e.add(p, "set key_sha256, client_cert or jwt")
 		}
 		for j := range cl.Allow {
 			c.checkAllow(e, fmt.Sprintf("%s.allow[%d]", p, j), &cl.Allow[j])
@@ -455,6 +455,7 @@ func (c *Config) completeCallers(e *errs) {
 			}
 		}
 	}
+	c.checkJWTCallers(e)
 	for i := range c.Upstreams {
 		if rl := c.Upstreams[i].RateLimit; rl != nil && rl.Shares != nil {
 			checkShares(e, fmt.Sprintf("upstreams[%d].rate_limit.shares", i), rl, names)

@@ -45,6 +45,8 @@ type State struct {
 	// CertExpiry returns when each upstream's certificate expires, as last
 	// seen in a TLS handshake.
 	CertExpiry func() map[string]time.Time
+	// Issuers returns the JWT issuers and whether their keys are held.
+	Issuers func() map[string]bool
 	// Shares returns, for an upstream whose quota has rate_limit.shares,
 	// the slots each caller holds, by class (nil without shares).
 	Shares func(upstream string) []ShareUse
@@ -77,6 +79,7 @@ type Metrics struct {
 	tokenFetches  *prometheus.CounterVec
 	tokenRequests *prometheus.CounterVec
 	callerWaits   *prometheus.HistogramVec
+	issuerLoads   *prometheus.CounterVec
 	callerRefused *prometheus.CounterVec
 	// requestSeries caches keybroker_requests_total's children by
 	// requestKey (bounded: every label takes configured names or a
@@ -143,7 +146,10 @@ func New(upstreams, callers []string, st State) *Metrics {
 	m.callerRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_ratelimit_caller_refusals_total",
 		Help: "Calls refused with 429 by keybroker, by upstream, caller and the limit that refused (caller, upstream, share)."},
 		[]string{"upstream", "caller", "by"})
-	m.own = []prometheus.Collector{m.callerWaits, m.callerRefused, m.tokenFetches, m.tokenRequests, m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
+	m.issuerLoads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_jwt_issuer_key_loads_total",
+		Help: "Loads of JWT issuers' key sets (discovery, JWKS URL or file), by issuer and result (ok, failed)."},
+		[]string{"issuer", "result"})
+	m.own = []prometheus.Collector{m.issuerLoads, m.callerWaits, m.callerRefused, m.tokenFetches, m.tokenRequests, m.unrecorded, m.linksDropped, m.tlsFailures, m.requests, m.duration, m.upstreamTime, m.waits, m.refusals, m.vendor429, m.inflight, m.refreshErrors,
 		&stateCollector{st: st, names: &m.names}}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -295,11 +301,12 @@ var (
 	descQuotaUse    = prometheus.NewDesc("keybroker_quota_in_use", "Calls holding a place in the upstream's quota window (all replicas, with Redis).", []string{"upstream"}, nil)
 	descCertExpiry  = prometheus.NewDesc("keybroker_upstream_cert_expiry_timestamp_seconds", "When the vendor's TLS certificate, as last seen, expires (Unix seconds).", []string{"upstream"}, nil)
 	descQuotaLeft   = prometheus.NewDesc("keybroker_quota_remaining", "Calls the upstream's quota window admits now.", []string{"upstream"}, nil)
+	descIssuerUp    = prometheus.NewDesc("keybroker_jwt_issuer_keys_available", "1 while a JWT issuer's keys are held (its callers get 503 identity_unavailable otherwise).", []string{"issuer"}, nil)
 	descShareUse    = prometheus.NewDesc("keybroker_quota_share_in_use", "Slots of a shared upstream quota (rate_limit.shares) each caller holds, by class: reserved or shared.", []string{"upstream", "caller", "class"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry, descShareUse} {
+	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry, descShareUse, descIssuerUp} {
 		ch <- d
 	}
 }
@@ -352,6 +359,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 				gauge(descQuotaUse, float64(in), up)
 				gauge(descQuotaLeft, float64(max(0, req-in)), up)
 			}
+		}
+	}
+	if c.st.Issuers != nil {
+		for iss, up := range c.st.Issuers() {
+			gauge(descIssuerUp, b2f(up), iss)
 		}
 	}
 	if c.st.Shares != nil {
@@ -448,4 +460,10 @@ func (m *Metrics) VendorTokenFetched(upstream, reason, result string) {
 // TokenRequested counts a request to keybroker's own token endpoint.
 func (m *Metrics) TokenRequested(upstream, outcome string) {
 	m.tokenRequests.WithLabelValues(bounded(upstream, m.names.Load().upstreams), outcome).Inc()
+}
+
+// IssuerKeysLoaded counts a load of a JWT issuer's key set. The issuer is
+// a configured one (callers[].jwt.issuer): bounded.
+func (m *Metrics) IssuerKeysLoaded(issuer, result string) {
+	m.issuerLoads.WithLabelValues(issuer, result).Inc()
 }

@@ -22,6 +22,8 @@ const (
 	CodeCredentialUnavailable = "credential_unavailable"
 	CodeAuditUnavailable      = "audit_unavailable"
 	CodeUpstreamTimeout       = "upstream_timeout"
+	// CodeIdentityUnavailable: a JWT caller's issuer keys cannot be had.
+	CodeIdentityUnavailable = "identity_unavailable"
 	// CodeInternal is not in DESIGN.md's table: a bug (a recovered panic).
 	CodeInternal = "internal_error"
 )
@@ -40,6 +42,7 @@ var errorStatus = map[string]int{
 	CodeCredentialUnavailable: http.StatusServiceUnavailable,
 	CodeAuditUnavailable:      http.StatusServiceUnavailable,
 	CodeUpstreamTimeout:       http.StatusGatewayTimeout,
+	CodeIdentityUnavailable:   http.StatusServiceUnavailable,
 	CodeInternal:              http.StatusInternalServerError,
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -226,6 +227,10 @@ upstreams:
 	}
 	if o.unidentified.PerSource.Requests > 0 {
 		routes.Unidentified = o.unidentified
+	}
+	if len(parts.JWTIssuers) > 0 {
+		routes.JWT = jwtauth.New(parts.JWTIssuers, jwtauth.Options{Log: log}, nil)
+		t.Cleanup(func() { routes.JWT.Close(nil) })
 	}
 	h.routes = routes
 	h.proxy, err = proxy.New(routes, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now,

@@ -23,6 +23,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -152,6 +153,8 @@ type Routes struct {
 	// RefusalsPerCaller is each known caller's budget of recorded
 	// refusals (per replica). Default DefaultRefusalsPerCaller.
 	RefusalsPerCaller ratelimit.Limit
+	// JWT verifies the tokens of JWT callers (nil: none configured).
+	JWT *jwtauth.Verifier
 }
 
 // Proxy is the caller-facing handler.
@@ -179,6 +182,7 @@ type state struct {
 	unidentified    UnidentifiedLimits
 	refusals        ratelimit.Limit
 	clientCerts     bool
+	jwt             *jwtauth.Verifier
 }
 
 // Defaults of Routes and Upstream fields.
@@ -263,6 +267,7 @@ func (p *Proxy) Update(routes Routes) error {
 		unidentified:    routes.Unidentified,
 		refusals:        routes.RefusalsPerCaller,
 		clientCerts:     routes.ClientCerts,
+		jwt:             routes.JWT,
 	}
 	for _, u := range routes.Upstreams {
 		if u.Target == nil || u.Auth == nil {

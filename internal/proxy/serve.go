@@ -98,9 +98,13 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
 	id, err := p.identify(r, st, name, slot)
-	c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
+	c.rec.Caller, c.rec.CallerAuth, c.rec.Subject = id.Name, id.Auth, id.Subject
 	if errors.Is(err, callers.ErrDropinName) {
 		return nil, &refusal{CodeCallerUnauthenticated, callers.DropinNameMessage}
+	}
+	var unavailable identityUnavailable
+	if errors.As(err, &unavailable) {
+		return nil, &refusal{CodeIdentityUnavailable, unavailable.reason}
 	}
 	if err != nil && !errors.Is(err, callers.ErrUnauthenticated) {
 		// A keybroker token that does not hold: its reason is the token's
@@ -168,6 +172,11 @@ func (p *Proxy) identify(r *http.Request, st *state, name string, slot callers.S
 	}
 	if id, ok, err := p.tokenIdentity(r, st, name, slot); ok {
 		return id, err
+	}
+	if st.jwt != nil {
+		if id, ok, err := p.jwtIdentity(r, st, slot); ok {
+			return id, err
+		}
 	}
 	return st.callers.Identify(r, slot)
 }
