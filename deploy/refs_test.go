@@ -292,7 +292,7 @@ func TestKubernetes_EveryReferenceResolves(t *testing.T) {
 					t.Errorf("the config needs ${%s}; the keybroker container does not set it", v[1])
 				}
 			}
-			for _, f := range regexp.MustCompile(`(?:ca_file|password_file|path): (/etc/[^\s,}]+)`).FindAllStringSubmatch(text, -1) {
+			for _, f := range regexp.MustCompile(`(?:ca_file|password_file|jwks_file|token_file|path): (/etc/[^\s,}]+)`).FindAllStringSubmatch(text, -1) {
 				if !files[f[1]] {
 					t.Errorf("the config reads %s; no volume puts it there", f[1])
 				}
@@ -512,5 +512,68 @@ func TestShippedConfigsHoldNoKeyHash(t *testing.T) {
 		if n == 0 {
 			t.Errorf("%s: no key_sha256 found (is the test still looking at the right files?)", f)
 		}
+	}
+}
+
+// TestKubernetes_ExampleCallerMatchesItsEntry: the example caller's
+// projected token is what its callers: entry in configmap.yaml expects:
+// audience, subject (namespace and service account), the namespace
+// claim, and a namespace the NetworkPolicy admits.
+func TestKubernetes_ExampleCallerMatchesItsEntry(t *testing.T) {
+	raw, err := os.ReadFile("kubernetes/example-caller/soar-workflows.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns corev1.Namespace
+	var sa corev1.ServiceAccount
+	var dep appsv1.Deployment
+	for i, doc := range documents(raw) {
+		var head struct{ Kind string }
+		if err := sigsyaml.Unmarshal(doc, &head); err != nil {
+			t.Fatal(err)
+		}
+		var out any
+		switch head.Kind {
+		case "Namespace":
+			out = &ns
+		case "ServiceAccount":
+			out = &sa
+		case "Deployment":
+			out = &dep
+		default:
+			t.Fatalf("document %d: kind %q", i+1, head.Kind)
+		}
+		if err := decodeStrict(doc, out); err != nil {
+			t.Errorf("document %d: %v", i+1, err)
+		}
+	}
+	pod := dep.Spec.Template.Spec
+	if pod.ServiceAccountName != sa.Name || dep.Namespace != ns.Name || sa.Namespace != ns.Name {
+		t.Errorf("service account %s/%s, deployment in %s, namespace %s", sa.Namespace, sa.Name, dep.Namespace, ns.Name)
+	}
+	if ns.Labels["keybroker-client"] != "true" {
+		t.Error("the caller's namespace lacks keybroker-client=true: networkpolicy.yaml would not admit it")
+	}
+	var audience string
+	for _, v := range pod.Volumes {
+		if v.Projected != nil {
+			for _, s := range v.Projected.Sources {
+				if s.ServiceAccountToken != nil {
+					audience = s.ServiceAccountToken.Audience
+				}
+			}
+		}
+	}
+	var entry *config.JWT
+	for _, c := range keybrokerConfig(t).Callers {
+		if c.JWT != nil && c.JWT.Subject == "system:serviceaccount:"+ns.Name+":"+sa.Name {
+			entry = c.JWT
+		}
+	}
+	if entry == nil {
+		t.Fatalf("configmap.yaml has no caller with subject system:serviceaccount:%s:%s", ns.Name, sa.Name)
+	}
+	if entry.Audience != audience || entry.Claims["/kubernetes.io/namespace"] != ns.Name {
+		t.Errorf("entry audience %q, claims %v; the projected token's audience %q, namespace %q", entry.Audience, entry.Claims, audience, ns.Name)
 	}
 }

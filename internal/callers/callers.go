@@ -93,8 +93,8 @@ type CertMatch struct {
 }
 
 // JWTMatch identifies a caller by a verified JWT: its issuer, an
-// audience it names, its subject, and claims (by JSON Pointer, RFC 6901)
-// that must equal the values given.
+// audience it names, its subject ("": any), and claims (by JSON Pointer,
+// RFC 6901) that must equal the values given.
 type JWTMatch struct {
 	Issuer, Audience, Subject string
 	Claims                    map[string]any

@@ -18,13 +18,13 @@ type VerifiedToken struct {
 }
 
 // ByJWT finds the caller a verified token names: the first whose issuer,
-// audience, subject and claims all match. Without one, reason says what
+// audience, subject (when it has one) and claims all match. Without one, reason says what
 // did not (the token's own facts, never another caller's rules).
 func (r *Registry) ByJWT(t VerifiedToken) (id Identity, reason string, ok bool) {
 	reason = "no caller is identified by this issuer and subject"
 	for _, c := range r.callers {
 		m := c.jwt
-		if m == nil || m.Issuer != t.Issuer || m.Subject != t.Subject {
+		if m == nil || m.Issuer != t.Issuer || (m.Subject != "" && m.Subject != t.Subject) {
 			continue
 		}
 		if !slices.Contains(t.Audience, m.Audience) {

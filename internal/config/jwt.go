@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -38,8 +39,8 @@ func (c *Config) checkJWTCallers(e *errs) {
 		if j.Audience == "" {
 			e.add(p+".audience", "required: the audience the tokens name (for Kubernetes, the projected token's audience)")
 		}
-		if j.Subject == "" {
-			e.add(p+".subject", "required: the token's sub (system:serviceaccount:NAMESPACE:NAME for Kubernetes)")
+		if j.Subject == "" && len(j.Claims) == 0 {
+			e.add(p+".subject", "required, or claims: the token's sub (system:serviceaccount:NAMESPACE:NAME for Kubernetes), or claims its issuer sets (a Vault role's template)")
 		}
 		for ptr := range j.Claims {
 			if !strings.HasPrefix(ptr, "/") {
@@ -79,10 +80,16 @@ func (c *Config) checkJWTCallers(e *errs) {
 		} else if !ok {
 			byIssuer[j.Issuer] = seen{p, *j}
 		}
-		if other, dup := bySubject[j.Issuer+"\x00"+j.Subject]; dup {
-			e.add(p+".subject", "same issuer and subject as %s: a token would name two callers", other)
+		// Without a subject, the claims are what tells callers apart.
+		who := j.Issuer + "\x00" + j.Subject
+		if j.Subject == "" {
+			claims, _ := json.Marshal(j.Claims) // map keys sorted: canonical
+			who += "\x00" + string(claims)
+		}
+		if other, dup := bySubject[who]; dup {
+			e.add(p+".subject", "same issuer and subject (or claims) as %s: a token would name two callers", other)
 		} else {
-			bySubject[j.Issuer+"\x00"+j.Subject] = p
+			bySubject[who] = p
 		}
 	}
 }

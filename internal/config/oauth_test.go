@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -116,5 +117,50 @@ func TestLoad_Shares(t *testing.T) {
 	doc := strings.Replace(base, "    key_sha256:", "    rate_limit: {requests: 10, per: 1m, shares: {soar: {max: 1}}}\n    key_sha256:", 1)
 	if _, err := Parse([]byte(doc), nil); err == nil || !strings.Contains(err.Error(), "callers[0].rate_limit.shares: only an upstream's quota is shared") {
 		t.Errorf("shares on a caller's limit: %v", err)
+	}
+}
+
+// TestLoad_JWTCallers: jwt callers, and what validation refuses.
+func TestLoad_JWTCallers(t *testing.T) {
+	dir := t.TempDir()
+	jwks := dir + "/jwks.json"
+	if err := os.WriteFile(jwks, []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withCallers := func(callers string) string {
+		i := strings.Index(base, "callers:")
+		j := strings.Index(base, "\nvault:")
+		return base[:i] + "callers:\n" + callers + base[j+1:]
+	}
+	k8s := `  - name: soar
+    jwt: {issuer: https://kubernetes.default.svc.cluster.local, audience: keybroker, subject: "system:serviceaccount:soar:workflows", jwks_file: ` + jwks + `, claims: {"/kubernetes.io/namespace": soar}}
+`
+	c, err := Parse([]byte(withCallers(k8s)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := c.Callers[0].JWT
+	if j.Leeway.D().String() != "30s" || j.MaxLifetime.D().String() != "24h0m0s" || j.Claims["/kubernetes.io/namespace"] != "soar" {
+		t.Errorf("jwt defaults %+v", j)
+	}
+	for _, tc := range []struct{ callers, want string }{
+		{"  - name: a\n    jwt: {audience: k, subject: s}\n", "callers[0].jwt.issuer: required"},
+		{"  - name: a\n    jwt: {issuer: \"http://idp.example\", audience: k, subject: s}\n", "callers[0].jwt.issuer: must be https"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, subject: s}\n", "callers[0].jwt.audience: required"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k}\n", "callers[0].jwt.subject: required, or claims"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k, claims: {namespace: x}}\n", "is not a JSON Pointer"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k, subject: s, jwks_file: /nonexistent/jwks.json}\n", "callers[0].jwt.jwks_file: cannot read"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k, subject: s, jwks_url: https://idp.example/k, jwks_file: " + jwks + "}\n", "set jwks_url or jwks_file, not both"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k, subject: s, leeway: 10m}\n", "callers[0].jwt.leeway: must be between 0s and 5m"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k, subject: s}\n  - name: b\n    jwt: {issuer: https://idp.example, audience: k, subject: s}\n",
+			"callers[1].jwt.subject: same issuer and subject"},
+		{"  - name: a\n    jwt: {issuer: https://idp.example, audience: k, subject: s}\n  - name: b\n    jwt: {issuer: https://idp.example, audience: k, subject: t, leeway: 1m}\n",
+			"callers[1].jwt: its issuer's settings"},
+		{"  - name: a\n    allow: []\n", "callers[0]: set key_sha256, client_cert or jwt"},
+	} {
+		_, err := Parse([]byte(withCallers(tc.callers)), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %q", tc.callers, err, tc.want)
+		}
 	}
 }
