@@ -14,6 +14,9 @@
 #   bench/ab.sh 7 3 64          plain http to the vendor (a sidecar's view)
 #   bench/ab-tls.sh 7 3 64      verified HTTPS, HTTP/2 offered: the production path
 #   FLOOR_H1=1 bench/ab-tls.sh  the floor on HTTP/1.1 over TLS instead of HTTP/2
+#   KB_BENCH_CALLER=jwt bench/ab-tls.sh 7 3 1
+#                               keybroker's caller proves itself with a platform
+#                               JWT (RS256, keys from a jwks_file) instead of a key
 #
 # Run from a clone (no other checkout needed). Needs Go, wrk, nginx, curl,
 # python3, and openssl for the TLS run: apt-get install -y wrk nginx-light
@@ -31,13 +34,19 @@ for tool in go wrk nginx curl python3 ${tls:+openssl}; do
 done
 mkdir -p "$bin" "$dir/tls"
 (cd "$repo" && go build -o "$bin/upstream" ./bench/upstream && go build -o "$bin/floor" ./bench/floor &&
-  go build -o "$bin/keybroker" ./cmd/proxy) || { echo "bench: build failed" >&2; exit 1; }
+  go build -o "$bin/keybroker" ./cmd/proxy && go build -o "$bin/jwtcaller" ./bench/jwtcaller) || { echo "bench: build failed" >&2; exit 1; }
 
 # The vendor credential (a stand-in's), and a caller key made now.
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
 auth="Basic a2V5OnNlY3JldA=="
 key=$("$bin/keybroker" hash-key | awk '/^key:/ {print $2}')
 sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key -stdin | awk '{print $2}')
+identity="key_sha256: $sum"
+if [ "${KB_BENCH_CALLER:-key}" = jwt ]; then
+  # A platform token instead: a fresh key, its JWKS, one token (an hour).
+  key=$("$bin/jwtcaller" -jwks "$dir/jwks.json" -iss https://bench.issuer.example -sub system:serviceaccount:bench:caller -aud keybroker)
+  identity="jwt: {issuer: https://bench.issuer.example, audience: keybroker, subject: \"system:serviceaccount:bench:caller\", jwks_file: \"$dir/jwks.json\"}"
+fi
 
 if [ -n "$tls" ]; then
   t=$dir/tls
@@ -75,7 +84,7 @@ upstreams:
 $egress
 callers:
   - name: bench
-    key_sha256: $sum
+    $identity
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/**]}]
 audit: {path: "$dir/audit.log"}
 YAML

@@ -309,6 +309,9 @@ func (h *harness) records() []map[string]any {
 			out = append(out, m)
 		}
 	}
+	if err := sc.Err(); err != nil {
+		h.t.Fatalf("reading the audit trail: %v", err)
+	}
 	return out
 }
 
