@@ -62,7 +62,7 @@ local function remaining(shared, mine, myreserved)
   if maxc > 0 then r = math.min(r, maxc - mine) end
   return math.max(0, r)
 end
-if ncr < reserve then
+if ncr < reserve and n < requests then
   add(KEYS[2]) add(KEYS[6]) add(KEYS[8])
   return {1, 0, 0, remaining(n - rsum, nc + 1, ncr + 1), 1}
 end

@@ -277,3 +277,38 @@ func TestShares_RedisFallbackKeepsTheReserve(t *testing.T) {
 		t.Fatal("a shared call went through the hand-off hold (a window and a second)")
 	}
 }
+
+// TestShares_Reload: a new split (a reload) applies to the slots held and
+// the calls to come: a caller whose reserve grows can use it at once.
+func TestShares_Reload(t *testing.T) {
+	c := newClock()
+	l := NewWindow(c.Now, 0)
+	lim := sharedLimit(4, time.Minute, map[string]Share{"ir": {Reserve: 1}})
+	lim.MaxWait = 0
+	for range 3 {
+		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := l.Acquire(context.Background(), "k", as(lim, "ir")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Acquire(context.Background(), "k", as(lim, "ir")); err == nil {
+		t.Fatal("ir went past its reserve of 1 on a full window")
+	}
+	// Reloaded: bulk capped at 2, ir's reserve 2. The window is full
+	// (4 held), so ir's second reserved slot waits for a slot to free; bulk
+	// holds 3, over its new max, so it gets nothing until it is under.
+	grown := sharedLimit(4, time.Minute, map[string]Share{"ir": {Reserve: 2}, "bulk": {Max: 2}})
+	grown.MaxWait = 0
+	_, _, err := l.Acquire(context.Background(), "k", as(grown, "bulk"))
+	if ref, ok := IsRefused(err); !ok || !ref.Share {
+		t.Errorf("bulk over its reloaded max: %v, want a share refusal", err)
+	}
+	if _, _, err := l.Acquire(context.Background(), "k", as(grown, "ir")); err == nil {
+		t.Error("ir's grown reserve took a fifth slot of a 4-slot window")
+	}
+	if in, _ := l.Usage("k"); in != 4 {
+		t.Errorf("%d slots held, want the quota's 4", in)
+	}
+}

@@ -430,7 +430,9 @@ func (l *Window) take(w *window, p *party, now time.Time, ahead bool) (id uint64
 		if p.atMax() {
 			return 0, false, false
 		}
-		if p.reserved < p.share.Reserve {
+		// The window bound holds for reserved slots too: it binds only
+		// after a reload shrank the shared part below what is held.
+		if p.reserved < p.share.Reserve && w.held() < w.lim.Requests {
 			w.inflight[l.nextID] = slot{p, true}
 			p.held++
 			p.reserved++
