@@ -21,8 +21,8 @@ import (
 //     answers {"access_token", "token_type":"Bearer", "expires_in"}, or 401
 //     {"error":"invalid_client"};
 //   - /api/v1/... takes Authorization: Bearer <token> and refuses a token
-//     that is unknown, expired or revoked with 401, and a request without
-//     the JSON:API media type in Accept with 406;
+//     that is unknown, expired or revoked with 401, and a request whose
+//     Accept excludes the JSON:API media type with 406;
 //   - it counts token requests.
 type SAT struct {
 	recorder
@@ -178,7 +178,8 @@ func (s *SAT) api(w http.ResponseWriter, r *http.Request) int {
 	if !valid {
 		return writeJSON(w, http.StatusUnauthorized, map[string]any{"errors": []map[string]string{{"status": "401", "title": "Unauthorized"}}})
 	}
-	if !strings.Contains(r.Header.Get("Accept"), "application/vnd.api+json") {
+	// JSON:API: the media type (or any) must be acceptable to the client.
+	if a := r.Header.Get("Accept"); a != "" && !strings.Contains(a, "application/vnd.api+json") && !strings.Contains(a, "*/*") && !strings.Contains(a, "application/*") {
 		return writeJSON(w, http.StatusNotAcceptable, map[string]any{"errors": []map[string]string{{"status": "406", "title": "Not Acceptable"}}})
 	}
 	w.Header().Set("Content-Type", "application/vnd.api+json")

@@ -81,7 +81,7 @@ func TestREADME_TryItOffline(t *testing.T) {
 	// "Try it": the commands exactly as written, but for the ports.
 	out := shell(t, root, nil, local(block(t, readme, "try-it:calls", "sh")))
 	for _, want := range []string{`"hostname":"host-1"`, `"next_page_url":"http://` + listen + `/huntress/v1/agents?limit=2&page_token=`,
-		`"hostname":"ws-01"`, `"ready":true`, `"caller":"soar-workflows"`} {
+		`"hostname":"ws-01"`, `"name":"Example MSP"`, `"ready":true`, `"caller":"soar-workflows"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Try it: output lacks %s\n%s", want, out)
 		}
