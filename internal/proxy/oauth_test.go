@@ -45,6 +45,7 @@ func TestOAuth_TokenKeptFreshUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s")
 	}
+	t.Parallel()
 	sat := vendortest.NewSAT(satClientID, satSecret, 5*time.Second)
 	t.Cleanup(sat.Close)
 	h := newHarness(t, harnessOpts{sat: sat})
@@ -65,7 +66,7 @@ func TestOAuth_TokenKeptFreshUnderLoad(t *testing.T) {
 				if err == nil {
 					resp.Body.Close()
 				}
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond)
 			}
 		}()
 	}
