@@ -245,10 +245,11 @@ func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Tic
 	if lim.Shares != nil {
 		caller = lim.Caller
 	}
+	atMax := false
 	for {
 		if err := k.gate.enter(ctx, caller, weight, deadline); err != nil {
 			if errors.Is(err, errGateTimeout) {
-				return Result{}, Ticket{}, &RefusedError{RetryAfter: max(lim.MaxWait, time.Second), Limit: lim.Requests}
+				return Result{}, Ticket{}, &RefusedError{RetryAfter: max(lim.MaxWait, time.Second), Limit: lim.Requests, Share: atMax}
 			}
 			return Result{}, Ticket{}, err
 		}
@@ -257,6 +258,7 @@ func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Tic
 		if !again {
 			return res, tk, err
 		}
+		atMax = true
 		// At its own max: out of the line until one of its slots frees.
 		if err := sleepFor(ctx, 50*time.Millisecond, nil); err != nil {
 			return Result{}, Ticket{}, err

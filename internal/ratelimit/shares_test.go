@@ -312,3 +312,27 @@ func TestShares_Reload(t *testing.T) {
 		t.Errorf("%d slots held, want the quota's 4", in)
 	}
 }
+
+// TestShares_RedisMaxRefusalSaysShare: across replicas, a caller at its
+// max waits its max_wait and is refused by its share, not the upstream.
+func TestShares_RedisMaxRefusalSaysShare(t *testing.T) {
+	rs := redistest.Start(t)
+	a, b := NewRedis(RedisOptions{Address: rs.Addr, Replicas: 2}), NewRedis(RedisOptions{Address: rs.Addr, Replicas: 2})
+	defer a.Close()
+	defer b.Close()
+	lim := sharedLimit(10, time.Minute, map[string]Share{"bulk": {Max: 2}})
+	lim.MaxWait = 300 * time.Millisecond
+	ctx := context.Background()
+	for _, r := range []*Redis{a, b} {
+		if _, _, err := r.Acquire(ctx, "k", as(lim, "bulk")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err := a.Acquire(ctx, "k", as(lim, "bulk"))
+	if ref, ok := IsRefused(err); !ok || !ref.Share {
+		t.Fatalf("bulk's third slot across two replicas: %v, want a refusal by its share", err)
+	}
+	if res, _, err := b.Acquire(ctx, "k", as(lim, "soar")); err != nil || res.Remaining != 7 {
+		t.Errorf("another caller: %+v %v", res, err)
+	}
+}
