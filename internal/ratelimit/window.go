@@ -199,50 +199,6 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 	return Result{}, Ticket{}, w.refusal(now, p, 0)
 }
 
-// position is where a new call would stand in line: behind the Ahead
-// calls (an Ahead call: behind those only) and everyone waiting.
-func (w *window) position(ahead bool) int {
-	if ahead {
-		return len(w.aheadQ)
-	}
-	return len(w.aheadQ) + w.waiting
-}
-
-// enqueue puts a call in line: an Ahead call behind the Ahead calls,
-// another behind its own caller's calls. A caller that starts waiting
-// takes the fair-queuing clock, so that time spent idle earns it nothing.
-func (w *window) enqueue(p *party, ahead bool) *waiter {
-	w.seq++
-	wt := &waiter{ready: make(chan struct{}), ahead: ahead, p: p, seq: w.seq}
-	if ahead {
-		w.aheadQ = append(w.aheadQ, wt)
-		return wt
-	}
-	if len(p.queue) == 0 && p.pass < w.vtime {
-		p.pass = w.vtime
-	}
-	p.queue = append(p.queue, wt)
-	w.waiting++
-	return wt
-}
-
-// dequeue takes a waiter that gave up out of line.
-func (w *window) dequeue(wt *waiter) {
-	q := &wt.p.queue
-	if wt.ahead {
-		q = &w.aheadQ
-	}
-	for i, x := range *q {
-		if x == wt {
-			*q = append((*q)[:i], (*q)[i+1:]...)
-			if !wt.ahead {
-				w.waiting--
-			}
-			return
-		}
-	}
-}
-
 // Pause holds every call under key until until (a vendor answered 429).
 func (l *Window) Pause(key string, until time.Time) {
 	l.mu.Lock()
@@ -284,48 +240,6 @@ func newWindowState(now time.Time) *window {
 	w := &window{used: now, inflight: map[uint64]slot{}, parties: map[string]*party{},
 		internal: &party{share: Share{Weight: 1}}}
 	return w
-}
-
-// Record notes a call admitted elsewhere (through Redis) as holding a
-// slot under key, without asking the quota: the shadow that keeps a
-// fallback from sending more than this replica's part.
-func (l *Window) Record(key string, lim Limit, reserved bool) Ticket {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	w := l.get(key, lim, now)
-	p := w.partyOf(lim)
-	l.nextID++
-	w.inflight[l.nextID] = slot{p, reserved}
-	p.held++
-	if reserved {
-		p.reserved++
-		w.reserved++
-	}
-	return l.ticket(key, lim, l.nextID)
-}
-
-// PartyUsage is one caller's slots held under a key, by class.
-type PartyUsage struct {
-	Caller           string
-	Reserved, Shared int
-}
-
-// ShareUsage returns, for a key whose quota has Shares, the slots each
-// caller holds by class (reserved, shared); nil without Shares.
-func (l *Window) ShareUsage(key string) []PartyUsage {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w, ok := l.keys[key]
-	if !ok || w.lim.Shares == nil {
-		return nil
-	}
-	w.expire(l.now())
-	var out []PartyUsage
-	for name, p := range w.parties {
-		out = append(out, PartyUsage{Caller: name, Reserved: p.reserved, Shared: p.held - p.reserved})
-	}
-	return out
 }
 
 // Usage returns how many calls hold a slot under key now, and the quota.
@@ -370,35 +284,6 @@ func (l *Window) get(key string, lim Limit, now time.Time) *window {
 	w.used = now
 	return w
 }
-
-// partyOf is the party a call belongs to: the internal one for an Ahead
-// call, its caller with Shares, the one party "" without.
-func (w *window) partyOf(lim Limit) *party {
-	if lim.Ahead {
-		return w.internal
-	}
-	name := ""
-	if w.lim.Shares != nil {
-		name = lim.Caller
-	} else if w.solo != nil {
-		return w.solo
-	}
-	p, ok := w.parties[name]
-	if !ok {
-		p = &party{name: name, share: w.lim.Shares.Of(name), pass: w.vtime}
-		w.parties[name] = p
-	}
-	if name == "" && w.lim.Shares == nil {
-		w.solo = p
-	}
-	return p
-}
-
-// atMax reports whether p holds its share's Max.
-func (p *party) atMax() bool { return p.share.Max > 0 && p.held >= p.share.Max }
-
-// canReserve reports whether p has reserve to use and is not at its Max.
-func (p *party) canReserve() bool { return p.reserved < p.share.Reserve && !p.atMax() }
 
 // sweep drops keys that hold nothing and have waited for nothing for a
 // while: a new window starts empty, so that changes nothing.
@@ -611,20 +496,6 @@ func (l *Window) dispatch(key string, w *window, now time.Time) {
 	l.schedule(key, w, now)
 }
 
-// admitHead admits p's first waiting call, if the window allows.
-func (l *Window) admitHead(w *window, p *party, now time.Time) bool {
-	id, reserved, ok := l.take(w, p, now, false)
-	if !ok {
-		return false
-	}
-	wt := p.queue[0]
-	p.queue = p.queue[1:]
-	w.waiting--
-	wt.id, wt.reserved, wt.admitted = id, reserved, true
-	close(wt.ready)
-	return true
-}
-
 // schedule sets a timer for when the first waiter's turn is known to come.
 // While it waits for calls in flight, their release wakes it instead.
 func (l *Window) schedule(key string, w *window, now time.Time) {
@@ -649,34 +520,6 @@ func (l *Window) schedule(key string, w *window, now time.Time) {
 		defer l.mu.Unlock()
 		l.dispatch(key, w, l.now())
 	})
-}
-
-// nextEvent is when the window next changes: a pause or hold ends, a
-// held slot's hold ends, the smoothing bucket has a token. false when
-// only a release can change it.
-func (w *window) nextEvent(now time.Time) (time.Time, bool) {
-	var at time.Time
-	known := false
-	consider := func(t time.Time) {
-		if t.After(now) && (!known || t.Before(at)) {
-			at, known = t, true
-		}
-	}
-	consider(w.paused)
-	consider(w.hold)
-	w.expire(now)
-	if end, ok := w.nthEnd(1); ok {
-		consider(end)
-	}
-	if w.bucket != nil {
-		if deficit := 1 - w.bucket.TokensAt(now); deficit > 0 {
-			consider(now.Add(time.Duration(deficit / float64(w.bucket.Limit()) * float64(time.Second))))
-		}
-	}
-	if !known && (w.paused.After(now) || w.hold.After(now)) {
-		return now, true
-	}
-	return at, known
 }
 
 // nthEnd is the n-th earliest known end among the slots held (1-based);
