@@ -234,7 +234,7 @@ func (v *VendorTokens) Token(ctx context.Context, cred secrets.Credential) (secr
 	return nt.cred, nil
 }
 
-// Renew is called after the vendor refused the token in used (its
+// Renew is called after the vendor refused the token in use (its
 // FieldAccessToken): it fetches a new one with cred, unless another call
 // did so already, and returns it. ok is false when there is no other
 // token to try (the fetch failed, or one was forced less than a second

@@ -14,7 +14,7 @@ import (
 // Kubernetes service-account token, a Vault identity token): verified by
 // internal/jwtauth, matched to a caller by callers.Registry.ByJWT.
 
-// errIdentityUnavailable wraps a JWT whose issuer's keys cannot be had:
+// identityUnavailable is the error of a JWT whose issuer's keys cannot be had:
 // 503 identity_unavailable, not 401.
 type identityUnavailable struct{ reason string }
 
