@@ -299,15 +299,25 @@ func bearer(key string) map[string]string {
 func (h *harness) records() []map[string]any {
 	h.t.Helper()
 	var out []map[string]any
+	for _, m := range h.auditLines() {
+		if m["type"] == "call" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// auditLines returns every line of the audit trail, decoded.
+func (h *harness) auditLines() []map[string]any {
+	h.t.Helper()
+	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(h.auditBuf.String()))
 	for sc.Scan() {
 		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			h.t.Fatalf("audit line is not JSON: %v", err)
 		}
-		if m["type"] == "call" {
-			out = append(out, m)
-		}
+		out = append(out, m)
 	}
 	if err := sc.Err(); err != nil {
 		h.t.Fatalf("reading the audit trail: %v", err)
@@ -392,12 +402,7 @@ func contractError(t *testing.T, resp *http.Response, body string, status int, c
 func (h *harness) auditEvents(name string) []map[string]any {
 	h.t.Helper()
 	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(h.auditBuf.String()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			h.t.Fatalf("audit line is not JSON: %v", err)
-		}
+	for _, m := range h.auditLines() {
 		if ev, _ := m["event"].(map[string]any); m["type"] == "event" && ev["name"] == name {
 			out = append(out, ev)
 		}

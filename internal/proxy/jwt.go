@@ -50,21 +50,39 @@ func (p *Proxy) jwtIdentity(r *http.Request, st *state, slot callers.Slot) (call
 	return id, true, nil
 }
 
+// bearerToken returns the first token that is accepts, in
+// Proxy-Authorization or one of the slot's headers (after "Bearer ", or
+// bare), where a header holds exactly one value; "" when none is.
+func bearerToken(r *http.Request, slot callers.Slot, is func(string) bool) string {
+	if v := bearerIn(r.Header, "Proxy-Authorization"); is(v) {
+		return v
+	}
+	for _, h := range slot.Headers {
+		if v := bearerIn(r.Header, h); is(v) {
+			return v
+		}
+	}
+	return ""
+}
+
+// bearerIn is header name's one value, without a "Bearer " scheme.
+func bearerIn(h http.Header, name string) string {
+	vs := h.Values(name)
+	if len(vs) != 1 {
+		return ""
+	}
+	v := strings.TrimSpace(vs[0])
+	if s, c, ok := strings.Cut(v, " "); ok && strings.EqualFold(s, "Bearer") {
+		v = strings.TrimSpace(c)
+	}
+	return v
+}
+
 // findJWT returns the JWT a call carries, and the Basic user name it came
 // with (if it came as a Basic password).
 func findJWT(r *http.Request, slot callers.Slot) (tok, basicUser string) {
-	for _, h := range append([]string{"Proxy-Authorization"}, slot.Headers...) {
-		vs := r.Header.Values(h)
-		if len(vs) != 1 {
-			continue
-		}
-		v := strings.TrimSpace(vs[0])
-		if s, c, ok := strings.Cut(v, " "); ok && strings.EqualFold(s, "Bearer") {
-			v = strings.TrimSpace(c)
-		}
-		if jwtauth.LooksLikeJWT(v) {
-			return v, ""
-		}
+	if tok := bearerToken(r, slot, jwtauth.LooksLikeJWT); tok != "" {
+		return tok, ""
 	}
 	if slot.Basic {
 		if vs := r.Header.Values("Authorization"); len(vs) == 1 {

@@ -171,21 +171,7 @@ func (u *upstream) vendorToken(ctx context.Context, cred secrets.Credential) (se
 // Proxy-Authorization or the upstream's header slots (never in a query).
 // ok is false when the call carries none; err says why one is refused.
 func (p *Proxy) tokenIdentity(r *http.Request, st *state, name string, slot callers.Slot) (callers.Identity, bool, error) {
-	tok := ""
-	for _, h := range append([]string{"Proxy-Authorization"}, slot.Headers...) {
-		vs := r.Header.Values(h)
-		if len(vs) != 1 {
-			continue
-		}
-		v := strings.TrimSpace(vs[0])
-		if s, c, ok := strings.Cut(v, " "); ok && strings.EqualFold(s, "Bearer") {
-			v = strings.TrimSpace(c)
-		}
-		if strings.HasPrefix(v, oauth.TokenPrefix) {
-			tok = v
-			break
-		}
-	}
+	tok := bearerToken(r, slot, isKeybrokerToken)
 	if tok == "" {
 		return callers.Identity{}, false, nil
 	}
@@ -203,6 +189,8 @@ func (p *Proxy) tokenIdentity(r *http.Request, st *state, name string, slot call
 	}
 	return id, true, nil
 }
+
+func isKeybrokerToken(v string) bool { return strings.HasPrefix(v, oauth.TokenPrefix) }
 
 var errTokenRevoked = errors.New("keybroker token revoked: its caller's key changed or the caller was removed; fetch a new one")
 

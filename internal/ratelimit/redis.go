@@ -27,13 +27,13 @@ import (
 // ARGV[1] requests, ARGV[2] member, ARGV[3] provisional hold µs,
 // ARGV[4] smoothing interval µs (0: none), ARGV[5] burst
 // returns {admitted 0/1, wait µs (-1: unknown, every slot in flight),
-// paused 0/1, remaining}
+// paused 0/1, remaining, 0 (shareScript's class: a shared slot)}
 const acquireScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pttl = redis.call('PTTL', KEYS[3])
 if pttl > 0 then
-  return {0, pttl * 1000, 1, 0}
+  return {0, pttl * 1000, 1, 0, 0}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -42,26 +42,34 @@ local n = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 if n >= requests then
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if first[2] then
-    return {0, tonumber(first[2]) - now, 0, 0}
+    return {0, tonumber(first[2]) - now, 0, 0, 0}
   end
-  return {0, -1, 0, 0}
+  return {0, -1, 0, 0, 0}
 end
+` + smoothingCell + `
+local hold = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], now + hold, ARGV[2])
+local keep = math.ceil(hold / 1000) + 1000
+redis.call('PEXPIRE', KEYS[2], keep)
+if redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], keep) end
+return {1, 0, 0, requests - n - 1, 0}
+`
+
+// smoothingCell is the GCRA cell both acquire scripts run before they
+// admit a shared call: with ARGV[4] an interval (µs; 0: no smoothing) and
+// ARGV[5] the burst, it refuses a call that comes too soon (wait µs in the
+// reply's second value) and otherwise moves the cell in KEYS[4] on.
+const smoothingCell = `
 local interval = tonumber(ARGV[4])
 if interval > 0 then
   local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
   if tat < now then tat = now end
   local earliest = tat - (tonumber(ARGV[5]) - 1) * interval
   if earliest > now then
-    return {0, earliest - now, 0, 0}
+    return {0, earliest - now, 0, 0, 0}
   end
   redis.call('SET', KEYS[4], string.format('%.0f', tat + interval), 'PX', math.ceil((tat + interval - now) / 1000) + 1000)
 end
-local hold = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[2], now + hold, ARGV[2])
-local keep = math.ceil(hold / 1000) + 1000
-redis.call('PEXPIRE', KEYS[2], keep)
-if redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], keep) end
-return {1, 0, 0, requests - n - 1}
 `
 
 // releaseScript ends a call's flight: sent, it holds its slot until
@@ -344,7 +352,6 @@ func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit, 
 			sh.Reserve, sh.Max, lim.Requests-lim.Shares.Reserved(), only).Int64Slice()
 	} else {
 		vals, err = r.acquire.Run(ctx, r.client, r.redisKeys(key), requests, member, hold, interval, lim.burst()).Int64Slice()
-		vals = append(vals, classShared)
 	}
 	if err != nil {
 		return redisResult{}, Ticket{}, 0, 0, err

@@ -72,16 +72,7 @@ end
 if n - rsum >= cap or n >= requests then
   return {0, first_end(KEYS[1]), 0, 0, 0}
 end
-local interval = tonumber(ARGV[4])
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if tat < now then tat = now end
-  local earliest = tat - (tonumber(ARGV[5]) - 1) * interval
-  if earliest > now then
-    return {0, earliest - now, 0, 0, 0}
-  end
-  redis.call('SET', KEYS[4], string.format('%.0f', tat + interval), 'PX', math.ceil((tat + interval - now) / 1000) + 1000)
-end
+` + smoothingCell + `
 add(KEYS[2]) add(KEYS[6])
 return {1, 0, 0, remaining(n - rsum + 1, nc + 1, ncr), 0}
 `

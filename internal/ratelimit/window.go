@@ -201,26 +201,24 @@ func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ti
 
 // Pause holds every call under key until until (a vendor answered 429).
 func (l *Window) Pause(key string, until time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	w := l.placeholder(key, now)
-	if until.After(w.paused) {
-		w.paused = until
-	}
-	l.schedule(key, w, now)
+	l.extend(key, until, func(w *window) *time.Time { return &w.paused })
 }
 
 // Hold holds every call under key until until, except the calls that can
 // use their caller's reserve: after a hand-off from Redis, until the
 // calls other replicas sent have left the vendor's window.
 func (l *Window) Hold(key string, until time.Time) {
+	l.extend(key, until, func(w *window) *time.Time { return &w.hold })
+}
+
+// extend moves one of key's hold times to until, never earlier.
+func (l *Window) extend(key string, until time.Time, field func(*window) *time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	w := l.placeholder(key, now)
-	if until.After(w.hold) {
-		w.hold = until
+	if t := field(w); until.After(*t) {
+		*t = until
 	}
 	l.schedule(key, w, now)
 }
