@@ -27,6 +27,7 @@ type binSetup struct {
 	key, keySum          string
 	cmd                  *exec.Cmd
 	stderr               *lockedBuffer
+	env                  []string // added to the binary's environment
 }
 
 func newBinSetup(t *testing.T) *binSetup {
@@ -55,6 +56,7 @@ func (s *binSetup) start() {
 	s.cmd = exec.Command(proxyBinary(s.t), "serve", "-config", s.cfgPath)
 	s.cmd.Stderr = s.stderr
 	s.cmd.Env = append(os.Environ(), "VAULT_TOKEN=") // keybroker reads its token from the configuration
+	s.cmd.Env = append(s.cmd.Env, s.env...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
