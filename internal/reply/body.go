@@ -132,8 +132,8 @@ func (s *sniffReader) Read(p []byte) (int, error) {
 		br := bufio.NewReaderSize(s.r, 4<<10)
 		for {
 			b, err := br.Peek(br.Buffered() + 1)
-			if rest := strings.TrimLeft(string(b), " \t\r\n"); rest != "" || err != nil {
-				if rest != "" && (rest[0] == '{' || rest[0] == '[') {
+			if rest := bytes.TrimLeft(b, " \t\r\n"); len(rest) > 0 || err != nil {
+				if startsLikeJSON(rest) {
 					s.out = newLinkStream(br, s.links, s.fn)
 				} else {
 					s.out = br

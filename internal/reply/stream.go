@@ -270,6 +270,6 @@ func rewriteAll(doc []byte, paths [][]string, fn func(field, value string) (stri
 // startsLikeJSON reports whether the first byte that is not white space
 // opens an object or an array: a document that could hold a link field.
 func startsLikeJSON(b []byte) bool {
-	t := strings.TrimLeft(string(b), " \t\r\n")
-	return t != "" && (t[0] == '{' || t[0] == '[')
+	t := bytes.TrimLeft(b, " \t\r\n")
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
 }
