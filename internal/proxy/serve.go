@@ -236,7 +236,8 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 			if s.by == "upstream" {
 				c.ticket = ticket
 				if s.lim.Shares != nil {
-					c.quota = &res
+					q := res // on the heap only for an upstream with shares
+					c.quota = &q
 				}
 			}
 			continue
