@@ -17,6 +17,11 @@
 #   KB_BENCH_CALLER=jwt bench/ab-tls.sh 7 3 1
 #                               keybroker's caller proves itself with a platform
 #                               JWT (RS256, keys from a jwks_file) instead of a key
+#   KB_BENCH_SEQ=20000 bench/ab-tls.sh
+#                               one call at a time instead of wrk's rounds,
+#                               interleaved call by call across the floor,
+#                               keybroker and nginx (bench/seq): medians that
+#                               the machine's drift cannot tilt
 #
 # Run from a clone (no other checkout needed). Needs Go, wrk, nginx, curl,
 # python3, and openssl for the TLS run: apt-get install -y wrk nginx-light
@@ -34,7 +39,8 @@ for tool in go wrk nginx curl python3 ${tls:+openssl}; do
 done
 mkdir -p "$bin" "$dir/tls"
 (cd "$repo" && go build -o "$bin/upstream" ./bench/upstream && go build -o "$bin/floor" ./bench/floor &&
-  go build -o "$bin/keybroker" ./cmd/proxy && go build -o "$bin/jwtcaller" ./bench/jwtcaller) || { echo "bench: build failed" >&2; exit 1; }
+  go build -o "$bin/keybroker" ./cmd/proxy && go build -o "$bin/jwtcaller" ./bench/jwtcaller &&
+  go build -o "$bin/seq" ./bench/seq) || { echo "bench: build failed" >&2; exit 1; }
 
 # The vendor credential (a stand-in's), and a caller key made now.
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
@@ -127,6 +133,13 @@ probe floor "http://127.0.0.1:$fport/v1/agents"
 probe nginx "http://127.0.0.1:$nport/huntress/v1/agents"
 
 H=(-H "Authorization: $auth" -H "Proxy-Authorization: Bearer $key")
+if [ -n "${KB_BENCH_SEQ:-}" ]; then
+  proto=http; [ -n "$tls" ] && proto="https${FLOOR_H1:+ (floor on HTTP/1.1)}"
+  echo "$proto, one call at a time, interleaved call by call, $KB_BENCH_SEQ calls each:"
+  "$bin/seq" -n "$KB_BENCH_SEQ" "${H[@]}" floor="http://127.0.0.1:$fport/v1/agents" \
+    keybroker="http://127.0.0.1:$kport/huntress/v1/agents" nginx="http://127.0.0.1:$nport/huntress/v1/agents"
+  exit
+fi
 thr=2; [ "$conns" -lt 2 ] && thr=1
 tck=$(getconf CLK_TCK)
 cpu() { [ -n "$1" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }

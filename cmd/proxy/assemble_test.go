@@ -28,6 +28,14 @@ type binSetup struct {
 	cmd                  *exec.Cmd
 	stderr               *lockedBuffer
 	env                  []string // added to the binary's environment
+	exited               chan error
+}
+
+// wait waits for the binary to exit and returns how it ended.
+func (s *binSetup) wait() error {
+	err := <-s.exited
+	s.exited <- err
+	return err
 }
 
 func newBinSetup(t *testing.T) *binSetup {
@@ -60,8 +68,25 @@ func (s *binSetup) start() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	s.t.Cleanup(func() { _ = s.cmd.Process.Signal(syscall.SIGTERM); _ = s.cmd.Wait() })
-	waitReady(s.t, "http://"+s.admin+"/readyz")
+	s.exited = make(chan error, 1)
+	exited := s.exited
+	go func() { exited <- s.cmd.Wait() }()
+	s.t.Cleanup(func() { _ = s.cmd.Process.Signal(syscall.SIGTERM); _ = s.wait() })
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			exited <- err
+			s.t.Fatalf("keybroker exited before it was ready (%v); its log:\n%s", err, s.stderr.String())
+		default:
+		}
+		if r, err := http.Get("http://" + s.admin + "/readyz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return
+			}
+		}
+	}
+	s.t.Fatalf("keybroker not ready after 20s; its log:\n%s", s.stderr.String())
 }
 
 // reload sends SIGHUP and waits for the log to say how it ended.

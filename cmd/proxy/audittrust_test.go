@@ -106,7 +106,7 @@ audit_signing_placeholder: x
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	_ = s.cmd.Wait()
+	_ = s.wait()
 	trail, _ := os.ReadFile(s.audit)
 	if strings.Contains(string(trail)+s.stderr.String(), priv1) || strings.Contains(string(trail)+s.stderr.String(), priv2) {
 		t.Fatal("a signing key is in the audit or the log")
