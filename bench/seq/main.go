@@ -104,10 +104,21 @@ func (t *target) call() time.Duration {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	took := time.Since(start)
 	if resp.StatusCode != http.StatusOK {
 		fatal(fmt.Errorf("%s: status %d", t.name, resp.StatusCode))
 	}
-	return time.Since(start)
+	if resp.Close {
+		// The server ends the connection (nginx does after
+		// keepalive_requests): a new one, outside the timing.
+		t.conn.Close()
+		c, err := net.Dial("tcp", t.conn.RemoteAddr().String())
+		if err != nil {
+			fatal(fmt.Errorf("%s: %w", t.name, err))
+		}
+		t.conn, t.br = c, bufio.NewReader(c)
+	}
+	return took
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
