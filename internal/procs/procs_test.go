@@ -53,19 +53,30 @@ func TestOneAtATimeGoesDownAfterAQuietSpell(t *testing.T) {
 	}
 }
 
-func TestASecondCallInFlightRestoresAtOnce(t *testing.T) {
-	g, lowered, restored := fake()
-	held, release := make(chan struct{}), make(chan struct{})
-	var sawOne atomic.Bool
-	h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// heldCall wraps g around a handler that holds a call to /hold until
+// release, and runs look in any other call. It starts the held call and
+// returns once that call is in its handler; release ends it.
+func heldCall(g *Governor, look func()) (h http.Handler, release func()) {
+	held, free, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	h = g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
 			close(held)
-			<-release
+			<-free
 		} else {
-			sawOne.Store(g.OneProcessor())
+			look()
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	go func() {
+		defer close(done)
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/hold", nil))
+	}()
+	<-held
+	return h, func() { close(free); <-done }
+}
+
+func TestASecondCallInFlightRestoresAtOnce(t *testing.T) {
+	g, lowered, restored := fake()
 	for i := 0; i < ticks; i++ {
 		g.Tick()
 	}
@@ -73,12 +84,8 @@ func TestASecondCallInFlightRestoresAtOnce(t *testing.T) {
 		t.Fatal("an idle governor did not go down to one processor")
 	}
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/hold", nil))
-	}()
-	<-held
+	var sawOne atomic.Bool
+	h, release := heldCall(g, func() { sawOne.Store(g.OneProcessor()) })
 	if !g.OneProcessor() || restored.Load() != 0 {
 		t.Fatal("one call in flight brought the processors back")
 	}
@@ -89,8 +96,7 @@ func TestASecondCallInFlightRestoresAtOnce(t *testing.T) {
 	}
 	// It stays up for a whole quiet spell after the overlap: the first
 	// look sees the overlap, the next ticks-1 are not yet a spell.
-	close(release)
-	<-done
+	release()
 	for i := 0; i < ticks; i++ {
 		g.Tick()
 	}
@@ -173,26 +179,10 @@ func TestRuntime(t *testing.T) {
 	if n := runtime.GOMAXPROCS(0); n != 1 {
 		t.Fatalf("after a quiet spell GOMAXPROCS is %d, want 1", n)
 	}
-	held, release := make(chan struct{}), make(chan struct{})
 	var during atomic.Int32
-	h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hold" {
-			close(held)
-			<-release
-		} else {
-			during.Store(int32(runtime.GOMAXPROCS(0)))
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/hold", nil))
-	}()
-	<-held
+	h, release := heldCall(g, func() { during.Store(int32(runtime.GOMAXPROCS(0))) })
 	call(t, h)
-	close(release)
-	<-done
+	release()
 	if int(during.Load()) != want {
 		t.Errorf("the overlapping call ran with GOMAXPROCS %d, want the default %d", during.Load(), want)
 	}
