@@ -1,11 +1,11 @@
 // Command seq measures latency one call at a time, interleaved call by
 // call: each target gets one keep-alive connection, and round after round
-// one request goes to each target in turn, the next only once the last
-// has been answered. The drift of a shared machine, which moves wrk's
-// per-round figures by several percent, then falls on every target
-// alike. It prints each target's median, 90th percentile and mean, and
-// its median against the first target's (bench/ab.sh runs it when
-// KB_BENCH_SEQ is set).
+// one request goes to each target in turn (each round starting one target
+// further on), the next only once the last has been answered. The drift
+// of a shared machine, which moves wrk's per-round figures by several
+// percent, then falls on every target alike. It prints each target's
+// median, 90th percentile and mean, and its median against the first
+// target's (bench/ab.sh runs it when KB_BENCH_SEQ is set).
 //
 //	seq [-n 20000] [-H 'Name: value']... name=http://host:port/path...
 package main
@@ -71,7 +71,10 @@ func main() {
 		}
 	}
 	for i := 0; i < *n; i++ {
-		for _, t := range ts {
+		// Each round starts at the next target, so that none is always
+		// the one called right after another.
+		for j := range ts {
+			t := ts[(i+j)%len(ts)]
 			t.lat = append(t.lat, t.call())
 		}
 	}
