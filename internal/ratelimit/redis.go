@@ -28,13 +28,7 @@ import (
 // ARGV[4] smoothing interval µs (0: none), ARGV[5] burst
 // returns {admitted 0/1, wait µs (-1: unknown, every slot in flight),
 // paused 0/1, remaining, 0 (shareScript's class: a shared slot)}
-const acquireScript = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pttl = redis.call('PTTL', KEYS[3])
-if pttl > 0 then
-  return {0, pttl * 1000, 1, 0, 0}
-end
+const acquireScript = pausedPrelude + `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local requests = tonumber(ARGV[1])
@@ -53,6 +47,17 @@ local keep = math.ceil(hold / 1000) + 1000
 redis.call('PEXPIRE', KEYS[2], keep)
 if redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], keep) end
 return {1, 0, 0, requests - n - 1, 0}
+`
+
+// pausedPrelude opens both acquire scripts: Redis's clock as now, and a
+// paused quota (KEYS[3], after a vendor 429) refused with its time left.
+const pausedPrelude = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pttl = redis.call('PTTL', KEYS[3])
+if pttl > 0 then
+  return {0, pttl * 1000, 1, 0, 0}
+end
 `
 
 // smoothingCell is the GCRA cell both acquire scripts run before they

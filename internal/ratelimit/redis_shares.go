@@ -28,13 +28,7 @@ import (
 // returns {admitted 0/1, wait µs (-1: unknown), paused 0/1, remaining,
 // class}: class 1 a reserved slot, 0 a shared one (or the quota is full),
 // 2 the caller is at its max, 3 no reserve left (reserve only).
-const shareScript = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local pttl = redis.call('PTTL', KEYS[3])
-if pttl > 0 then
-  return {0, pttl * 1000, 1, 0, 0}
-end
+const shareScript = pausedPrelude + `
 for i = 1, #KEYS do
   if i ~= 3 and i ~= 4 then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
 end
