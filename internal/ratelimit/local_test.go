@@ -3,27 +3,19 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// TestLimit_NeverMoreThanRequestsInAnyWindow drives the limiter with an
-// injected clock at a demand far above the quota and checks the sliding
+// TestLimit_NeverMoreThanRequestsInAnyWindow drives the limiter on the
+// bubble's fake clock at a demand far above the quota and checks the sliding
 // window over every admitted call.
 func TestLimit_NeverMoreThanRequestsInAnyWindow(t *testing.T) {
+	synctest.Test(t, testLimitNeverMoreThanRequests)
+}
+
+func testLimitNeverMoreThanRequests(t *testing.T) {
 	cases := []Limit{
 		{Requests: 60, Per: time.Minute, Burst: 1},
 		{Requests: 60, Per: time.Minute, Burst: 10},
@@ -31,15 +23,14 @@ func TestLimit_NeverMoreThanRequestsInAnyWindow(t *testing.T) {
 		{Requests: 1, Per: time.Second, Burst: 1},
 	}
 	for _, lim := range cases {
-		clk := &clock{t: time.Unix(1_700_000_000, 0)}
-		l := NewLocal(clk.Now)
+		l := NewLocal(nil)
 		var admitted []time.Time
 		// Every 10 ms for 5 windows, try a call that may not wait.
 		for step := time.Duration(0); step < 5*lim.Per; step += 10 * time.Millisecond {
 			if _, err := l.Wait(context.Background(), "k", lim); err == nil {
-				admitted = append(admitted, clk.Now())
+				admitted = append(admitted, time.Now())
 			}
-			clk.Add(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 		for i := range admitted {
 			n := 0
@@ -64,70 +55,75 @@ func TestLimit_NeverMoreThanRequestsInAnyWindow(t *testing.T) {
 }
 
 func TestLocal_WaitsUpToMaxWaitThenRefuses(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	l := NewLocal(clk.Now)
-	lim := Limit{Requests: 2, Per: 10 * time.Second, Burst: 1, MaxWait: 0}
-	if _, err := l.Wait(context.Background(), "k", lim); err != nil {
-		t.Fatal(err)
-	}
-	_, err := l.Wait(context.Background(), "k", lim)
-	ref, ok := IsRefused(err)
-	if !ok || ref.RetryAfter < 9*time.Second || ref.RetryAfter > 10*time.Second || ref.Limit != 2 {
-		t.Fatalf("second call: %v (%+v), want refused with retry after ~10s", err, ref)
-	}
-	// A refused call gives its slot back: after the refill one call goes.
-	clk.Add(10 * time.Second)
-	if _, err := l.Wait(context.Background(), "k", lim); err != nil {
-		t.Errorf("after refill: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewLocal(nil)
+		lim := Limit{Requests: 2, Per: 10 * time.Second, Burst: 1, MaxWait: 0}
+		if _, err := l.Wait(context.Background(), "k", lim); err != nil {
+			t.Fatal(err)
+		}
+		_, err := l.Wait(context.Background(), "k", lim)
+		ref, ok := IsRefused(err)
+		if !ok || ref.RetryAfter < 9*time.Second || ref.RetryAfter > 10*time.Second || ref.Limit != 2 {
+			t.Fatalf("second call: %v (%+v), want refused with retry after ~10s", err, ref)
+		}
+		// A refused call gives its slot back: after the refill one call goes.
+		time.Sleep(10 * time.Second)
+		if _, err := l.Wait(context.Background(), "k", lim); err != nil {
+			t.Errorf("after refill: %v", err)
+		}
+	})
 }
 
 func TestLocal_WaitEndsWhenCallerGoesAway(t *testing.T) {
-	l := NewLocal(nil)
-	lim := Limit{Requests: 2, Per: time.Hour, Burst: 1, MaxWait: time.Hour}
-	_, _ = l.Wait(context.Background(), "k", lim)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := l.Wait(ctx, "k", lim)
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
-		t.Errorf("wait did not end with the caller: %v after %v", err, time.Since(start))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewLocal(nil)
+		lim := Limit{Requests: 2, Per: time.Hour, Burst: 1, MaxWait: time.Hour}
+		_, _ = l.Wait(context.Background(), "k", lim)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := l.Wait(ctx, "k", lim)
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 50*time.Millisecond {
+			t.Errorf("wait did not end with the caller: %v after %v", err, time.Since(start))
+		}
+	})
 }
 
 func TestLocal_PauseHoldsCalls(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	l := NewLocal(clk.Now)
-	lim := Limit{MaxWait: time.Second} // no quota, only pauses
-	if _, err := l.Wait(context.Background(), "u", lim); err != nil {
-		t.Fatal(err)
-	}
-	l.Pause("u", clk.Now().Add(60*time.Second))
-	_, err := l.Wait(context.Background(), "u", lim)
-	if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter != 60*time.Second {
-		t.Fatalf("paused: %v", err)
-	}
-	clk.Add(61 * time.Second)
-	if _, err := l.Wait(context.Background(), "u", lim); err != nil {
-		t.Errorf("after the pause: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewLocal(nil)
+		lim := Limit{MaxWait: time.Second} // no quota, only pauses
+		if _, err := l.Wait(context.Background(), "u", lim); err != nil {
+			t.Fatal(err)
+		}
+		l.Pause("u", time.Now().Add(60*time.Second))
+		_, err := l.Wait(context.Background(), "u", lim)
+		if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter != 60*time.Second {
+			t.Fatalf("paused: %v", err)
+		}
+		time.Sleep(61 * time.Second)
+		if _, err := l.Wait(context.Background(), "u", lim); err != nil {
+			t.Errorf("after the pause: %v", err)
+		}
+	})
 }
 
 func TestLocal_EvictsIdleBuckets(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	l := NewLocal(clk.Now)
-	lim := Limit{Requests: 10, Per: time.Second, Burst: 1}
-	for i := range 1000 {
-		_, _ = l.Wait(context.Background(), "caller:"+string(rune('a'+i%26))+string(rune(i)), lim)
-	}
-	if l.Len() != 1000 {
-		t.Fatalf("%d buckets", l.Len())
-	}
-	clk.Add(5 * time.Minute)
-	_, _ = l.Wait(context.Background(), "caller:new", lim)
-	if l.Len() != 1 {
-		t.Errorf("%d buckets after idle sweep, want 1", l.Len())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewLocal(nil)
+		lim := Limit{Requests: 10, Per: time.Second, Burst: 1}
+		for i := range 1000 {
+			_, _ = l.Wait(context.Background(), "caller:"+string(rune('a'+i%26))+string(rune(i)), lim)
+		}
+		if l.Len() != 1000 {
+			t.Fatalf("%d buckets", l.Len())
+		}
+		time.Sleep(5 * time.Minute)
+		_, _ = l.Wait(context.Background(), "caller:new", lim)
+		if l.Len() != 1 {
+			t.Errorf("%d buckets after idle sweep, want 1", l.Len())
+		}
+	})
 }
 
 func TestLimit_Rate(t *testing.T) {

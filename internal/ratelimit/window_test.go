@@ -7,112 +7,115 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)} }
 
 // TestWindow_WholeQuotaAtOnceThenExactlyWhenTheOldestLeaves: the Huntress
 // quota, 60 per 60 s: 60 calls go at once; the 61st can go exactly when the
 // oldest call's hold ends, Per plus the margin after its reply came back.
 func TestWindow_WholeQuotaAtOnceThenExactlyWhenTheOldestLeaves(t *testing.T) {
-	c := newClock()
-	l := NewWindow(c.Now, 25*time.Millisecond)
-	lim := Limit{Requests: 60, Per: time.Minute}
-	var tickets []Ticket
-	for i := 0; i < 60; i++ {
-		_, tk, err := l.Acquire(context.Background(), "h", lim)
-		if err != nil {
-			t.Fatalf("call %d refused: %v", i+1, err)
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, 25*time.Millisecond)
+		lim := Limit{Requests: 60, Per: time.Minute}
+		var tickets []Ticket
+		for i := 0; i < 60; i++ {
+			_, tk, err := l.Acquire(context.Background(), "h", lim)
+			if err != nil {
+				t.Fatalf("call %d refused: %v", i+1, err)
+			}
+			tickets = append(tickets, tk)
 		}
-		tickets = append(tickets, tk)
-	}
-	// All 60 in flight: the 61st cannot know when; it is told a window.
-	_, _, err := l.Acquire(context.Background(), "h", lim)
-	if ref, ok := IsRefused(err); !ok || ref.RetryAfter != time.Minute {
-		t.Fatalf("61st with every call in flight: %v", err)
-	}
-	c.Add(80 * time.Millisecond)
-	tickets[0].Release(true) // its reply came back at t=80ms
-	c.Add(20 * time.Millisecond)
-	for i := 1; i < 60; i++ {
-		tickets[i].Release(true) // the rest at t=100ms
-	}
-	_, _, err = l.Acquire(context.Background(), "h", lim)
-	want := 80*time.Millisecond + time.Minute + 25*time.Millisecond - 100*time.Millisecond
-	if ref, ok := IsRefused(err); !ok || ref.RetryAfter != want || ref.Limit != 60 {
-		t.Fatalf("61st: %v, want a retry after exactly %s", err, want)
-	}
-	c.Add(want - time.Nanosecond)
-	if _, _, err := l.Acquire(context.Background(), "h", lim); err == nil {
-		t.Fatal("admitted a nanosecond early")
-	}
-	c.Add(time.Nanosecond)
-	if _, _, err := l.Acquire(context.Background(), "h", lim); err != nil {
-		t.Fatalf("not admitted when the oldest left: %v", err)
-	}
-	if in, req := l.Usage("h"); in != 60 || req != 60 {
-		t.Errorf("usage %d/%d", in, req)
-	}
+		// All 60 in flight: the 61st cannot know when; it is told a window.
+		_, _, err := l.Acquire(context.Background(), "h", lim)
+		if ref, ok := IsRefused(err); !ok || ref.RetryAfter != time.Minute {
+			t.Fatalf("61st with every call in flight: %v", err)
+		}
+		time.Sleep(80 * time.Millisecond)
+		tickets[0].Release(true) // its reply came back at t=80ms
+		time.Sleep(20 * time.Millisecond)
+		for i := 1; i < 60; i++ {
+			tickets[i].Release(true) // the rest at t=100ms
+		}
+		_, _, err = l.Acquire(context.Background(), "h", lim)
+		want := 80*time.Millisecond + time.Minute + 25*time.Millisecond - 100*time.Millisecond
+		if ref, ok := IsRefused(err); !ok || ref.RetryAfter != want || ref.Limit != 60 {
+			t.Fatalf("61st: %v, want a retry after exactly %s", err, want)
+		}
+		time.Sleep(want - time.Nanosecond)
+		if _, _, err := l.Acquire(context.Background(), "h", lim); err == nil {
+			t.Fatal("admitted a nanosecond early")
+		}
+		time.Sleep(time.Nanosecond)
+		if _, _, err := l.Acquire(context.Background(), "h", lim); err != nil {
+			t.Fatalf("not admitted when the oldest left: %v", err)
+		}
+		if in, req := l.Usage("h"); in != 60 || req != 60 {
+			t.Errorf("usage %d/%d", in, req)
+		}
+	})
 }
 
 // TestWindow_UnsentCallFreesItsSlot: a call admitted but never sent (no
 // credential, say) gives its slot back at once.
 func TestWindow_UnsentCallFreesItsSlot(t *testing.T) {
-	c := newClock()
-	l := NewWindow(c.Now, 0)
-	lim := Limit{Requests: 1, Per: time.Hour}
-	_, tk, _ := l.Acquire(context.Background(), "k", lim)
-	tk.Release(false)
-	tk.Release(true) // only the first release counts
-	if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
-		t.Fatalf("slot not freed: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, 0)
+		lim := Limit{Requests: 1, Per: time.Hour}
+		_, tk, _ := l.Acquire(context.Background(), "k", lim)
+		tk.Release(false)
+		tk.Release(true) // only the first release counts
+		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+			t.Fatalf("slot not freed: %v", err)
+		}
+	})
 }
 
 // TestWindow_BurstSmooths: burst 1 of 10 per second spaces calls 100 ms.
 func TestWindow_BurstSmooths(t *testing.T) {
-	c := newClock()
-	l := NewWindow(c.Now, 0)
-	lim := Limit{Requests: 10, Per: time.Second, Burst: 1}
-	if _, tk, err := l.Acquire(context.Background(), "k", lim); err != nil {
-		t.Fatal(err)
-	} else {
-		tk.Release(true)
-	}
-	_, _, err := l.Acquire(context.Background(), "k", lim)
-	if ref, ok := IsRefused(err); !ok || ref.RetryAfter < 99*time.Millisecond || ref.RetryAfter > 101*time.Millisecond {
-		t.Fatalf("second call: %v, want a retry after 100ms", err)
-	}
-	c.Add(100 * time.Millisecond)
-	if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
-		t.Fatalf("after 100ms: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, 0)
+		lim := Limit{Requests: 10, Per: time.Second, Burst: 1}
+		if _, tk, err := l.Acquire(context.Background(), "k", lim); err != nil {
+			t.Fatal(err)
+		} else {
+			tk.Release(true)
+		}
+		_, _, err := l.Acquire(context.Background(), "k", lim)
+		if ref, ok := IsRefused(err); !ok || ref.RetryAfter < 99*time.Millisecond || ref.RetryAfter > 101*time.Millisecond {
+			t.Fatalf("second call: %v, want a retry after 100ms", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+			t.Fatalf("after 100ms: %v", err)
+		}
+	})
 }
 
 // TestWindow_ACallThatMayNotWaitSharesTheSameBucket: a call that may not
 // wait (keybroker's credential probe, MaxWait 0) goes through the same
 // smoothing bucket as the callers' calls, and asking does not reset it.
 func TestWindow_ACallThatMayNotWaitSharesTheSameBucket(t *testing.T) {
-	c := newClock()
-	l := NewWindow(c.Now, 0)
-	lim := Limit{Requests: 10, Per: time.Second, Burst: 1, MaxWait: time.Second}
-	_, tk, err := l.Acquire(context.Background(), "k", lim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk.Release(true)
-	probe := lim
-	probe.MaxWait = 0
-	for i := range 3 {
-		if _, _, err := l.Acquire(context.Background(), "k", probe); err == nil {
-			t.Fatalf("try %d: a call that may not wait was let through an empty bucket", i)
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, 0)
+		lim := Limit{Requests: 10, Per: time.Second, Burst: 1, MaxWait: time.Second}
+		_, tk, err := l.Acquire(context.Background(), "k", lim)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	c.Add(100 * time.Millisecond)
-	if _, _, err := l.Acquire(context.Background(), "k", probe); err != nil {
-		t.Fatalf("after 100ms: %v", err)
-	}
+		tk.Release(true)
+		probe := lim
+		probe.MaxWait = 0
+		for i := range 3 {
+			if _, _, err := l.Acquire(context.Background(), "k", probe); err == nil {
+				t.Fatalf("try %d: a call that may not wait was let through an empty bucket", i)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		if _, _, err := l.Acquire(context.Background(), "k", probe); err != nil {
+			t.Fatalf("after 100ms: %v", err)
+		}
+	})
 }
 
 // TestWindow_VendorNeverSeesMoreThanRequests simulates callers hammering a
@@ -120,96 +123,97 @@ func TestWindow_ACallThatMayNotWaitSharesTheSameBucket(t *testing.T) {
 // between its admission and its reply. In no window of Per does the
 // vendor count more than Requests, and the quota is nearly all used.
 func TestWindow_VendorNeverSeesMoreThanRequests(t *testing.T) {
-	for _, burst := range []int{1, 5, 20} {
-		c := newClock()
-		l := NewWindow(c.Now, 5*time.Millisecond)
-		lim := Limit{Requests: 20, Per: 2 * time.Second, Burst: burst}
-		rng := rand.New(rand.NewSource(int64(burst)))
-		type inflight struct {
-			t    Ticket
-			done time.Time
-		}
-		var open []inflight
-		var arrivals []time.Time
-		start := c.Now()
-		for step := 0; step < 20000; step++ { // 20 s in 1 ms steps
-			now := c.Now()
-			kept := open[:0]
-			for _, f := range open {
-				if !f.done.After(now) {
-					f.t.Release(true)
-				} else {
-					kept = append(kept, f)
+	synctest.Test(t, func(t *testing.T) {
+		for _, burst := range []int{1, 5, 20} {
+			l := NewWindow(nil, 5*time.Millisecond)
+			lim := Limit{Requests: 20, Per: 2 * time.Second, Burst: burst}
+			rng := rand.New(rand.NewSource(int64(burst)))
+			type inflight struct {
+				t    Ticket
+				done time.Time
+			}
+			var open []inflight
+			var arrivals []time.Time
+			start := time.Now()
+			for step := 0; step < 20000; step++ { // 20 s in 1 ms steps
+				now := time.Now()
+				kept := open[:0]
+				for _, f := range open {
+					if !f.done.After(now) {
+						f.t.Release(true)
+					} else {
+						kept = append(kept, f)
+					}
 				}
-			}
-			open = kept
-			for {
-				_, tk, err := l.Acquire(context.Background(), "v", lim)
-				if err != nil {
-					break
+				open = kept
+				for {
+					_, tk, err := l.Acquire(context.Background(), "v", lim)
+					if err != nil {
+						break
+					}
+					latency := time.Duration(rng.Intn(200)) * time.Millisecond
+					arrivals = append(arrivals, now.Add(time.Duration(rng.Int63n(int64(latency)+1))))
+					open = append(open, inflight{tk, now.Add(latency)})
 				}
-				latency := time.Duration(rng.Intn(200)) * time.Millisecond
-				arrivals = append(arrivals, now.Add(time.Duration(rng.Int63n(int64(latency)+1))))
-				open = append(open, inflight{tk, now.Add(latency)})
+				time.Sleep(time.Millisecond)
 			}
-			c.Add(time.Millisecond)
-		}
-		sort.Slice(arrivals, func(i, j int) bool { return arrivals[i].Before(arrivals[j]) })
-		worst := 0
-		for i := range arrivals {
-			n := 0
-			for j := i; j < len(arrivals) && arrivals[j].Sub(arrivals[i]) < lim.Per; j++ {
-				n++
+			sort.Slice(arrivals, func(i, j int) bool { return arrivals[i].Before(arrivals[j]) })
+			worst := 0
+			for i := range arrivals {
+				n := 0
+				for j := i; j < len(arrivals) && arrivals[j].Sub(arrivals[i]) < lim.Per; j++ {
+					n++
+				}
+				worst = max(worst, n)
 			}
-			worst = max(worst, n)
+			quota := float64(lim.Requests) * time.Now().Sub(start).Seconds() / lim.Per.Seconds()
+			used := float64(len(arrivals)) / quota
+			t.Logf("burst %d: %d calls in 20 s, worst vendor window %d/%d, %.0f%% of the quota", burst, len(arrivals), worst, lim.Requests, 100*used)
+			if worst > lim.Requests {
+				t.Errorf("burst %d: the vendor counted %d calls in one window", burst, worst)
+			}
+			if used < 0.9 {
+				t.Errorf("burst %d: only %.0f%% of the quota used", burst, 100*used)
+			}
 		}
-		quota := float64(lim.Requests) * c.Now().Sub(start).Seconds() / lim.Per.Seconds()
-		used := float64(len(arrivals)) / quota
-		t.Logf("burst %d: %d calls in 20 s, worst vendor window %d/%d, %.0f%% of the quota", burst, len(arrivals), worst, lim.Requests, 100*used)
-		if worst > lim.Requests {
-			t.Errorf("burst %d: the vendor counted %d calls in one window", burst, worst)
-		}
-		if used < 0.9 {
-			t.Errorf("burst %d: only %.0f%% of the quota used", burst, 100*used)
-		}
-	}
+	})
 }
 
 // TestWindow_WaitersAreServedInArrivalOrder: callers waiting on a full
 // window are admitted first come, first served, each as a slot frees.
 func TestWindow_WaitersAreServedInArrivalOrder(t *testing.T) {
-	l := NewWindow(nil, time.Millisecond)
-	lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
-	_, first, _ := l.Acquire(context.Background(), "k", lim)
-	order := make(chan int, 5)
-	var wg sync.WaitGroup
-	for i := 0; i < 5; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			_, tk, err := l.Acquire(context.Background(), "k", lim)
-			if err != nil {
-				t.Errorf("waiter %d: %v", i, err)
-				return
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, time.Millisecond)
+		lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
+		_, first, _ := l.Acquire(context.Background(), "k", lim)
+		order := make(chan int, 5)
+		var wg sync.WaitGroup
+		for i := 0; i < 5; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				_, tk, err := l.Acquire(context.Background(), "k", lim)
+				if err != nil {
+					t.Errorf("waiter %d: %v", i, err)
+					return
+				}
+				order <- i
+				tk.Release(true)
+			}(i)
+			// The next arrives once this one is queued.
+			synctest.Wait()
+		}
+		first.Release(true)
+		wg.Wait()
+		close(order)
+		want := 0
+		for got := range order {
+			if got != want {
+				t.Fatalf("admitted %d, want %d (arrival order)", got, want)
 			}
-			order <- i
-			tk.Release(true)
-		}(i)
-		// The next arrives once this one is queued.
-		for deadline := time.Now().Add(time.Second); queued(l, "k") < i+1 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
+			want++
 		}
-	}
-	first.Release(true)
-	wg.Wait()
-	close(order)
-	want := 0
-	for got := range order {
-		if got != want {
-			t.Fatalf("admitted %d, want %d (arrival order)", got, want)
-		}
-		want++
-	}
+	})
 }
 
 // TestWindow_AheadTakesTheNextSlotBeforeTheLine: a call marked Ahead
@@ -217,47 +221,47 @@ func TestWindow_WaitersAreServedInArrivalOrder(t *testing.T) {
 // the next free slot; they follow in arrival order. One that may not wait
 // for it is refused, and the line is unchanged.
 func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
-	l := NewWindow(nil, time.Millisecond)
-	lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
-	_, first, _ := l.Acquire(context.Background(), "k", lim)
-	order := make(chan int, 5)
-	var wg sync.WaitGroup
-	start := func(i int, lim Limit) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, tk, err := l.Acquire(context.Background(), "k", lim)
-			if err != nil {
-				t.Errorf("call %d: %v", i, err)
-				return
-			}
-			order <- i
-			tk.Release(true)
-		}()
-		for deadline := time.Now().Add(time.Second); queued(l, "k") < i+1 && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, time.Millisecond)
+		lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
+		_, first, _ := l.Acquire(context.Background(), "k", lim)
+		order := make(chan int, 5)
+		var wg sync.WaitGroup
+		start := func(i int, lim Limit) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, tk, err := l.Acquire(context.Background(), "k", lim)
+				if err != nil {
+					t.Errorf("call %d: %v", i, err)
+					return
+				}
+				order <- i
+				tk.Release(true)
+			}()
+			synctest.Wait() // queued before the next arrives
 		}
-	}
-	for i := range 3 {
-		start(i, lim)
-	}
-	ahead := lim
-	ahead.Ahead, ahead.MaxWait = true, 0
-	if _, _, err := l.Acquire(context.Background(), "k", ahead); err == nil {
-		t.Fatal("an ahead call that may not wait was admitted on a full window")
-	}
-	ahead.MaxWait = 5 * time.Second
-	start(3, ahead)
-	first.Release(true)
-	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	if fmt.Sprint(got) != "[3 0 1 2]" {
-		t.Fatalf("admitted in order %v, want the ahead call (3) first, then 0 1 2", got)
-	}
+		for i := range 3 {
+			start(i, lim)
+		}
+		ahead := lim
+		ahead.Ahead, ahead.MaxWait = true, 0
+		if _, _, err := l.Acquire(context.Background(), "k", ahead); err == nil {
+			t.Fatal("an ahead call that may not wait was admitted on a full window")
+		}
+		ahead.MaxWait = 5 * time.Second
+		start(3, ahead)
+		first.Release(true)
+		wg.Wait()
+		close(order)
+		var got []int
+		for i := range order {
+			got = append(got, i)
+		}
+		if fmt.Sprint(got) != "[3 0 1 2]" {
+			t.Fatalf("admitted in order %v, want the ahead call (3) first, then 0 1 2", got)
+		}
+	})
 }
 
 func queued(l *Window, key string) int {
@@ -272,40 +276,44 @@ func queued(l *Window, key string) int {
 // TestWindow_CallerWhoLeavesGivesUpItsPlace: a waiter whose caller goes
 // away leaves the queue; the next one is admitted in its place.
 func TestWindow_CallerWhoLeavesGivesUpItsPlace(t *testing.T) {
-	l := NewWindow(nil, time.Millisecond)
-	lim := Limit{Requests: 1, Per: 10 * time.Millisecond, MaxWait: 5 * time.Second}
-	_, first, _ := l.Acquire(context.Background(), "k", lim)
-	ctx, cancel := context.WithCancel(context.Background())
-	gone := make(chan error, 1)
-	go func() { _, _, err := l.Acquire(ctx, "k", lim); gone <- err }()
-	for queued(l, "k") < 1 {
-		time.Sleep(time.Millisecond)
-	}
-	cancel()
-	if err := <-gone; err != context.Canceled {
-		t.Fatalf("cancelled waiter: %v", err)
-	}
-	first.Release(true)
-	if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
-		t.Fatalf("next caller: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, time.Millisecond)
+		lim := Limit{Requests: 1, Per: 10 * time.Millisecond, MaxWait: 5 * time.Second}
+		_, first, _ := l.Acquire(context.Background(), "k", lim)
+		ctx, cancel := context.WithCancel(context.Background())
+		gone := make(chan error, 1)
+		go func() { _, _, err := l.Acquire(ctx, "k", lim); gone <- err }()
+		synctest.Wait()
+		if n := queued(l, "k"); n != 1 {
+			t.Fatalf("%d calls queued, want 1", n)
+		}
+		cancel()
+		if err := <-gone; err != context.Canceled {
+			t.Fatalf("cancelled waiter: %v", err)
+		}
+		first.Release(true)
+		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+			t.Fatalf("next caller: %v", err)
+		}
+	})
 }
 
 // TestWindow_PauseHolds: after a vendor 429 nothing goes until the pause
 // ends, and a refusal says so.
 func TestWindow_PauseHolds(t *testing.T) {
-	c := newClock()
-	l := NewWindow(c.Now, 0)
-	lim := Limit{Requests: 10, Per: time.Second}
-	l.Pause("k", c.Now().Add(3*time.Second))
-	_, _, err := l.Acquire(context.Background(), "k", lim)
-	if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter != 3*time.Second {
-		t.Fatalf("paused: %v", err)
-	}
-	c.Add(3 * time.Second)
-	if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
-		t.Fatalf("after the pause: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := NewWindow(nil, 0)
+		lim := Limit{Requests: 10, Per: time.Second}
+		l.Pause("k", time.Now().Add(3*time.Second))
+		_, _, err := l.Acquire(context.Background(), "k", lim)
+		if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter != 3*time.Second {
+			t.Fatalf("paused: %v", err)
+		}
+		time.Sleep(3 * time.Second)
+		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+			t.Fatalf("after the pause: %v", err)
+		}
+	})
 }
 
 // BenchmarkWindowDecision is one admission and its release under a quota
