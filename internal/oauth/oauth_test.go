@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -46,61 +47,50 @@ func (k *rotatingKey) set(s string) {
 	k.secret, k.version = s, k.version+1
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // TestIssuer_RotationKeepsThePreviousKeyForOneLifetime: a token signed
 // before a rotation verifies until one token lifetime (and the grace)
 // after the rotation was seen, then no longer.
 func TestIssuer_RotationKeepsThePreviousKeyForOneLifetime(t *testing.T) {
-	ctx := context.Background()
-	k := &rotatingKey{secret: strings.Repeat("a", 32)}
-	c := &clock{t: time.Unix(1_800_000_000, 0)}
-	is := NewIssuer(k.get, time.Hour, c.now)
-	claims := Claims{Caller: "soar", Upstream: "sat", Fingerprint: "f"}
-	old, _, err := is.Issue(ctx, claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.add(50 * time.Minute)
-	k.set(strings.Repeat("b", 32))
-	fresh, _, _ := is.Issue(ctx, claims)
-	if strings.Split(fresh, ".")[1] == strings.Split(old, ".")[1] {
-		t.Fatal("the new token carries the old key id")
-	}
-	for _, tok := range []string{old, fresh} {
-		if _, err := is.Verify(ctx, tok); err != nil {
-			t.Errorf("right after the rotation: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		k := &rotatingKey{secret: strings.Repeat("a", 32)}
+		is := NewIssuer(k.get, time.Hour, nil)
+		claims := Claims{Caller: "soar", Upstream: "sat", Fingerprint: "f"}
+		old, _, err := is.Issue(ctx, claims)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	// The old token itself expires 10 minutes later, +30 s grace.
-	c.add(10*time.Minute + 20*time.Second)
-	if _, err := is.Verify(ctx, old); err != nil {
-		t.Errorf("inside the grace: %v", err)
-	}
-	c.add(20 * time.Second)
-	if _, err := is.Verify(ctx, old); !errors.Is(err, ErrExpired) {
-		t.Errorf("past the grace: %v, want expired", err)
-	}
-	// A token made with the old key after the rotation (a forger who
-	// holds the old key) fails once the old key's time is over.
-	forged := signWith(strings.Repeat("a", 32), Claims{Caller: "soar", Upstream: "sat", Fingerprint: "f", Expires: c.now().Add(10 * time.Hour).Unix()})
-	if _, err := is.Verify(ctx, forged); err != nil {
-		t.Errorf("the old key is still kept here (1h after the rotation was seen not yet over): %v", err)
-	}
-	c.add(time.Hour)
-	if _, err := is.Verify(ctx, forged); !errors.Is(err, ErrBadMAC) {
-		t.Errorf("old key after its lifetime: %v, want a signature failure", err)
-	}
+		time.Sleep(50 * time.Minute)
+		k.set(strings.Repeat("b", 32))
+		fresh, _, _ := is.Issue(ctx, claims)
+		if strings.Split(fresh, ".")[1] == strings.Split(old, ".")[1] {
+			t.Fatal("the new token carries the old key id")
+		}
+		for _, tok := range []string{old, fresh} {
+			if _, err := is.Verify(ctx, tok); err != nil {
+				t.Errorf("right after the rotation: %v", err)
+			}
+		}
+		// The old token itself expires 10 minutes later, +30 s grace.
+		time.Sleep(10*time.Minute + 20*time.Second)
+		if _, err := is.Verify(ctx, old); err != nil {
+			t.Errorf("inside the grace: %v", err)
+		}
+		time.Sleep(20 * time.Second)
+		if _, err := is.Verify(ctx, old); !errors.Is(err, ErrExpired) {
+			t.Errorf("past the grace: %v, want expired", err)
+		}
+		// A token made with the old key after the rotation (a forger who
+		// holds the old key) fails once the old key's time is over.
+		forged := signWith(strings.Repeat("a", 32), Claims{Caller: "soar", Upstream: "sat", Fingerprint: "f", Expires: time.Now().Add(10 * time.Hour).Unix()})
+		if _, err := is.Verify(ctx, forged); err != nil {
+			t.Errorf("the old key is still kept here (1h after the rotation was seen not yet over): %v", err)
+		}
+		time.Sleep(time.Hour)
+		if _, err := is.Verify(ctx, forged); !errors.Is(err, ErrBadMAC) {
+			t.Errorf("old key after its lifetime: %v, want a signature failure", err)
+		}
+	})
 }
 
 func signWith(secret string, c Claims) string {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,18 +47,6 @@ func (f *fakeSource) set(fields map[string]Secret, version int, err error) {
 	f.fields, f.version, f.err = fields, version, err
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func newTestCache(t *testing.T, src Source, opts Options) *Cache {
 	t.Helper()
 	c, err := NewCache([]Spec{{Name: "huntress", Source: src, Required: []string{"api_key", "api_secret"}}}, opts)
@@ -70,84 +59,87 @@ func newTestCache(t *testing.T, src Source, opts Options) *Cache {
 var good = map[string]Secret{"api_key": "k1", "api_secret": plantedValue}
 
 func TestCache_ConcurrentMissesShareOneRead(t *testing.T) {
-	src := &fakeSource{fields: good, version: 3, delay: 50 * time.Millisecond}
-	c := newTestCache(t, src, Options{})
-	var wg sync.WaitGroup
-	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cred, err := c.Get(context.Background(), "huntress")
-			if err != nil || cred.Version != 3 {
-				t.Errorf("get: %v, version %d", err, cred.Version)
-			}
-		}()
-	}
-	wg.Wait()
-	if n := src.reads.Load(); n != 1 {
-		t.Errorf("%d source reads for 50 concurrent misses, want 1", n)
-	}
-	// Once loaded, Get never touches the source.
-	for range 100 {
-		_, _ = c.Get(context.Background(), "huntress")
-	}
-	if n := src.reads.Load(); n != 1 {
-		t.Errorf("%d source reads after cached gets, want 1", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{fields: good, version: 3, delay: 50 * time.Millisecond}
+		c := newTestCache(t, src, Options{})
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cred, err := c.Get(context.Background(), "huntress")
+				if err != nil || cred.Version != 3 {
+					t.Errorf("get: %v, version %d", err, cred.Version)
+				}
+			}()
+		}
+		wg.Wait()
+		if n := src.reads.Load(); n != 1 {
+			t.Errorf("%d source reads for 50 concurrent misses, want 1", n)
+		}
+		// Once loaded, Get never touches the source.
+		for range 100 {
+			_, _ = c.Get(context.Background(), "huntress")
+		}
+		if n := src.reads.Load(); n != 1 {
+			t.Errorf("%d source reads after cached gets, want 1", n)
+		}
+	})
 }
 
 func TestCache_ServesLastGoodCopyUntilMaxStale(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	src := &fakeSource{fields: good, version: 1}
-	var events []Event
-	var mu sync.Mutex
-	c := newTestCache(t, src, Options{MaxStale: time.Hour, Now: clk.Now, OnEvent: func(e Event) {
-		mu.Lock()
-		events = append(events, e)
-		mu.Unlock()
-	}})
-	ctx := context.Background()
-	if _, err := c.Get(ctx, "huntress"); err != nil {
-		t.Fatal(err)
-	}
-	src.set(nil, 0, errors.New("vault sealed"))
-	e := c.entries["huntress"]
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{fields: good, version: 1}
+		var events []Event
+		var mu sync.Mutex
+		c := newTestCache(t, src, Options{MaxStale: time.Hour, OnEvent: func(e Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		}})
+		ctx := context.Background()
+		if _, err := c.Get(ctx, "huntress"); err != nil {
+			t.Fatal(err)
+		}
+		src.set(nil, 0, errors.New("vault sealed"))
+		e := c.entries["huntress"]
 
-	clk.Add(30 * time.Minute)
-	if _, err := c.load(ctx, e); err == nil {
-		t.Fatal("load should fail while the source fails")
-	}
-	cred, err := c.Get(ctx, "huntress")
-	if err != nil || cred.Version != 1 {
-		t.Fatalf("within max_stale: %v (version %d), want the last good copy", err, cred.Version)
-	}
-	if ok, st := c.Ready(); !ok || !st[0].Stale || st[0].LastErr == "" {
-		t.Errorf("ready %v status %+v: want ready, stale, with the error", ok, st[0])
-	}
+		time.Sleep(30 * time.Minute)
+		if _, err := c.load(ctx, e); err == nil {
+			t.Fatal("load should fail while the source fails")
+		}
+		cred, err := c.Get(ctx, "huntress")
+		if err != nil || cred.Version != 1 {
+			t.Fatalf("within max_stale: %v (version %d), want the last good copy", err, cred.Version)
+		}
+		if ok, st := c.Ready(); !ok || !st[0].Stale || st[0].LastErr == "" {
+			t.Errorf("ready %v status %+v: want ready, stale, with the error", ok, st[0])
+		}
 
-	clk.Add(31 * time.Minute)
-	if _, err := c.Get(ctx, "huntress"); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("past max_stale: %v, want ErrUnavailable", err)
-	}
-	if ok, _ := c.Ready(); ok {
-		t.Error("ready past max_stale")
-	}
+		time.Sleep(31 * time.Minute)
+		if _, err := c.Get(ctx, "huntress"); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("past max_stale: %v, want ErrUnavailable", err)
+		}
+		if ok, _ := c.Ready(); ok {
+			t.Error("ready past max_stale")
+		}
 
-	src.set(good, 2, nil)
-	if _, err := c.load(ctx, e); err != nil {
-		t.Fatal(err)
-	}
-	if cred, err := c.Get(ctx, "huntress"); err != nil || cred.Version != 2 {
-		t.Errorf("after recovery: %v version %d", err, cred.Version)
-	}
-	var names []string
-	for _, ev := range events {
-		names = append(names, ev.Type)
-	}
-	want := "loaded,refresh_failed,serving_stale,recovered,rotated"
-	if got := strings.Join(names, ","); !sameSet(got, want) {
-		t.Errorf("events %s, want %s", got, want)
-	}
+		src.set(good, 2, nil)
+		if _, err := c.load(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if cred, err := c.Get(ctx, "huntress"); err != nil || cred.Version != 2 {
+			t.Errorf("after recovery: %v version %d", err, cred.Version)
+		}
+		var names []string
+		for _, ev := range events {
+			names = append(names, ev.Type)
+		}
+		want := "loaded,refresh_failed,serving_stale,recovered,rotated"
+		if got := strings.Join(names, ","); !sameSet(got, want) {
+			t.Errorf("events %s, want %s", got, want)
+		}
+	})
 }
 
 func sameSet(a, b string) bool {
@@ -200,26 +192,27 @@ func TestCache_BadSecretsNameTheFieldNeverTheValue(t *testing.T) {
 }
 
 func TestCache_RereadIsRateLimited(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	src := &fakeSource{fields: good, version: 1}
-	c := newTestCache(t, src, Options{MinReread: 5 * time.Second, Now: clk.Now})
-	ctx := context.Background()
-	_, _ = c.Get(ctx, "huntress")
-	// The first 401 re-reads at once, even right after a background read.
-	src.set(good, 2, nil)
-	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 || src.reads.Load() != 2 {
-		t.Fatalf("first reread: version %d, reads %d", cred.Version, src.reads.Load())
-	}
-	// Another within MinReread does not touch the source.
-	src.set(good, 3, nil)
-	clk.Add(time.Second)
-	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 || src.reads.Load() != 2 {
-		t.Errorf("reread within MinReread read the source (version %d, reads %d)", cred.Version, src.reads.Load())
-	}
-	clk.Add(5 * time.Second)
-	if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 3 {
-		t.Errorf("reread after MinReread: version %d, want 3", cred.Version)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{fields: good, version: 1}
+		c := newTestCache(t, src, Options{MinReread: 5 * time.Second})
+		ctx := context.Background()
+		_, _ = c.Get(ctx, "huntress")
+		// The first 401 re-reads at once, even right after a background read.
+		src.set(good, 2, nil)
+		if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 || src.reads.Load() != 2 {
+			t.Fatalf("first reread: version %d, reads %d", cred.Version, src.reads.Load())
+		}
+		// Another within MinReread does not touch the source.
+		src.set(good, 3, nil)
+		time.Sleep(time.Second)
+		if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 2 || src.reads.Load() != 2 {
+			t.Errorf("reread within MinReread read the source (version %d, reads %d)", cred.Version, src.reads.Load())
+		}
+		time.Sleep(5 * time.Second)
+		if cred, _ := c.Reread(ctx, "huntress"); cred.Version != 3 {
+			t.Errorf("reread after MinReread: version %d, want 3", cred.Version)
+		}
+	})
 }
 
 func TestCache_RunLoadsRefreshesAndStops(t *testing.T) {
