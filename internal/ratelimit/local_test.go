@@ -32,15 +32,8 @@ func testLimitNeverMoreThanRequests(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		for i := range admitted {
-			n := 0
-			for j := i; j < len(admitted) && admitted[j].Sub(admitted[i]) < lim.Per; j++ {
-				n++
-			}
-			if n > lim.Requests {
-				t.Errorf("%+v: %d calls in one window", lim, n)
-				break
-			}
+		if n := busiestWindow(admitted, lim.Per); n > lim.Requests {
+			t.Errorf("%+v: %d calls in one window", lim, n)
 		}
 		// Close to the whole quota is used: (requests-burst) per window
 		// plus the initial burst.

@@ -157,15 +157,7 @@ func TestWindow_VendorNeverSeesMoreThanRequests(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 			}
-			sort.Slice(arrivals, func(i, j int) bool { return arrivals[i].Before(arrivals[j]) })
-			worst := 0
-			for i := range arrivals {
-				n := 0
-				for j := i; j < len(arrivals) && arrivals[j].Sub(arrivals[i]) < lim.Per; j++ {
-					n++
-				}
-				worst = max(worst, n)
-			}
+			worst := busiestWindow(arrivals, lim.Per)
 			quota := float64(lim.Requests) * time.Now().Sub(start).Seconds() / lim.Per.Seconds()
 			used := float64(len(arrivals)) / quota
 			t.Logf("burst %d: %d calls in 20 s, worst vendor window %d/%d, %.0f%% of the quota", burst, len(arrivals), worst, lim.Requests, 100*used)
@@ -183,25 +175,11 @@ func TestWindow_VendorNeverSeesMoreThanRequests(t *testing.T) {
 // window are admitted first come, first served, each as a slot frees.
 func TestWindow_WaitersAreServedInArrivalOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := NewWindow(nil, time.Millisecond)
-		lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
-		_, first, _ := l.Acquire(context.Background(), "k", lim)
+		l, lim, first := oneSlotTaken()
 		order := make(chan int, 5)
 		var wg sync.WaitGroup
-		for i := 0; i < 5; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				_, tk, err := l.Acquire(context.Background(), "k", lim)
-				if err != nil {
-					t.Errorf("waiter %d: %v", i, err)
-					return
-				}
-				order <- i
-				tk.Release(true)
-			}(i)
-			// The next arrives once this one is queued.
-			synctest.Wait()
+		for i := range 5 {
+			arrive(t, l, &wg, order, i, lim)
 		}
 		first.Release(true)
 		wg.Wait()
@@ -222,27 +200,11 @@ func TestWindow_WaitersAreServedInArrivalOrder(t *testing.T) {
 // for it is refused, and the line is unchanged.
 func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		l := NewWindow(nil, time.Millisecond)
-		lim := Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
-		_, first, _ := l.Acquire(context.Background(), "k", lim)
+		l, lim, first := oneSlotTaken()
 		order := make(chan int, 5)
 		var wg sync.WaitGroup
-		start := func(i int, lim Limit) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, tk, err := l.Acquire(context.Background(), "k", lim)
-				if err != nil {
-					t.Errorf("call %d: %v", i, err)
-					return
-				}
-				order <- i
-				tk.Release(true)
-			}()
-			synctest.Wait() // queued before the next arrives
-		}
 		for i := range 3 {
-			start(i, lim)
+			arrive(t, l, &wg, order, i, lim)
 		}
 		ahead := lim
 		ahead.Ahead, ahead.MaxWait = true, 0
@@ -250,7 +212,7 @@ func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
 			t.Fatal("an ahead call that may not wait was admitted on a full window")
 		}
 		ahead.MaxWait = 5 * time.Second
-		start(3, ahead)
+		arrive(t, l, &wg, order, 3, ahead)
 		first.Release(true)
 		wg.Wait()
 		close(order)
@@ -262,6 +224,48 @@ func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
 			t.Fatalf("admitted in order %v, want the ahead call (3) first, then 0 1 2", got)
 		}
 	})
+}
+
+// oneSlotTaken is a window of one call per 20 ms whose slot is taken by
+// first: the calls after it wait (up to 5 s) in line on key "k".
+func oneSlotTaken() (l *Window, lim Limit, first Ticket) {
+	l = NewWindow(nil, time.Millisecond)
+	lim = Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
+	_, first, _ = l.Acquire(context.Background(), "k", lim)
+	return l, lim, first
+}
+
+// arrive starts call i on key "k" and returns once it is queued (the
+// bubble is still). Admitted, the call sends i on order and releases its
+// slot.
+func arrive(t *testing.T, l *Window, wg *sync.WaitGroup, order chan<- int, i int, lim Limit) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, tk, err := l.Acquire(context.Background(), "k", lim)
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+			return
+		}
+		order <- i
+		tk.Release(true)
+	}()
+	synctest.Wait()
+}
+
+// busiestWindow is the most calls at (sorted in place) in any window
+// of per: what a vendor counting a sliding window would see.
+func busiestWindow(at []time.Time, per time.Duration) int {
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	worst := 0
+	for i := range at {
+		n := 0
+		for j := i; j < len(at) && at[j].Sub(at[i]) < per; j++ {
+			n++
+		}
+		worst = max(worst, n)
+	}
+	return worst
 }
 
 func queued(l *Window, key string) int {
