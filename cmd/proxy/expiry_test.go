@@ -34,13 +34,11 @@ func TestServe_CredentialExpiryIsVisible(t *testing.T) {
 		"h.json": `{"api_key":"hk","api_secret":"the-old-secret","expires_at":"` + past.Format(time.RFC3339) + `"}`,
 		"i.json": `{"token":"` + strings.Repeat("t", 64) + `","expires_at":"` + soon.Format(time.RFC3339) + `"}`,
 	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		mustWrite(t, filepath.Join(dir, name), body)
 	}
 	auditPath := filepath.Join(dir, "audit.log")
 	cfgPath := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -48,9 +46,7 @@ upstreams:
   - {name: infocyte, preset: infocyte, url: %s, credential: {file: {path: %s}}}
 callers: [{name: soar, key_sha256: %s}]
 audit: {path: %s}
-`, hunt.URL, filepath.Join(dir, "h.json"), info.BaseURL(), filepath.Join(dir, "i.json"), sum, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, filepath.Join(dir, "h.json"), info.BaseURL(), filepath.Join(dir, "i.json"), sum, auditPath))
 	listen, admin, stop, _ := startServe(t, cfgPath)
 	waitReady(t, "http://"+admin+"/readyz")
 

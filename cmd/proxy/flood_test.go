@@ -30,12 +30,10 @@ func TestServe_AKnownCallerFloodingRefusalsIsBudgeted(t *testing.T) {
 	defer hunt.Close()
 	soarKey, soarSum, _ := callers.NewKey()
 	siemKey, siemSum, _ := callers.NewKey()
-	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs_flood_secret"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, filepath.Join(dir, "h.json"), `{"api_key":"hk","api_secret":"hs_flood_secret"}`)
 	auditPath := filepath.Join(dir, "audit.log")
 	cfgPath := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -48,9 +46,7 @@ callers:
     rate_limit: {requests: 2, per: 1h}
 server: {refusals: {per_caller: {requests: 60, per: 1m}, summary_interval: 1s}}
 audit: {path: %s}
-`, hunt.URL, filepath.Join(dir, "h.json"), soarSum, siemSum, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, filepath.Join(dir, "h.json"), soarSum, siemSum, auditPath))
 	listen, admin, stop, _ := startServe(t, cfgPath)
 	waitReady(t, "http://"+admin+"/readyz")
 

@@ -34,11 +34,9 @@ func TestServe_JWTCallers(t *testing.T) {
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
 	cred := filepath.Join(dir, "h.json")
-	if err := os.WriteFile(cred, []byte(`{"api_key":"hk_j","api_secret":"hs_PLANTED_j"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, cred, `{"api_key":"hk_j","api_secret":"hs_PLANTED_j"}`)
 	cfg := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	mustWrite(t, cfg, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -49,9 +47,7 @@ callers:
   - name: ghost
     jwt: {issuer: %q, audience: keybroker, subject: someone}
 audit: {path: %s}
-`, hunt.URL, cred, is.URL, jwks, dead, filepath.Join(dir, "audit.log"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, cred, is.URL, jwks, dead, filepath.Join(dir, "audit.log")))
 	listen, admin, stop, stderr := startServe(t, cfg)
 	waitReady(t, "http://"+admin+"/readyz")
 	call := func(tok string) int {

@@ -78,12 +78,10 @@ func TestVault_IdentityTokenCallers(t *testing.T) {
 	t.Cleanup(hunt.Close)
 	dir := t.TempDir()
 	cred := filepath.Join(dir, "h.json")
-	if err := os.WriteFile(cred, []byte(`{"api_key":"hk_v","api_secret":"hs_PLANTED_vendor"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, cred, `{"api_key":"hk_v","api_secret":"hs_PLANTED_vendor"}`)
 	auditPath := filepath.Join(dir, "audit.log")
 	cfg := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	mustWrite(t, cfg, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -95,9 +93,7 @@ callers:
       audience: keybroker
       claims: {"/keybroker_caller": soar-workflows}
 audit: {path: %s}
-`, hunt.URL, cred, vs.Addr, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, cred, vs.Addr, auditPath))
 	listen, admin, stop, stderr := startServe(t, cfg)
 	waitReady(t, "http://"+admin+"/readyz")
 	call := func(tok string) (int, string) {

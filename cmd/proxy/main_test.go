@@ -41,9 +41,7 @@ func (l *lockedBuffer) String() string {
 func TestRun_ExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	if err := os.WriteFile(bad, []byte("upstreams: []\ncolers: 1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, bad, "upstreams: []\ncolers: 1\n")
 	cases := []struct {
 		args []string
 		code int
@@ -95,9 +93,7 @@ func TestValidateAndServe_RefuseAGuessableKey(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "weak.yaml")
 	doc := "upstreams: [{name: h, url: http://127.0.0.1:1, auth: {type: header, header: X-Key, field: key}, credential: {env: {key: NOPE}}}]\n" +
 		"callers:\n  - {name: soar-workflows, key_sha256: " + callers.HashKey("test") + "}\n"
-	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, cfg, doc)
 	for _, cmd := range []string{"validate", "serve"} {
 		var out bytes.Buffer
 		code := run([]string{cmd, "-config", cfg}, nil, &out, &out)
@@ -139,11 +135,9 @@ func TestServe_EndToEnd(t *testing.T) {
 	hunt := vendortest.NewHuntress("hk_key", "hs_PLANTED_cmd_secret", vendortest.HuntressOptions{})
 	defer hunt.Close()
 	key, sum, _ := callers.NewKey()
-	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk_key","api_secret":"hs_PLANTED_cmd_secret"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, filepath.Join(dir, "h.json"), `{"api_key":"hk_key","api_secret":"hs_PLANTED_cmd_secret"}`)
 	cfgPath := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -155,9 +149,7 @@ callers:
   - name: soar
     key_sha256: %s
 audit: {path: %s}
-`, hunt.URL, filepath.Join(dir, "h.json"), sum, filepath.Join(dir, "audit.log"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, filepath.Join(dir, "h.json"), sum, filepath.Join(dir, "audit.log")))
 
 	var out bytes.Buffer
 	if code := run([]string{"validate", "-config", cfgPath, "--check-secrets"}, nil, &out, &out); code != 0 ||
@@ -263,11 +255,9 @@ func TestServe_PlaceholderCredentialsAreFlagged(t *testing.T) {
 	defer hunt.Close()
 	key, sum, _ := callers.NewKey()
 	secret := filepath.Join(dir, "h.json")
-	if err := os.WriteFile(secret, []byte(`{"api_key":"REPLACE_WITH_HUNTRESS_API_KEY","api_secret":"REPLACE_WITH_HUNTRESS_API_SECRET"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, secret, `{"api_key":"REPLACE_WITH_HUNTRESS_API_KEY","api_secret":"REPLACE_WITH_HUNTRESS_API_SECRET"}`)
 	cfgPath := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -275,9 +265,7 @@ upstreams:
 callers:
   - {name: soar, key_sha256: %s}
 audit: {path: %s}
-`, hunt.URL, secret, sum, filepath.Join(dir, "audit.log"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, secret, sum, filepath.Join(dir, "audit.log")))
 	var out bytes.Buffer
 	if code := run([]string{"validate", "-config", cfgPath, "--check-secrets"}, nil, &out, &out); code != 1 ||
 		!strings.Contains(out.String(), "api_key=placeholder,api_secret=placeholder") || !strings.Contains(out.String(), "placeholder credential") {

@@ -27,11 +27,9 @@ func TestServe_VendorTokenFailureIsVisible(t *testing.T) {
 	sat.SetSecret("ss_PLANTED_not_what_keybroker_has")
 	key, sum, _ := callers.NewKey()
 	credPath := filepath.Join(dir, "sat.json")
-	if err := os.WriteFile(credPath, []byte(`{"client_id":"sat_client","client_secret":"ss_PLANTED_right"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, credPath, `{"client_id":"sat_client","client_secret":"ss_PLANTED_right"}`)
 	cfgPath := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -42,9 +40,7 @@ upstreams:
     credential: {file: {path: %s}}
 callers: [{name: soar, key_sha256: %s}]
 audit: {path: %s}
-`, sat.URL, sat.URL, credPath, sum, filepath.Join(dir, "audit.log"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, sat.URL, sat.URL, credPath, sum, filepath.Join(dir, "audit.log")))
 	listen, admin, stop, stderr := startServe(t, cfgPath)
 	waitReady(t, "http://"+admin+"/readyz")
 	call := func() (int, string) {

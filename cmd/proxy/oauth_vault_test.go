@@ -35,13 +35,11 @@ func TestVault_OAuthClientSecretRotation(t *testing.T) {
 	t.Cleanup(sat.Close)
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokFile, []byte(vs.RootToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, tokFile, vs.RootToken)
 	key, sum, _ := callers.NewKey()
 	auditPath := filepath.Join(dir, "audit.log")
 	cfg := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	mustWrite(t, cfg, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 vault:
@@ -62,9 +60,7 @@ callers:
   - {name: soar, key_sha256: %s}
 audit: {path: %s}
 log: {level: debug}
-`, vs.Addr, tokFile, sat.URL, sat.URL, sum, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, vs.Addr, tokFile, sat.URL, sat.URL, sum, auditPath))
 	listen, admin, stop, stderr := startServe(t, cfg)
 	waitReady(t, "http://"+admin+"/readyz")
 	base := "http://" + listen + "/huntress-sat"

@@ -48,11 +48,9 @@ func newObsSetup(t *testing.T, auditPath string) *obsSetup {
 		auditPath = filepath.Join(dir, "audit.log")
 	}
 	s.audit = auditPath
-	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(fmt.Sprintf(`{"api_key":%q,"api_secret":%q}`, obsKey, obsSecret)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, filepath.Join(dir, "h.json"), fmt.Sprintf(`{"api_key":%q,"api_secret":%q}`, obsKey, obsSecret))
 	cfg := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	mustWrite(t, cfg, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -69,9 +67,7 @@ callers:
     allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
 audit: {path: %q}
 log: {level: debug}
-`, s.hunt.URL, filepath.Join(dir, "h.json"), soarSum, siemSum, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, s.hunt.URL, filepath.Join(dir, "h.json"), soarSum, siemSum, auditPath))
 	s.listen, s.admin, s.stop, s.stderr = startServe(t, cfg)
 	return s
 }
@@ -338,9 +334,7 @@ func TestObservability_TamperingAndRotation(t *testing.T) {
 	lines := strings.SplitAfter(string(old)+string(cur), "\n")
 	lines[2] = strings.Replace(lines[2], `"seq":3`, `"seq":3 `, 1) // any edit
 	lines[2] = strings.Replace(lines[2], `"type":"`, `"type": "`, 1)
-	if err := os.WriteFile(both, []byte(strings.Join(lines, "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, both, strings.Join(lines, ""))
 	out.Reset()
 	if code := run([]string{"audit", "verify", both}, nil, &out, &out); code != 1 || !strings.Contains(out.String(), "line 4") {
 		t.Errorf("tampered file: exit %d: %s", code, out.String())

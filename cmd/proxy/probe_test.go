@@ -30,9 +30,7 @@ func TestServe_RejectedRotationIsVisible(t *testing.T) {
 	credPath := filepath.Join(dir, "h.json")
 	writeCred := func(secret string) {
 		t.Helper()
-		if err := os.WriteFile(credPath+".tmp", []byte(`{"api_key":"hk_probe","api_secret":"`+secret+`"}`), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		mustWrite(t, credPath+".tmp", `{"api_key":"hk_probe","api_secret":"`+secret+`"}`)
 		if err := os.Rename(credPath+".tmp", credPath); err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +38,7 @@ func TestServe_RejectedRotationIsVisible(t *testing.T) {
 	writeCred("hs_probe_good_secret")
 	auditPath := filepath.Join(dir, "audit.log")
 	cfgPath := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams:
@@ -48,9 +46,7 @@ upstreams:
 callers: [{name: soar, key_sha256: %s}]
 secrets: {refresh_interval: 1s}
 audit: {path: %s}
-`, hunt.URL, credPath, sum, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, credPath, sum, auditPath))
 	listen, admin, stop, stderr := startServe(t, cfgPath)
 	waitReady(t, "http://"+admin+"/readyz")
 	call := func() int {

@@ -22,9 +22,7 @@ func TestServe_ReloadUnderLoadDropsNoCall(t *testing.T) {
 	hunt := vendortest.NewHuntress("hk", "hs", vendortest.HuntressOptions{Limit: 1 << 30, Window: time.Second})
 	defer hunt.Close()
 	for _, f := range []string{"h1.json", "h2.json"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		mustWrite(t, filepath.Join(dir, f), `{"api_key":"hk","api_secret":"hs"}`)
 	}
 	soar, soarSum, _ := callers.NewKey()
 	newbie, newbieSum, _ := callers.NewKey()
@@ -46,9 +44,7 @@ callers:
 audit: {path: %q}
 `, hunt.URL, filepath.Join(dir, credFile), soarSum, extraCallers, auditPath)
 		tmp := cfgPath + ".tmp"
-		if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		mustWrite(t, tmp, doc)
 		os.Rename(tmp, cfgPath)
 	}
 	write("h1.json", "")
@@ -105,9 +101,7 @@ audit: {path: %q}
 		t.Errorf("newbie after the reload: %d", st)
 	}
 	// A bad one: rejected, the running configuration stays.
-	if err := os.WriteFile(cfgPath, []byte("upstreams: [{name: huntress, preset: nope}]\ncallers: []\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, cfgPath, "upstreams: [{name: huntress, preset: nope}]\ncallers: []\n")
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
 	waitLog("configuration rejected")
 	wg.Wait()
@@ -136,22 +130,18 @@ func TestServe_ShutdownLetsInFlightCallsFinish(t *testing.T) {
 	dir := t.TempDir()
 	hunt := vendortest.NewHuntress("hk", "hs", vendortest.HuntressOptions{Delay: time.Second})
 	defer hunt.Close()
-	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, filepath.Join(dir, "h.json"), `{"api_key":"hk","api_secret":"hs"}`)
 	key, sum, _ := callers.NewKey()
 	cfgPath := filepath.Join(dir, "k.yaml")
 	auditPath := filepath.Join(dir, "audit.log")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+	mustWrite(t, cfgPath, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 upstreams: [{name: huntress, preset: huntress, url: %q, credential: {file: {path: %q}}}]
 callers: [{name: soar, key_sha256: %s}]
 audit: {path: %q}
 server: {shutdown_timeout: 10s}
-`, hunt.URL, filepath.Join(dir, "h.json"), sum, auditPath)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, hunt.URL, filepath.Join(dir, "h.json"), sum, auditPath))
 	listen, admin, stop, _ := startServe(t, cfgPath)
 	waitReady(t, "http://"+admin+"/readyz")
 	status := make(chan int, 1)

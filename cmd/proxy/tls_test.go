@@ -67,11 +67,9 @@ func TestServe_MutualTLS(t *testing.T) {
 	}
 	hunt := vendortest.NewHuntress("hk", "hs", vendortest.HuntressOptions{})
 	defer hunt.Close()
-	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, filepath.Join(dir, "h.json"), `{"api_key":"hk","api_secret":"hs"}`)
 	cfg := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	mustWrite(t, cfg, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 tls: {cert_file: %s, key_file: %s, client_ca_file: %s}
@@ -81,9 +79,7 @@ callers:
   - name: siem
     client_cert: {common_name: siem-collector}
 audit: {path: %q}
-`, srvCrt, srvKey, caFile, hunt.URL, filepath.Join(dir, "h.json"), filepath.Join(dir, "audit.log"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, srvCrt, srvKey, caFile, hunt.URL, filepath.Join(dir, "h.json"), filepath.Join(dir, "audit.log")))
 	listen, admin, stop, _ := startServe(t, cfg)
 	waitReady(t, "http://"+admin+"/readyz")
 

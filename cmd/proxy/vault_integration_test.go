@@ -49,13 +49,11 @@ func newVaultSetupWith(t *testing.T, secretsYAML string, prepare func(*vaulttest
 	t.Cleanup(hunt.Close)
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokFile, []byte(vs.RootToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, tokFile, vs.RootToken)
 	key, sum, _ := callers.NewKey()
 	s := &vaultSetup{vs: vs, hunt: hunt, key: key, audit: filepath.Join(dir, "audit.log")}
 	cfg := filepath.Join(dir, "k.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	mustWrite(t, cfg, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin: {listen: "127.0.0.1:0"}
 vault:
@@ -74,9 +72,7 @@ callers:
     key_sha256: %s
 audit: {path: %s}
 log: {level: debug}
-`, vs.Addr, tokFile, secretsYAML, hunt.URL, sum, s.audit)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, vs.Addr, tokFile, secretsYAML, hunt.URL, sum, s.audit))
 	s.listen, s.admin, s.stop, s.stderr = startServe(t, cfg)
 	waitReady(t, "http://"+s.admin+"/readyz")
 	return s
@@ -289,12 +285,10 @@ func TestVault_LeastPrivilegePolicyAndCheckSecrets(t *testing.T) {
 
 	dir := t.TempDir()
 	sidFile := filepath.Join(dir, "secret-id")
-	if err := os.WriteFile(sidFile, []byte(sid.Data["secret_id"].(string)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mustWrite(t, sidFile, sid.Data["secret_id"].(string))
 	write := func(extra string) string {
 		p := filepath.Join(dir, "k.yaml")
-		if err := os.WriteFile(p, []byte(fmt.Sprintf(`
+		mustWrite(t, p, fmt.Sprintf(`
 vault:
   address: %s
   auth: {method: approle, role_id: %s, secret_id_file: %s}
@@ -303,9 +297,7 @@ upstreams:
   - {name: infocyte, preset: infocyte, url: "https://acme.infocyte.com/api", credential: {vault: {mount: secret, path: vendors/infocyte}}}
 %s
 allow_anonymous: true
-`, vs.Addr, roleID.Data["role_id"], sidFile, extra)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+`, vs.Addr, roleID.Data["role_id"], sidFile, extra))
 		return p
 	}
 	var out strings.Builder
