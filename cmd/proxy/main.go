@@ -61,8 +61,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "serve":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		// GOMAXPROCS set by hand is the operator's choice: kept as it is.
-		err = serveCmd(ctx, args, stderr, stdout, nil, os.Getenv("GOMAXPROCS") == "")
+		err = serveCmd(ctx, args, stderr, stdout, nil)
 	case "validate":
 		err = validateCmd(context.Background(), args, stdout)
 	case "hash-key":
@@ -98,7 +97,7 @@ func helpCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	switch sub := append(args[1:len(args):len(args)], "-h"); args[0] {
 	case "serve":
-		return serveCmd(context.Background(), sub, stderr, stdout, nil, false)
+		return serveCmd(context.Background(), sub, stderr, stdout, nil)
 	case "validate":
 		return validateCmd(context.Background(), sub, stdout)
 	case "hash-key":

@@ -201,7 +201,7 @@ func startServe(t *testing.T, cfgPath string) (listen, admin string, stop func()
 	done := make(chan error, 1)
 	addrs := make(chan [2]string, 1)
 	ready := func(l, a net.Addr) { addrs <- [2]string{l.String(), a.String()} }
-	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr, io.Discard, ready, false) }()
+	go func() { done <- serveCmd(ctx, []string{"-config", cfgPath}, stderr, io.Discard, ready) }()
 	select {
 	case got := <-addrs:
 		listen, admin = got[0], got[1]

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,7 +24,6 @@ import (
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/metrics"
-	"github.com/keybroker/keybroker/internal/procs"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -35,10 +33,9 @@ import (
 // and tools use it instead of reading the log).
 type readyFunc func(listen, admin net.Addr)
 
-// serveCmd runs the proxy. governProcs lets it fit GOMAXPROCS to how calls
-// arrive (internal/procs): the binary asks for it unless GOMAXPROCS is set;
-// tests, which run many servers in one process, do not.
-func serveCmd(ctx context.Context, args []string, stderr, stdout io.Writer, ready readyFunc, governProcs bool) error {
+// serveCmd runs the proxy. GOMAXPROCS is the runtime's default (the CPU
+// limit) or the operator's, never changed while serving.
+func serveCmd(ctx context.Context, args []string, stderr, stdout io.Writer, ready readyFunc) error {
 	fs := newFlags("serve", "[serve] -config FILE", stdout)
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
@@ -53,7 +50,6 @@ func serveCmd(ctx context.Context, args []string, stderr, stdout io.Writer, read
 	}
 	a.cfgPath = fs.Lookup("config").Value.String()
 	a.ready = ready
-	a.governProcs = governProcs
 	defer a.close()
 	return a.run(ctx)
 }
@@ -77,8 +73,6 @@ type app struct {
 	cfgPath string
 	log     *zap.Logger
 	ready   readyFunc
-	// governProcs: run on one processor while calls come one at a time.
-	governProcs bool
 
 	auditor *audit.Writer
 	// minFree is audit.min_free_bytes (the audit block is restart-only,
@@ -174,13 +168,8 @@ func (a *app) run(ctx context.Context) error {
 		callerLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	var handler http.Handler = a.proxy
-	if g := a.procsGovernor(); g != nil {
-		handler = g.Wrap(handler)
-		a.background(func(ctx context.Context) error { g.Run(ctx); return nil })
-	}
 	a.callerSrv = &http.Server{
-		Handler:           handler,
+		Handler:           a.proxy,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
 		IdleTimeout:       cfg.Server.IdleTimeout.D(),
 		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
@@ -275,21 +264,4 @@ func (a *app) shutdown() error {
 		a.checkpoints.write(context.Background())
 	}
 	return nil
-}
-
-// procsGovernor returns the governor that runs keybroker on one processor
-// while calls come one at a time (internal/procs), or nil: not asked for,
-// or the runtime has one processor anyway.
-func (a *app) procsGovernor() *procs.Governor {
-	if !a.governProcs {
-		return nil
-	}
-	g := procs.New()
-	if g == nil {
-		return nil
-	}
-	g.Changed = func(one bool) {
-		a.log.Debug("processors fitted to the calls", zap.Bool("one_at_a_time", one), zap.Int("gomaxprocs", runtime.GOMAXPROCS(0)))
-	}
-	return g
 }
