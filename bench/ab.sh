@@ -22,6 +22,12 @@
 #                               interleaved call by call across the floor,
 #                               keybroker and nginx (bench/seq): medians that
 #                               the machine's drift cannot tilt
+#   KB_BENCH_RATE=300 bench/ab-tls.sh 5 10
+#                               open loop (bench/open): calls arrive as a Poisson
+#                               process at 300/s whether or not earlier ones were
+#                               answered, latency from each call's intended start;
+#                               p50, p99, p99.9 of keybroker against the floor over
+#                               [rounds] interleaved rounds of [seconds] each
 #
 # Run from a clone (no other checkout needed). Needs Go, wrk, nginx, curl,
 # python3, and openssl for the TLS run: apt-get install -y wrk nginx-light
@@ -40,7 +46,7 @@ done
 mkdir -p "$bin" "$dir/tls"
 (cd "$repo" && go build -o "$bin/upstream" ./bench/upstream && go build -o "$bin/floor" ./bench/floor &&
   go build -o "$bin/keybroker" ./cmd/proxy && go build -o "$bin/jwtcaller" ./bench/jwtcaller &&
-  go build -o "$bin/seq" ./bench/seq) || { echo "bench: build failed" >&2; exit 1; }
+  go build -o "$bin/seq" ./bench/seq && go build -o "$bin/open" ./bench/open) || { echo "bench: build failed" >&2; exit 1; }
 
 # The vendor credential (a stand-in's), and a caller key made now.
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
@@ -138,6 +144,14 @@ if [ -n "${KB_BENCH_SEQ:-}" ]; then
   echo "$proto, one call at a time, interleaved call by call, $KB_BENCH_SEQ calls each:"
   "$bin/seq" -n "$KB_BENCH_SEQ" "${H[@]}" floor="http://127.0.0.1:$fport/v1/agents" \
     keybroker="http://127.0.0.1:$kport/huntress/v1/agents" nginx="http://127.0.0.1:$nport/huntress/v1/agents"
+  exit
+fi
+if [ -n "${KB_BENCH_RATE:-}" ]; then
+  proto=http; [ -n "$tls" ] && proto="https${FLOOR_H1:+ (floor on HTTP/1.1)}"
+  echo "$proto to the vendor:"
+  "$bin/open" -rate "$KB_BENCH_RATE" -rounds "$rounds" -d "${secs}s" "${H[@]}" floor="http://127.0.0.1:$fport/v1/agents" \
+    keybroker="http://127.0.0.1:$kport/huntress/v1/agents"
+  echo "keybroker peak RSS (kB): $(grep VmHWM "/proc/$kb/status" | awk '{print $2}')"
   exit
 fi
 thr=2; [ "$conns" -lt 2 ] && thr=1
