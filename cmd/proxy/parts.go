@@ -114,7 +114,7 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		Credentials:            &a.creds,
 		Auditor:                a.auditor,
 		UpstreamLimiter:        upstreamLimiter,
-		Observer:               a.metrics,
+		Hooks:                  proxyHooks(a.metrics),
 		Log:                    log.Named("proxy"),
 		SummaryInterval:        cfg.Server.Unidentified.SummaryInterval.D(),
 		RefusalSummaryInterval: cfg.Server.Refusals.SummaryInterval.D(),
@@ -400,4 +400,14 @@ func sameCredentials(old, cur *config.Config) bool {
 	return old.Secrets == cur.Secrets && reflect.DeepEqual(summary(old), summary(cur)) &&
 		reflect.DeepEqual(old.Egress.ProxyCredential, cur.Egress.ProxyCredential) &&
 		reflect.DeepEqual(old.Audit.Signing, cur.Audit.Signing)
+}
+
+// proxyHooks tells m what the proxy does.
+func proxyHooks(m *metrics.Metrics) proxy.Hooks {
+	return proxy.Hooks{
+		CallStarted: m.CallStarted, CallFinished: m.CallFinished,
+		LinkDropped: m.LinkDropped, TLSHandshakeFailed: m.TLSHandshakeFailed,
+		VendorTokenFetched: m.VendorTokenFetched, TokenRequested: m.TokenRequested,
+		RefusalUnrecorded: m.RefusalUnrecorded,
+	}
 }

@@ -1,9 +1,12 @@
-// Package callers owns who a caller is and what it may do: identity from a
-// verified client certificate, a Proxy-Authorization bearer key, or the
-// caller's key in the vendor's own credential slot (drop-in); and the allow
-// policy per caller, with its path-pattern grammar. It does not read the
-// network or the configuration file: it declares its own types (Caller,
-// CertMatch, Rule, Slot), which cmd/proxy's assembly fills in.
+// Package callers owns who a caller is and what it may do: every proof of
+// identity and the one order they are tried in (proofs.go: a verified
+// client certificate, a keybroker token, a platform JWT, a
+// Proxy-Authorization key, the caller's key in the vendor's own
+// credential slot, anonymous), and the allow policy per caller, with its
+// path-pattern grammar. It does not read the network or the configuration
+// file, and verifies no token itself: it declares its own types (Caller,
+// CertMatch, Rule, Slot) and the verifiers it needs, which the assembly
+// fills in.
 package callers
 
 import (
@@ -161,39 +164,6 @@ func NewRegistry(cs []Caller, allowAnonymous bool) (*Registry, error) {
 	return r, nil
 }
 
-// Identify finds who sent r. Order: verified client certificate, then
-// Proxy-Authorization: Bearer, then the drop-in slot. A Proxy-Authorization
-// header that does not name a known key is refused outright, even when
-// anonymous callers are allowed: the caller meant to be someone.
-func (r *Registry) Identify(req *http.Request, slot Slot) (Identity, error) {
-	if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 && len(req.TLS.VerifiedChains[0]) > 0 {
-		if c := r.byCert(req.TLS.VerifiedChains[0][0]); c != nil {
-			return Identity{Name: c.name, Auth: AuthCert, caller: c}, nil
-		}
-	}
-	if vals := req.Header.Values("Proxy-Authorization"); len(vals) > 0 {
-		if len(vals) == 1 {
-			if key, ok := cutScheme(vals[0], "Bearer"); ok {
-				if c := r.byKey(key); c != nil {
-					return Identity{Name: c.name, Auth: AuthKey, caller: c}, nil
-				}
-			}
-		}
-		return Identity{Auth: AuthNone}, ErrUnauthenticated
-	}
-	c, misnamed := r.dropin(req, slot)
-	if c != nil {
-		return Identity{Name: c.name, Auth: AuthDropin, caller: c}, nil
-	}
-	if misnamed {
-		return Identity{Auth: AuthNone}, ErrDropinName
-	}
-	if r.allowAnonymous {
-		return Identity{Auth: AuthAnonymous}, nil
-	}
-	return Identity{Auth: AuthNone}, ErrUnauthenticated
-}
-
 // dropin finds the caller whose key sits in one of the upstream's drop-in
 // slots. misnamed reports a Basic credential with a valid key under
 // another user name (when no slot identified anyone).
@@ -207,19 +177,14 @@ func (r *Registry) dropin(req *http.Request, slot Slot) (c *caller, misnamed boo
 		auth = auths[0]
 	}
 	if slot.Basic {
-		if v, ok := cutScheme(auth, "Basic"); ok {
-			raw, err := base64.StdEncoding.DecodeString(v)
-			if err == nil {
-				// The contract is <caller name>:<key>: a name is required,
-				// so ":<key>" identifies nobody.
-				if name, key, ok := strings.Cut(string(raw), ":"); ok && name != "" {
-					c := r.byKey(key)
-					if c != nil && subtle.ConstantTimeCompare([]byte(name), []byte(c.name)) == 1 {
-						return c, false
-					}
-					misnamed = c != nil
-				}
+		// The contract is <caller name>:<key>: a name is required, so
+		// ":<key>" identifies nobody.
+		if name, key, ok := basicPair(auth); ok && name != "" {
+			c := r.byKey(key)
+			if c != nil && subtle.ConstantTimeCompare([]byte(name), []byte(c.name)) == 1 {
+				return c, false
 			}
+			misnamed = c != nil
 		}
 	}
 	for _, h := range slot.Headers {

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync/atomic"
 
 	"github.com/keybroker/keybroker/internal/callers"
@@ -138,25 +137,6 @@ func (d dropinScheme) Slot() callers.Slot {
 	s.Headers = append(append([]string{}, s.Headers...), d.headers...)
 	s.Params = append(append([]string{}, s.Params...), d.params...)
 	return s
-}
-
-// identityHint is the 401 message: the ways of identifying that this
-// listener and upstream accept, and no others.
-func identityHint(slot callers.Slot, certs bool) string {
-	ways := []string{"Proxy-Authorization: Bearer <key>"}
-	if slot.Basic {
-		ways = append(ways, "Authorization: Basic base64(<caller name>:<key>)")
-	}
-	for _, h := range slot.Headers {
-		ways = append(ways, h+": <key> (or Bearer <key>)")
-	}
-	for _, p := range slot.Params {
-		ways = append(ways, "?"+p+"=<key>")
-	}
-	if certs {
-		ways = append(ways, "a client certificate")
-	}
-	return "no valid caller identity: send " + strings.Join(ways, ", or ")
 }
 
 // leakValues returns the strings that must never reach a caller for this

@@ -117,7 +117,7 @@ callers:
 	}
 	defer aud.Close()
 	p, err := proxy.New(parts.Routes,
-		proxy.Options{Credentials: cache, Auditor: aud, Observer: metrics.New(parts.Upstreams, parts.Callers, metrics.State{})})
+		proxy.Options{Credentials: cache, Auditor: aud, Hooks: benchHooks(metrics.New(parts.Upstreams, parts.Callers, metrics.State{}))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -271,4 +271,12 @@ func heapBytes() float64 {
 	s := []metrics2.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	metrics2.Read(s)
 	return float64(s[0].Value.Uint64())
+}
+
+// benchHooks are the hooks the binary gives the proxy (cmd/proxy's
+// proxyHooks), so that the benchmark pays for metrics as production does.
+func benchHooks(m *metrics.Metrics) proxy.Hooks {
+	return proxy.Hooks{CallStarted: m.CallStarted, CallFinished: m.CallFinished, LinkDropped: m.LinkDropped,
+		TLSHandshakeFailed: m.TLSHandshakeFailed, VendorTokenFetched: m.VendorTokenFetched,
+		TokenRequested: m.TokenRequested, RefusalUnrecorded: m.RefusalUnrecorded}
 }

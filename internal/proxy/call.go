@@ -25,6 +25,7 @@ type call struct {
 	rec   audit.Record
 
 	in   *http.Request // the caller's request (its Host and TLS shape links)
+	name string        // the upstream asked for: the first path segment
 	rest string        // the path below the upstream, clean, as forwarded
 	// query is the caller's query as forwarded: without the drop-in
 	// slots' parameters (the injected credential is added after).

@@ -129,8 +129,8 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	}
 	ro := reply.Options{Upstream: cfg.Name, Target: cfg.Target, CredentialParams: slot.Params,
 		Links: cfg.RewriteLinks, Log: p.opts.Log}
-	if o, ok := p.opts.Observer.(LinkObserver); ok {
-		ro.LinkDropped = func() { o.LinkDropped(cfg.Name) }
+	if h := p.opts.Hooks.LinkDropped; h != nil {
+		ro.LinkDropped = func() { h(cfg.Name) }
 	}
 	u.guard = reply.NewGuard(ro)
 
@@ -143,8 +143,8 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		u.dialer, u.transport = prev.dialer, prev.transport
 	} else {
 		u.dialer = NewDialer(cfg, p.opts.Credentials)
-		if o, ok := p.opts.Observer.(TLSObserver); ok {
-			u.dialer.OnTLSFailure = func(reason string) { o.TLSHandshakeFailed(cfg.Name, reason) }
+		if h := p.opts.Hooks.TLSHandshakeFailed; h != nil {
+			u.dialer.OnTLSFailure = func(reason string) { h(cfg.Name, reason) }
 		}
 		u.transport = egress.NewTransport(u.dialer, cfg.Timeout)
 	}
@@ -211,18 +211,6 @@ func NewDialer(up Upstream, creds Credentials) *egress.Dialer {
 		}
 	}
 	return d
-}
-
-// LinkObserver, when the Observer implements it, is told of every JSON
-// link field the reply guard replaced by null, by upstream.
-type LinkObserver interface {
-	LinkDropped(upstream string)
-}
-
-// TLSObserver, when the Observer implements it, is told of failed TLS
-// handshakes with vendors, by upstream and reason.
-type TLSObserver interface {
-	TLSHandshakeFailed(upstream, reason string)
 }
 
 // VendorRefusal is the last time a vendor answered 401, and the

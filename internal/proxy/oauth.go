@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,14 +62,6 @@ func (bearerScheme) Injected(c secrets.Credential) []string {
 	return []string{t.Reveal(), s.Reveal()}
 }
 
-// TokenObserver, when the Observer implements it, counts vendor token
-// fetches (by reason and result) and keybroker's token requests (by
-// outcome).
-type TokenObserver interface {
-	VendorTokenFetched(upstream, reason, result string)
-	TokenRequested(upstream, outcome string)
-}
-
 // newVendorTokens makes the token keeper of an OAuth upstream: its token
 // endpoint is reached the way the vendor is (egress proxy, CA), never
 // following a redirect.
@@ -117,8 +107,8 @@ func (p *Proxy) tokenFetched(f oauth.Fetch) {
 	if f.Err != nil {
 		result = [...]string{"", "refused", "failed", "unreachable", "timeout"}[f.Err.Kind]
 	}
-	if o, ok := p.opts.Observer.(TokenObserver); ok {
-		o.VendorTokenFetched(f.Upstream, f.Reason, result)
+	if h := p.opts.Hooks.VendorTokenFetched; h != nil {
+		h(f.Upstream, f.Reason, result)
 	}
 	ev := audit.Event{Upstream: f.Upstream, Source: f.Cred.Source, Ref: f.Cred.Ref, Version: f.Cred.Version}
 	switch {
@@ -165,100 +155,6 @@ func (u *upstream) vendorToken(ctx context.Context, cred secrets.Credential) (se
 		code = CodeUpstreamTimeout
 	}
 	return cred, &refusal{code, "no vendor token: " + fe.Msg}
-}
-
-// tokenIdentity identifies a call that carries a keybroker token, in
-// Proxy-Authorization or the upstream's header slots (never in a query).
-// ok is false when the call carries none; err says why one is refused.
-func (p *Proxy) tokenIdentity(r *http.Request, st *state, name string, slot callers.Slot) (callers.Identity, bool, error) {
-	tok := bearerToken(r, slot, isKeybrokerToken)
-	if tok == "" {
-		return callers.Identity{}, false, nil
-	}
-	none := callers.Identity{Auth: callers.AuthNone}
-	cl, err := p.opts.Issuer.Verify(r.Context(), tok)
-	if err != nil {
-		return none, true, err
-	}
-	if cl.Upstream != name {
-		return none, true, oauth.ErrWrongTarget
-	}
-	id, key, ok := st.callers.ByName(cl.Caller)
-	if !ok || oauth.Fingerprint(key) != cl.Fingerprint {
-		return none, true, errTokenRevoked
-	}
-	return id, true, nil
-}
-
-func isKeybrokerToken(v string) bool { return strings.HasPrefix(v, oauth.TokenPrefix) }
-
-var errTokenRevoked = errors.New("keybroker token revoked: its caller's key changed or the caller was removed; fetch a new one")
-
-// serveToken is keybroker's own token endpoint for one OAuth upstream
-// (RFC 6749 §4.4): an unmodified client sends its caller name as
-// client_id and its key as client_secret, and gets a keybroker token bound
-// to that caller, its key and this upstream. Replies are in OAuth's shape,
-// with Keybroker-Error still set on errors. The request is recorded as the
-// event token_issued, not as a call.
-func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, c *call, st *state, up *upstream) {
-	c.unrecorded = true
-	c.rec.CallerAuth = callers.AuthNone
-	req, rerr := oauth.ReadRequest(r)
-	var id callers.Identity
-	var key []byte
-	if rerr == nil {
-		var ok bool
-		if id, key, ok = st.callers.ByNameKey(req.ClientID, req.ClientSecret); !ok {
-			rerr = &oauth.RequestError{Status: http.StatusUnauthorized, Code: oauth.ErrInvalidClient, Basic: req.Basic,
-				Description: "unknown client_id or wrong client_secret (the caller's name and key)"}
-		} else if !id.MayUse(up.cfg.Name) {
-			rerr = &oauth.RequestError{Status: http.StatusBadRequest, Code: "unauthorized_client",
-				Description: "caller " + strconv.Quote(id.Name) + " has no allow rule for upstream " + quoteName(up.cfg.Name)}
-		}
-	}
-	if rerr != nil {
-		if id.Name == "" {
-			if retry, over := p.unidentifiedOver(r, st); over {
-				setRetryHeaders(w.Header(), retry, 0, 0, 0)
-				w.Header().Set(ErrorHeader, CodeRateLimited)
-				oauth.WriteError(w, &oauth.RequestError{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable",
-					Description: "too many requests without a valid caller identity from this address; retry after Retry-After seconds"})
-				p.tokenRequested(up.cfg.Name, "", "rate_limited", "")
-				return
-			}
-		}
-		code := CodeBadRequest
-		if rerr.Status == http.StatusUnauthorized {
-			code = CodeCallerUnauthenticated
-		}
-		w.Header().Set(ErrorHeader, code)
-		oauth.WriteError(w, rerr)
-		p.tokenRequested(up.cfg.Name, id.Name, rerr.Code, rerr.Description)
-		return
-	}
-	tok, ttl, err := p.opts.Issuer.Issue(r.Context(), oauth.Claims{Caller: id.Name, Upstream: up.cfg.Name, Fingerprint: oauth.Fingerprint(key)})
-	if err != nil {
-		p.opts.Log.Error("keybroker token not issued", zap.String("upstream", up.cfg.Name), zap.Error(err))
-		w.Header().Set(ErrorHeader, CodeCredentialUnavailable)
-		oauth.WriteError(w, &oauth.RequestError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable",
-			Description: "the token signing key (oauth.token_signing) cannot be read"})
-		p.tokenRequested(up.cfg.Name, id.Name, "signing_key_unavailable", "")
-		return
-	}
-	oauth.WriteToken(w, tok, int(ttl/time.Second))
-	p.tokenRequested(up.cfg.Name, id.Name, "issued", "")
-}
-
-// tokenRequested writes the event token_issued (never the secret or the
-// token) and counts it.
-func (p *Proxy) tokenRequested(upstream, caller, outcome, detail string) {
-	if o, ok := p.opts.Observer.(TokenObserver); ok {
-		o.TokenRequested(upstream, outcome)
-	}
-	ev := audit.Event{Name: "token_issued", Upstream: upstream, Caller: caller, Outcome: outcome, Detail: detail}
-	if err := p.opts.Auditor.WriteEvent(ev, p.opts.Now()); err != nil {
-		p.opts.Log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
-	}
 }
 
 // VendorTokenFailures returns, per OAuth upstream whose last vendor token

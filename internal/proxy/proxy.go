@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/budget"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/jwtauth"
@@ -52,10 +53,27 @@ type Auditor interface {
 	Check() error
 }
 
-// Observer is told about every call, for metrics. Its methods must be cheap.
-type Observer interface {
-	CallStarted()
-	CallFinished(rec *audit.Record)
+// Hooks tell metrics what the proxy does. Each is optional (nil: nobody is
+// told) and runs on the call, so it must be cheap.
+type Hooks struct {
+	// CallStarted is told when a call starts, CallFinished when its
+	// record is complete (whether or not it is written).
+	CallStarted  func()
+	CallFinished func(rec *audit.Record)
+	// LinkDropped: the reply guard replaced a JSON link field by null.
+	LinkDropped func(upstream string)
+	// TLSHandshakeFailed: a TLS handshake with a vendor failed.
+	TLSHandshakeFailed func(upstream, reason string)
+	// VendorTokenFetched: an OAuth upstream's vendor token was fetched
+	// (reason first, refresh, renew or prove; result ok, refused, failed,
+	// unreachable or timeout).
+	VendorTokenFetched func(upstream, reason, result string)
+	// TokenRequested: keybroker's own token endpoint answered (outcome
+	// issued, or the OAuth error).
+	TokenRequested func(upstream, outcome string)
+	// RefusalUnrecorded: a known caller's refusal over its budget was
+	// counted instead of recorded.
+	RefusalUnrecorded func(caller string)
 }
 
 // Options are the proxy's collaborators. Credentials and Auditor are
@@ -69,8 +87,8 @@ type Options struct {
 	// UpstreamLimiter keeps vendor quotas as sliding windows (local, or
 	// Redis for replicas). Default: a local ratelimit.Window.
 	UpstreamLimiter Limiter
-	// Observer, when set, sees every call.
-	Observer Observer
+	// Hooks are told what the proxy does, for metrics. Default: none.
+	Hooks Hooks
 	// Log is the operational log. Default: none.
 	Log *zap.Logger
 	// Now is the clock. Default time.Now.
@@ -162,11 +180,9 @@ type Proxy struct {
 	opts    Options
 	state   atomic.Pointer[state]
 	handler http.Handler
-	// gate keeps the unidentified limits and the callers' refusal budgets;
-	// summary and refused count what they turned away.
-	gate    *ratelimit.Local
-	summary summary
-	refused refusalSummary
+	// keyless and refusals are the refusal budgets of requests without a
+	// named caller (by source address) and of known callers.
+	keyless, refusals *budget.Budget
 	// idPrefix and idCounter make request ids (requestID).
 	idPrefix  [8]byte
 	idCounter atomic.Uint64
@@ -182,7 +198,7 @@ type state struct {
 	unidentified    UnidentifiedLimits
 	refusals        ratelimit.Limit
 	clientCerts     bool
-	jwt             *jwtauth.Verifier
+	verifiers       callers.Verifiers
 }
 
 // Defaults of Routes and Upstream fields.
@@ -219,7 +235,8 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 	if opts.Issuer == nil {
 		opts.Issuer = oauth.NewIssuer(nil, DefaultTokenTTL, opts.Now)
 	}
-	p := &Proxy{opts: opts, gate: ratelimit.NewLocal(opts.Now)}
+	gate := ratelimit.NewLocal(opts.Now)
+	p := &Proxy{opts: opts, keyless: budget.New("unidentified", gate, opts.Now), refusals: budget.New("refusals", gate, opts.Now)}
 	_, _ = rand.Read(p.idPrefix[:])
 	if err := p.Update(routes); err != nil {
 		return nil, err
@@ -252,10 +269,6 @@ func (p *Proxy) Update(routes Routes) error {
 	if routes.RefusalsPerCaller.Requests <= 0 {
 		routes.RefusalsPerCaller = DefaultRefusalsPerCaller
 	}
-	// Over the limit is refused at once: a keyless request never waits.
-	routes.Unidentified.PerSource.MaxWait = 0
-	routes.Unidentified.Total.MaxWait = 0
-	routes.RefusalsPerCaller.MaxWait = 0
 	old := p.state.Load()
 	st := &state{
 		upstreams:       map[string]*upstream{},
@@ -267,7 +280,7 @@ func (p *Proxy) Update(routes Routes) error {
 		unidentified:    routes.Unidentified,
 		refusals:        routes.RefusalsPerCaller,
 		clientCerts:     routes.ClientCerts,
-		jwt:             routes.JWT,
+		verifiers:       p.verifiers(routes.JWT),
 	}
 	for _, u := range routes.Upstreams {
 		if u.Target == nil || u.Auth == nil {
@@ -324,8 +337,8 @@ func (p *Proxy) begin(next http.Handler) http.Handler {
 		c.hasBody = r.Body != nil && r.Body != http.NoBody && (r.ContentLength != 0 || len(r.TransferEncoding) > 0)
 		w.Header().Set("X-Request-Id", c.id)
 		rw := &recorder{ResponseWriter: w}
-		if p.opts.Observer != nil {
-			p.opts.Observer.CallStarted()
+		if p.opts.Hooks.CallStarted != nil {
+			p.opts.Hooks.CallStarted()
 		}
 		defer p.finish(c, rw, r)
 		next.ServeHTTP(rw, r.WithContext(withCall(r.Context(), c)))
@@ -385,8 +398,8 @@ func (p *Proxy) finish(c *call, rw *recorder, r *http.Request) {
 	} else if err := p.opts.Auditor.Write(rec); err != nil {
 		p.opts.Log.Error("audit record not written", zap.String("request_id", c.id), zap.Error(err))
 	}
-	if p.opts.Observer != nil {
-		p.opts.Observer.CallFinished(rec)
+	if p.opts.Hooks.CallFinished != nil {
+		p.opts.Hooks.CallFinished(rec)
 	}
 }
 

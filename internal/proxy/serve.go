@@ -2,14 +2,12 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,11 +36,19 @@ const (
 	msgBodyTimeout  = "the request body did not arrive within server.read_body_timeout"
 )
 
-// serve runs the request path (check) and forwards the call, or refuses it.
+// serve routes a request and serves it: keybroker's own token endpoint
+// (token.go) or a call, which it forwards or refuses.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	c := callFrom(r.Context())
 	st := p.state.Load()
-	up, ref := p.check(w, r, c, st)
+	up, ref := p.route(w, r, c, st)
+	if ref == nil && up != nil && up.tokenPath != "" && c.rest == up.tokenPath {
+		p.serveToken(w, r, c, st, up)
+		return
+	}
+	if ref == nil {
+		ref = p.check(w, r, c, st, up)
+	}
 	if ref != nil {
 		p.refuse(w, r, c, st, ref)
 		return
@@ -50,10 +56,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	up.rp.ServeHTTP(w, r)
 }
 
-// check is the request path up to forwarding, in order: hygiene, route,
-// identity, policy, body limit, rate limits, audit check, credential, body
-// hold. It returns the upstream to forward to, or why not.
-func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state) (*upstream, *refusal) {
+// route is the request's hygiene and its route: it refuses a request of
+// a form keybroker never forwards, and finds the upstream named by the
+// first path segment (nil: none of that name). The audit record gets the
+// path and query as the vendor would get them.
+func (p *Proxy) route(w http.ResponseWriter, r *http.Request, c *call, st *state) (*upstream, *refusal) {
 	c.in = r
 	if c.hasBody && st.readBodyTimeout > 0 {
 		// A body must arrive within read_body_timeout of the request's
@@ -65,7 +72,7 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		// The refused query is recorded too (bounded, credential values
 		// and any key in the request's auth headers redacted).
 		var keys [8]string
-		c.rec.Query = audit.Bound(audit.RedactQuery(r.URL.RawQuery, nil, presentedKeys(keys[:0], r, callers.Slot{})), audit.MaxRefusedQuery)
+		c.rec.Query = audit.Bound(audit.RedactQuery(r.URL.RawQuery, nil, callers.PresentedKeys(keys[:0], r, callers.Slot{})), audit.MaxRefusedQuery)
 		p.chargeForm(r, c, st)
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
@@ -75,7 +82,7 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	name, rest := splitUpstream(path)
-	c.rest = rest
+	c.name, c.rest = name, rest
 	if len(name) <= 64 {
 		c.rec.Upstream = name
 	}
@@ -85,38 +92,40 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	// (escapes kept, split as forwarding splits them), credential values
 	// redacted; neither ever holds a key the caller presented.
 	var keys [8]string
-	presented := presentedKeys(keys[:0], r, slot)
+	presented := callers.PresentedKeys(keys[:0], r, slot)
 	c.query = rawquery.Drop(r.URL.RawQuery, slot.Params...)
 	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
 	c.rec.Query = audit.RedactQuery(c.query, slot.Params, presented)
+	return up, nil
+}
 
-	if up != nil && up.tokenPath != "" && rest == up.tokenPath {
-		p.serveToken(w, r, c, st, up)
-		return nil, &refusal{}
-	}
-
+// check is a call's path up to forwarding, in order: identity, policy,
+// body limit, rate limits, audit check, credential, body hold. It returns
+// why the call is not forwarded to up, or nil.
+func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state, up *upstream) *refusal {
+	name, slot := c.name, up.dropinSlot()
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
-	id, err := p.identify(r, st, name, slot)
+	id, err := st.callers.Identify(r, name, slot, st.verifiers)
 	c.rec.Caller, c.rec.CallerAuth, c.rec.Subject = id.Name, id.Auth, id.Subject
-	if errors.Is(err, callers.ErrDropinName) {
-		return nil, &refusal{CodeCallerUnauthenticated, callers.DropinNameMessage}
-	}
-	var unavailable identityUnavailable
-	if errors.As(err, &unavailable) {
-		return nil, &refusal{CodeIdentityUnavailable, unavailable.reason}
-	}
-	if err != nil && !errors.Is(err, callers.ErrUnauthenticated) {
-		// A keybroker token that does not hold: its reason is the token's
-		// own public fact.
-		return nil, &refusal{CodeCallerUnauthenticated, err.Error()}
-	}
-	if err != nil {
-		return nil, &refusal{CodeCallerUnauthenticated, identityHint(slot, st.clientCerts)}
+	var unavailable *callers.UnavailableError
+	switch {
+	case err == nil:
+	case errors.Is(err, callers.ErrDropinName):
+		return &refusal{CodeCallerUnauthenticated, callers.DropinNameMessage}
+	case errors.As(err, &unavailable):
+		return &refusal{CodeIdentityUnavailable, unavailable.Reason}
+	case errors.Is(err, callers.ErrUnauthenticated):
+		return &refusal{CodeCallerUnauthenticated, slot.Hint(st.clientCerts)}
+	default:
+		// A token that does not hold: its reason is the token's own
+		// public fact.
+		return &refusal{CodeCallerUnauthenticated, err.Error()}
 	}
 	if up == nil {
-		return nil, &refusal{CodeUnknownUpstream, "no upstream named " + quoteName(name)}
+		return &refusal{CodeUnknownUpstream, "no upstream named " + quoteName(name)}
 	}
+	rest := c.rest
 
 	if d := id.Allow(name, r.Method, rest); d.Allowed {
 		c.rec.Policy = audit.PolicyAllowed
@@ -125,73 +134,51 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		p.opts.Log.Info("policy would deny (report mode)", zap.String("request_id", c.id), zap.String("reason", d.Reason))
 	} else {
 		c.rec.Policy = audit.PolicyDenied
-		return nil, &refusal{CodeCallerForbidden, d.Reason}
+		return &refusal{CodeCallerForbidden, d.Reason}
 	}
 
 	if r.ContentLength > up.cfg.MaxRequestBytes {
-		return nil, &refusal{CodeBodyTooLarge, msgBodyTooLarge}
+		return &refusal{CodeBodyTooLarge, msgBodyTooLarge}
 	}
 	if c.hasBody {
 		r.Body = countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, up.cfg.MaxRequestBytes), c: c}
 	}
 
 	if ref := p.admit(w, r, c, st, id.Name, up); ref != nil {
-		return nil, ref
+		return ref
 	}
 	if err := p.opts.Auditor.Check(); err != nil {
 		p.opts.Log.Error("refusing calls: audit trail cannot be written", zap.Error(err))
-		return nil, &refusal{CodeAuditUnavailable, "the audit record cannot be written; no call is forwarded unaudited"}
+		return &refusal{CodeAuditUnavailable, "the audit record cannot be written; no call is forwarded unaudited"}
 	}
 	cred, err := p.opts.Credentials.Get(r.Context(), name)
 	if err != nil {
 		p.opts.Log.Warn("no usable credential", zap.String("upstream", name), zap.Error(err))
 		if errors.Is(err, secrets.ErrPlaceholder) {
-			return nil, &refusal{CodeCredentialUnavailable, "placeholder credential for upstream " + quoteName(name) + ": put the real vendor credential in its source"}
+			return &refusal{CodeCredentialUnavailable, "placeholder credential for upstream " + quoteName(name) + ": put the real vendor credential in its source"}
 		}
-		return nil, &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
+		return &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
 	}
 	c.rec.Credential = &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}
 	var ref *refusal
 	if c.cred, ref = up.vendorToken(r.Context(), cred); ref != nil {
-		return nil, ref
+		return ref
 	}
 
 	if err := holdBody(r, c); err != nil {
-		return nil, bodyRefusal(c, err)
+		return bodyRefusal(c, err)
 	}
-	return up, nil
+	return nil
 }
 
-// identify finds who sent r: a keybroker token when the call carries one
-// (and no client certificate names a caller), else callers.Identify.
-func (p *Proxy) identify(r *http.Request, st *state, name string, slot callers.Slot) (callers.Identity, error) {
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		if id, err := st.callers.Identify(r, callers.Slot{}); err == nil && id.Auth == callers.AuthCert {
-			return id, nil
-		}
-	}
-	if id, ok, err := p.tokenIdentity(r, st, name, slot); ok {
-		return id, err
-	}
-	if st.jwt != nil {
-		if id, ok, err := p.jwtIdentity(r, st, slot); ok {
-			return id, err
-		}
-	}
-	return st.callers.Identify(r, slot)
-}
-
-// refuse answers a call that keybroker turns down. A call without a named
-// caller is first held to the unidentified limits (unidentified.go).
+// refuse answers a call that keybroker turns down, first charging it to
+// its refusal budget (budgets.go).
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *state, ref *refusal) {
 	if ref.code == "" {
 		c.rec.Error = ref.msg
 		return
 	}
-	if c.rec.Caller == "" && p.overUnidentified(w, r, c, st) {
-		return
-	}
-	if c.rec.Caller != "" && chargedToCaller(ref.code) && p.overRefusals(w, r, c, st, ref) {
+	if p.overBudget(w, r, c, st, ref) {
 		return
 	}
 	fail(w, c, ref.code, ref.msg)
@@ -203,7 +190,7 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *stat
 // limits of its address. A drop-in key is not read here: without a route
 // there is no slot to read it from.
 func (p *Proxy) chargeForm(r *http.Request, c *call, st *state) {
-	if id, err := st.callers.Identify(r, callers.Slot{}); err == nil && id.Name != "" {
+	if id, err := st.callers.Identify(r, "", callers.Slot{}, callers.Verifiers{}); err == nil && id.Name != "" {
 		c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	}
 }
@@ -353,53 +340,4 @@ func quoteName(s string) string {
 // forwarded path the same way (RawPath is cleared in rewrite).
 func escapedPath(p string) string {
 	return (&url.URL{Path: p}).EscapedPath()
-}
-
-// presentedKeys lists what the caller sent in the places a key can sit:
-// Proxy-Authorization, Authorization (decoded for Basic), the upstream's
-// drop-in headers and query parameters. None of it is ever written to the
-// audit, whether or not it named a caller.
-func presentedKeys(out []string, r *http.Request, slot callers.Slot) []string {
-	add := func(v string) {
-		if v = strings.TrimSpace(v); len(v) >= 6 {
-			out = append(out, v)
-		}
-	}
-	addAuth := func(v string) {
-		add(v)
-		scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
-		if !ok {
-			return
-		}
-		add(cred)
-		if strings.EqualFold(scheme, "basic") {
-			if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred)); err == nil {
-				add(string(raw))
-				if _, pw, ok := strings.Cut(string(raw), ":"); ok {
-					add(pw)
-				}
-			}
-		}
-	}
-	for _, h := range [...]string{"Proxy-Authorization", "Authorization"} {
-		for _, v := range r.Header.Values(h) {
-			addAuth(v)
-		}
-	}
-	for _, h := range slot.Headers {
-		if h != "Authorization" {
-			for _, v := range r.Header.Values(h) {
-				addAuth(v)
-			}
-		}
-	}
-	if r.URL.RawQuery != "" && len(slot.Params) > 0 {
-		q := r.URL.Query()
-		for _, p := range slot.Params {
-			for _, v := range q[p] {
-				add(v)
-			}
-		}
-	}
-	return out
 }
