@@ -31,7 +31,9 @@ func (fakeTokens) Fingerprint(k []byte) string { return "fp" + string(rune('a'+k
 // keys cannot be had.
 type fakeJWTs struct{}
 
-func (fakeJWTs) IsJWT(v string) bool { return strings.HasPrefix(v, "eyJ") && strings.Count(v, ".") == 2 }
+func (fakeJWTs) IsJWT(v string) bool {
+	return strings.HasPrefix(v, "eyJ") && strings.Count(v, ".") == 2
+}
 
 func (fakeJWTs) VerifyJWT(_ context.Context, tok string) (VerifiedToken, error) {
 	sub := strings.Split(tok, ".")[1]

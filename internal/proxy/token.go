@@ -78,4 +78,3 @@ func (p *Proxy) tokenRequested(upstream, caller, outcome, detail string) {
 		p.opts.Log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
 	}
 }
-
