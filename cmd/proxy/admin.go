@@ -139,8 +139,8 @@ func (a *app) readiness() readiness {
 			}
 		}
 	}
-	if a.proxy != nil {
-		fails := a.proxy.VendorTokenFailures()
+	if a.tokens != nil {
+		fails := a.tokens.Failures()
 		for _, name := range slices.Sorted(maps.Keys(fails)) {
 			rd.VendorTokenFailing = append(rd.VendorTokenFailing, tokenState{Upstream: name, Error: fails[name]})
 		}

@@ -94,7 +94,7 @@ func checkUpstreams(ctx context.Context, parts assemble.Parts, out io.Writer) er
 	failed := 0
 	for _, up := range parts.Routes.Upstreams {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ch, err := egress.Check(cctx, proxy.NewDialer(up, creds))
+		ch, err := egress.Check(cctx, proxy.NewDialer(up, creds.Get))
 		cancel()
 		var chain []string
 		for _, c := range ch.Chain {
@@ -136,8 +136,4 @@ func (r specReader) Get(ctx context.Context, name string) (secrets.Credential, e
 		}
 	}
 	return secrets.Credential{}, secrets.ErrUnknown
-}
-
-func (r specReader) Reread(ctx context.Context, name string) (secrets.Credential, error) {
-	return r.Get(ctx, name)
 }

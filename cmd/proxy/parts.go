@@ -107,18 +107,21 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		return nil, err
 	}
 	a.creds.cur.Store(cache)
+	a.tokens = oauth.NewCredentials(oauth.CredentialsOptions{Source: &a.creds, OnFetch: a.tokenFetched})
+	a.tokens.Update(assemble.TokenUpstreams(parts, a.creds.Get))
+	a.closers = append(a.closers, a.tokens.Close)
 	a.jwt.Store(jwtauth.New(parts.JWTIssuers, a.jwtOptions(), nil))
 	a.closers = append(a.closers, func() { a.jwt.Load().Close(nil) })
 	parts.Routes.JWT = a.jwt.Load()
 	a.proxy, err = proxy.New(parts.Routes, proxy.Options{
-		Credentials:            &a.creds,
+		Credentials:            a.tokens,
 		Auditor:                a.auditor,
 		UpstreamLimiter:        upstreamLimiter,
 		Hooks:                  proxyHooks(a.metrics),
 		Log:                    log.Named("proxy"),
 		SummaryInterval:        cfg.Server.Unidentified.SummaryInterval.D(),
 		RefusalSummaryInterval: cfg.Server.Refusals.SummaryInterval.D(),
-		Issuer:                 oauth.NewIssuer(a.tokenSigningKey(), cfg.OAuth.DropinTokenTTL.D(), nil),
+		Tokens:                 oauth.NewIssuer(a.tokenSigningKey(), cfg.OAuth.DropinTokenTTL.D(), nil),
 	})
 	if err != nil {
 		a.close()
@@ -198,14 +201,15 @@ func (a *app) newCache(p assemble.Parts) (*secrets.Cache, error) {
 	opts := p.Cache
 	opts.Log = a.log.Named("secrets")
 	opts.OnEvent = a.credentialEvent
-	// A rotated credential is proved with its upstream's probe before it
-	// is served; the proxy is made after the cache, and is there by the
-	// time a rotation comes (the first load proves nothing).
+	// A rotated credential is proved before it is served: by an OAuth
+	// upstream's token endpoint, and by its upstream's probe. The proxy is
+	// made after the cache, and is there by the time a rotation comes
+	// (the first load proves nothing).
 	opts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, secrets.Verdict) {
 		if a.proxy == nil {
 			return secrets.Unprovable, secrets.Verdict{}
 		}
-		return a.proxy.Probe(ctx, name, c)
+		return a.tokens.Prove(ctx, name, c, a.proxy.Probe)
 	}
 	return secrets.NewCache(p.Specs, opts)
 }
@@ -319,6 +323,7 @@ func (a *app) apply(cfg *config.Config) error {
 	jwt := jwtauth.New(parts.JWTIssuers, a.jwtOptions(), oldJWT)
 	jwt.RereadFiles(a.bg)
 	parts.Routes.JWT = jwt
+	retireTokens := a.tokens.Update(assemble.TokenUpstreams(parts, a.creds.Get))
 	if err := a.proxy.Update(parts.Routes); err != nil {
 		jwt.Close(oldJWT)
 		if cache != nil {
@@ -328,6 +333,7 @@ func (a *app) apply(cfg *config.Config) error {
 		abandon()
 		return err
 	}
+	retireTokens()
 	oldJWT.Close(jwt)
 	a.jwt.Store(jwt)
 	a.vault.Store(next)
@@ -407,7 +413,23 @@ func proxyHooks(m *metrics.Metrics) proxy.Hooks {
 	return proxy.Hooks{
 		CallStarted: m.CallStarted, CallFinished: m.CallFinished,
 		LinkDropped: m.LinkDropped, TLSHandshakeFailed: m.TLSHandshakeFailed,
-		VendorTokenFetched: m.VendorTokenFetched, TokenRequested: m.TokenRequested,
+		TokenRequested:    m.TokenRequested,
 		RefusalUnrecorded: m.RefusalUnrecorded,
 	}
+}
+
+// tokenFetched counts a vendor token fetch, and writes the events of a
+// credential version's first token, and of a failure after success and
+// the recovery: never the token.
+func (a *app) tokenFetched(f oauth.Fetch) {
+	a.metrics.VendorTokenFetched(f.Upstream, f.Reason, f.Result())
+	ev, ok := f.Event()
+	if !ok {
+		return
+	}
+	if f.Err != nil {
+		a.log.Warn("vendor token fetch failed", zap.String("upstream", f.Upstream), zap.String("reason", f.Reason),
+			zap.String("error", f.Err.Msg))
+	}
+	a.event(ev)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/jwtauth"
 	"github.com/keybroker/keybroker/internal/metrics"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -92,7 +93,11 @@ type app struct {
 	// read it.
 	vault atomic.Pointer[vaultClient]
 	creds liveCredentials
-	proxy *proxy.Proxy
+	// tokens serves credentials to the proxy: creds', with OAuth
+	// upstreams' vendor tokens (their keepers live as long as the process;
+	// a reload keeps those whose settings did not change).
+	tokens *oauth.Credentials
+	proxy  *proxy.Proxy
 
 	closers []func()
 	// checkpoints signs the trail (audit.signing); nil without it.

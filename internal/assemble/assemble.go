@@ -8,6 +8,7 @@
 package assemble
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/jwtauth"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
@@ -39,6 +41,9 @@ type Parts struct {
 	// JWTIssuers are the issuers of JWT callers' tokens (cmd/proxy makes
 	// the verifier, which fetches their keys).
 	JWTIssuers []jwtauth.IssuerConfig
+	// OAuth are the client-credentials grants of OAuth upstreams, by
+	// upstream name (TokenUpstreams makes their keepers' settings).
+	OAuth map[string]oauth.Grant
 }
 
 // AuditSigningCredential is the cache name of the checkpoint signing key;
@@ -73,6 +78,13 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 			up.ProxyCredential = EgressCredential
 		}
 		proxied = proxied || up.ProxyCredential != ""
+		if a := u.Auth; a.Type == config.OAuthType {
+			if p.OAuth == nil {
+				p.OAuth = map[string]oauth.Grant{}
+			}
+			p.OAuth[u.Name] = oauth.Grant{TokenURL: a.TokenURL, Scopes: a.Scopes(), Basic: a.ClientAuth == "basic"}
+			up.TokenPath = u.DropinTokenPath()
+		}
 		p.Routes.Upstreams = append(p.Routes.Upstreams, up)
 		p.Specs = append(p.Specs, spec)
 		p.Upstreams = append(p.Upstreams, u.Name)
@@ -160,10 +172,6 @@ func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream,
 	if u.Probe != nil {
 		up.Probe = &proxy.Probe{Method: u.Probe.Method, Path: u.Probe.Path}
 	}
-	if a := u.Auth; a.Type == config.OAuthType {
-		up.OAuth = &proxy.OAuth{TokenURL: a.TokenURL, Scopes: a.Scopes(), Basic: a.ClientAuth == "basic",
-			DropinPath: u.DropinTokenPath()}
-	}
 	up.DefaultHeaders = u.DefaultHeaders()
 	single := ""
 	if f := scheme.Fields(); len(f) == 1 {
@@ -233,11 +241,36 @@ func Scheme(u config.Upstream) (proxy.Scheme, error) {
 	case "query":
 		s = proxy.QueryAuth(a.Param, a.Field)
 	case config.OAuthType:
-		s = proxy.BearerToken()
+		s = oauth.Bearer()
 	default:
 		return nil, fmt.Errorf("auth.type: %q is not an auth type", a.Type)
 	}
 	return proxy.WithDropin(s, u.DropinHeaders(), u.DropinParams()), nil
+}
+
+// TokenUpstreams are the OAuth upstreams of p as their token keepers need
+// them: the grant, and the token endpoint reached the way the vendor is
+// (its egress settings, the egress proxy's credential read with get).
+func TokenUpstreams(p Parts, get func(ctx context.Context, name string) (secrets.Credential, error)) []oauth.Upstream {
+	var out []oauth.Upstream
+	for _, up := range p.Routes.Upstreams {
+		g, ok := p.OAuth[up.Name]
+		if !ok {
+			continue
+		}
+		target := *up.Target
+		if u, err := target.Parse(g.TokenURL); err == nil {
+			target = *u
+		}
+		at := up
+		at.Target = &target
+		if at.Timeout <= 0 {
+			at.Timeout = proxy.DefaultTimeout
+		}
+		out = append(out, oauth.Upstream{Name: up.Name, Grant: g, TokenURL: &target, Dialer: proxy.NewDialer(at, get),
+			Timeout: at.Timeout, Key: fmt.Sprint(g, at.TransportKey())})
+	}
+	return out
 }
 
 // Limit turns a configured quota into the limiter's.

@@ -1,7 +1,10 @@
 package assemble_test
 
 import (
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -53,6 +56,8 @@ func TestImportBoundaries(t *testing.T) {
 		"html/template":                         "internal/audit/report",
 		"golang.org/x/oauth2":                   "internal/oauth",
 		"golang.org/x/oauth2/clientcredentials": "internal/oauth",
+		"github.com/go-jose/go-jose/v4":         "internal/jwtauth",
+		"github.com/go-jose/go-jose/v4/jwt":     "internal/jwtauth",
 	}
 	for pkg, deps := range imports {
 		// tools/, bench/ (its floor is an httputil.ReverseProxy) and the
@@ -79,6 +84,7 @@ func TestImportBoundaries(t *testing.T) {
 		"reply":    {[]string{"egress", "rawquery"}, "the reply guard knows the vendor's origin and the query grammar, nothing else"},
 		"audit":    {[]string{"rawquery"}, "the trail is written by everyone and knows none of them"},
 		"budget":   {[]string{"ratelimit"}, "refusal budgets count; the proxy writes their events"},
+		"callers":  {nil, "identity and policy declare the verifiers they need; they import none of the packages that verify"},
 	}
 	for pkg, room := range rooms {
 		for _, d := range imports[module+"internal/"+pkg] {
@@ -91,6 +97,27 @@ func TestImportBoundaries(t *testing.T) {
 	// never the other way round.
 	if reaches(module+"internal/audit", module+"internal/audit/report", map[string]bool{}) {
 		t.Error("internal/audit imports internal/audit/report")
+	}
+	// In the proxy, only the token endpoint's file knows internal/oauth:
+	// vendor tokens are behind proxy.Credentials, keybroker's own tokens
+	// behind proxy.TokenIssuer and callers.TokenVerifier.
+	files, err := filepath.Glob("../proxy/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no proxy files: %v", err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") || filepath.Base(f) == "token.go" {
+			continue
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range parsed.Imports {
+			if im.Path.Value == `"`+module+`internal/oauth"` {
+				t.Errorf("%s imports internal/oauth: only internal/proxy/token.go may (one door per concern)", f)
+			}
+		}
 	}
 	if len(imports[module+"internal/proxy"]) == 0 {
 		t.Fatal("go list listed no imports for internal/proxy: the test would pass vacuously")

@@ -24,12 +24,11 @@ import (
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
-// Fields of the client credential in its source, and the field the fetched
-// vendor token is handed to the auth scheme under.
+// Fields of the client credential in its source. The fetched vendor token
+// goes in secrets.Credential.Token.
 const (
 	FieldClientID     = "client_id"
 	FieldClientSecret = "client_secret"
-	FieldAccessToken  = "access_token"
 )
 
 // DefaultLifetime is a vendor token's assumed life when the vendor's reply
@@ -150,7 +149,7 @@ type VendorTokens struct {
 
 // token is a fetched vendor token with the credential it was fetched with.
 type token struct {
-	cred    secrets.Credential // the client credential plus FieldAccessToken
+	cred    secrets.Credential // the client credential, its Token the vendor token
 	value   string
 	fetched time.Time
 	expires time.Time
@@ -190,7 +189,7 @@ func (v *VendorTokens) Close() {
 	}
 }
 
-// Token returns cred with the vendor token added as FieldAccessToken. A
+// Token returns cred with the vendor token as its Token. A
 // live token fetched with cred's version is served as it is; otherwise
 // one is fetched (once, however many calls ask). A token of an earlier
 // version still alive is served while the new version's fetch fails.
@@ -234,8 +233,8 @@ func (v *VendorTokens) Token(ctx context.Context, cred secrets.Credential) (secr
 	return nt.cred, nil
 }
 
-// Renew is called after the vendor refused the token in use (its
-// FieldAccessToken): it fetches a new one with cred, unless another call
+// Renew is called after the vendor refused the token in use (used's
+// Token): it fetches a new one with cred, unless another call
 // did so already, and returns it. ok is false when there is no other
 // token to try (the fetch failed, or one was forced less than a second
 // ago and gave this same token).
@@ -344,13 +343,8 @@ func (v *VendorTokens) request(ctx context.Context, cred secrets.Credential, rea
 		case !tok.Expiry.IsZero():
 			life = max(time.Until(tok.Expiry), 0)
 		}
-		fields := make(map[string]secrets.Secret, len(cred.Fields)+1)
-		for k, f := range cred.Fields {
-			fields[k] = f
-		}
-		fields[FieldAccessToken] = secrets.Secret(tok.AccessToken)
 		c := cred
-		c.Fields = fields
+		c.Token = secrets.Secret(tok.AccessToken)
 		t = &token{cred: c, value: tok.AccessToken, fetched: start, expires: start.Add(life)}
 	}
 	v.note(reason, cred, t, ferr)
@@ -491,7 +485,4 @@ func sameVersion(a, b secrets.Credential) bool {
 	return a.Version == b.Version && a.Source == b.Source && a.Ref == b.Ref
 }
 
-func accessToken(c secrets.Credential) string {
-	t, _ := c.Field(FieldAccessToken)
-	return t.Reveal()
-}
+func accessToken(c secrets.Credential) string { return c.Token.Reveal() }

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/keybroker/keybroker/internal/callers"
-	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/rawquery"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -144,7 +143,7 @@ func (d dropinScheme) Slot() callers.Slot {
 // query- and path-escaped and base64-encoded. They are computed once per
 // credential version.
 func (u *upstream) leakValues(cred secrets.Credential) []string {
-	token := cred.Fields[oauth.FieldAccessToken] // an OAuth upstream's vendor token changes within a version
+	token := cred.Token // an OAuth upstream's vendor token changes within a version
 	if lc := u.leaks.Load(); lc != nil && lc.ref == cred.Ref && lc.version == cred.Version && lc.source == cred.Source && lc.token == token {
 		return lc.values
 	}

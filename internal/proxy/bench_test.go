@@ -24,6 +24,7 @@ import (
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/metrics"
+	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/secrets"
 	"github.com/keybroker/keybroker/internal/vendortest"
@@ -111,13 +112,14 @@ callers:
 		b.Fatal(err)
 	}
 	cache, _ := secrets.NewCache(parts.Specs, parts.Cache)
+	creds := oauth.NewCredentials(oauth.CredentialsOptions{Source: cache})
 	aud, err := audit.Open(filepath.Join(dir, "audit.log"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer aud.Close()
 	p, err := proxy.New(parts.Routes,
-		proxy.Options{Credentials: cache, Auditor: aud, Hooks: benchHooks(metrics.New(parts.Upstreams, parts.Callers, metrics.State{}))})
+		proxy.Options{Credentials: creds, Auditor: aud, Hooks: benchHooks(metrics.New(parts.Upstreams, parts.Callers, metrics.State{}))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -214,7 +216,8 @@ func streamBench(b *testing.B, write func(w io.Writer, vendorURL string), ok fun
 		b.Fatal(err)
 	}
 	cache, _ := secrets.NewCache(parts.Specs, parts.Cache)
-	p, _ := proxy.New(parts.Routes, proxy.Options{Credentials: cache, Auditor: audit.NewWriter(io.Discard)})
+	p, _ := proxy.New(parts.Routes, proxy.Options{Credentials: oauth.NewCredentials(oauth.CredentialsOptions{Source: cache}),
+		Auditor: audit.NewWriter(io.Discard)})
 	kb := httptest.NewServer(p)
 	defer kb.Close()
 
@@ -277,6 +280,5 @@ func heapBytes() float64 {
 // proxyHooks), so that the benchmark pays for metrics as production does.
 func benchHooks(m *metrics.Metrics) proxy.Hooks {
 	return proxy.Hooks{CallStarted: m.CallStarted, CallFinished: m.CallFinished, LinkDropped: m.LinkDropped,
-		TLSHandshakeFailed: m.TLSHandshakeFailed, VendorTokenFetched: m.VendorTokenFetched,
-		TokenRequested: m.TokenRequested, RefusalUnrecorded: m.RefusalUnrecorded}
+		TLSHandshakeFailed: m.TLSHandshakeFailed, TokenRequested: m.TokenRequested, RefusalUnrecorded: m.RefusalUnrecorded}
 }

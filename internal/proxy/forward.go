@@ -23,8 +23,8 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
-	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/reply"
+	"github.com/keybroker/keybroker/internal/secrets"
 )
 
 // upstream is one vendor: its reverse proxy and its own transport.
@@ -54,16 +54,15 @@ type upstream struct {
 	// it refused.
 	refused        *atomic.Int64
 	refusedVersion *atomic.Int64
-	// tokens keeps the vendor token of an OAuth upstream (nil: none);
 	// tokenPath is where keybroker's own token endpoint answers below
 	// /{upstream} ("": none).
-	tokens    *oauth.VendorTokens
 	tokenPath string
 }
 
-// transportKey is what a transport is made from: an upstream whose key
-// did not change keeps its connection pool across a reload.
-func (u Upstream) transportKey() string {
+// TransportKey is what the upstream's connections are made from: an
+// upstream whose key did not change keeps its connection pool across a
+// reload.
+func (u Upstream) TransportKey() string {
 	e := u.Egress
 	proxy := ""
 	if e.Proxy != nil {
@@ -139,23 +138,16 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	} else {
 		u.refused, u.refusedVersion = new(atomic.Int64), new(atomic.Int64)
 	}
-	if prev != nil && prev.cfg.transportKey() == cfg.transportKey() {
+	if prev != nil && prev.cfg.TransportKey() == cfg.TransportKey() {
 		u.dialer, u.transport = prev.dialer, prev.transport
 	} else {
-		u.dialer = NewDialer(cfg, p.opts.Credentials)
+		u.dialer = NewDialer(cfg, p.opts.Credentials.Get)
 		if h := p.opts.Hooks.TLSHandshakeFailed; h != nil {
 			u.dialer.OnTLSFailure = func(reason string) { h(cfg.Name, reason) }
 		}
 		u.transport = egress.NewTransport(u.dialer, cfg.Timeout)
 	}
-	if cfg.OAuth != nil {
-		if prev != nil && prev.tokens != nil && sameOAuth(prev.cfg, cfg) {
-			u.tokens = prev.tokens
-		} else {
-			u.tokens = p.newVendorTokens(cfg)
-		}
-		u.tokenPath = cfg.OAuth.DropinPath
-	}
+	u.tokenPath = cfg.TokenPath
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
 		Transport:      noInformational{u.transport},
@@ -196,12 +188,12 @@ func (u untraced) Value(key any) any {
 }
 
 // NewDialer is how the proxy reaches up: its egress settings, and the
-// egress proxy's credential read from creds per tunnel.
-func NewDialer(up Upstream, creds Credentials) *egress.Dialer {
+// egress proxy's credential read with get per tunnel.
+func NewDialer(up Upstream, get func(ctx context.Context, name string) (secrets.Credential, error)) *egress.Dialer {
 	d := egress.NewDialer(up.Name, up.Target, up.Egress)
 	if name := up.ProxyCredential; name != "" {
 		d.ProxyCredential = func(ctx context.Context) (string, string, error) {
-			cred, err := creds.Get(ctx, name)
+			cred, err := get(ctx, name)
 			if err != nil {
 				return "", "", err
 			}
@@ -409,24 +401,14 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
-// retryWithNewCredential handles a vendor 401: re-read the credential (at
-// most once per few seconds per credential); if its version changed, send
-// the request once more with the new one and hand the caller that reply.
+// retryWithNewCredential handles a vendor 401: the credentials are told
+// the credential the call carried was refused; if they have another (a
+// rotated version, a renewed token), the request goes once more with it
+// and the caller gets that reply.
 func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	ctx := resp.Request.Context()
-	fresh, err := u.p.opts.Credentials.Reread(ctx, u.cfg.Name)
-	if u.tokens != nil {
-		// An OAuth upstream: the vendor refused the token. Fetch a new one
-		// (with the client credential as now read) and try once more.
-		if err != nil {
-			fresh = c.cred
-		}
-		next, ok := u.tokens.Renew(ctx, c.cred, fresh)
-		if !ok {
-			return nil
-		}
-		fresh = next
-	} else if err != nil || fresh.Version == c.cred.Version {
+	fresh, ok := u.p.opts.Credentials.Refused(ctx, u.cfg.Name, c.cred)
+	if !ok {
 		return nil
 	}
 	req := resp.Request.Clone(ctx)

@@ -74,6 +74,7 @@ type harness struct {
 	auditor  *audit.Writer
 	logs     *observer.ObservedLogs
 	cache    *secrets.Cache
+	creds    *oauth.Credentials
 	proxy    *proxy.Proxy
 	routes   proxy.Routes
 	// routesLimiter is the upstream limiter the test gave (nil: local).
@@ -209,7 +210,7 @@ upstreams:
 	}
 	if o.prove {
 		cacheOpts.Prove = func(ctx context.Context, name string, c secrets.Credential) (secrets.Proof, secrets.Verdict) {
-			return h.proxy.Probe(ctx, name, c)
+			return h.creds.Prove(ctx, name, c, h.proxy.Probe)
 		}
 	}
 	h.cache, err = secrets.NewCache(parts.Specs, cacheOpts)
@@ -221,6 +222,15 @@ upstreams:
 	if o.auditor != nil {
 		aud = o.auditor
 	}
+	// As cmd/proxy does: the vendor tokens of OAuth upstreams behind the
+	// credentials, their fetches written as events.
+	h.creds = oauth.NewCredentials(oauth.CredentialsOptions{Source: h.cache, Now: o.now, OnFetch: func(f oauth.Fetch) {
+		if ev, ok := f.Event(); ok {
+			_ = aud.WriteEvent(ev, time.Now())
+		}
+	}})
+	h.creds.Update(assemble.TokenUpstreams(parts, h.creds.Get))
+	t.Cleanup(h.creds.Close)
 	routes := parts.Routes
 	if o.readBodyTimeout > 0 {
 		routes.ReadBodyTimeout = o.readBodyTimeout
@@ -233,8 +243,11 @@ upstreams:
 		t.Cleanup(func() { routes.JWT.Close(nil) })
 	}
 	h.routes = routes
-	h.proxy, err = proxy.New(routes, proxy.Options{Credentials: h.cache, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now,
-		Issuer: o.issuer})
+	popts := proxy.Options{Credentials: h.creds, Auditor: aud, Log: log, UpstreamLimiter: o.upstreamLimiter, Now: o.now}
+	if o.issuer != nil {
+		popts.Tokens = o.issuer
+	}
+	h.proxy, err = proxy.New(routes, popts)
 	if err != nil {
 		t.Fatal(err)
 	}

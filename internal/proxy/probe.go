@@ -23,38 +23,21 @@ const (
 	probeWait    = 10 * time.Second
 )
 
-// Probe asks the vendor whether cred works: for an OAuth upstream, one
-// token request (refused on invalid_client); then with the upstream's
-// probe request (Upstream.Probe), if it has one: accepted on a 2xx, refused on 401 or 403,
-// unknown otherwise (vendor down, timeout, another status). It goes
-// through the vendor's quota but never waits in line behind callers: it
-// takes the next free slot ahead of them (ratelimit.Limit.Ahead; with
-// Redis, where there is no line, it tries like any call), and with none
-// free within probeWait nothing is sent and it says Busy. It is audited as a
-// call of caller "keybroker" (caller_auth internal). The second result
-// says what happened, for events and logs; never a value.
+// Probe asks the vendor whether cred works, with the upstream's probe
+// request (Upstream.Probe): accepted on a 2xx, refused on 401 or 403,
+// unknown otherwise (vendor down, timeout, another status); Unprovable
+// for an upstream without one. It goes through the vendor's quota but
+// never waits in line behind callers: it takes the next free slot ahead
+// of them (ratelimit.Limit.Ahead; with Redis, where there is no line, it
+// tries like any call), and with none free within probeWait nothing is
+// sent and it says Busy. It is audited as a call of caller "keybroker"
+// (caller_auth internal). The second result says what happened, for
+// events and logs; never a value. (An OAuth upstream's token endpoint
+// judges first: internal/oauth's Credentials.Prove.)
 func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credential) (secrets.Proof, secrets.Verdict) {
 	u := p.state.Load().upstreams[upstream]
-	if u == nil || (u.cfg.Probe == nil && u.tokens == nil) {
+	if u == nil || u.cfg.Probe == nil {
 		return secrets.Unprovable, secrets.Verdict{}
-	}
-	if u.tokens != nil {
-		// An OAuth upstream: the token endpoint judges the client
-		// credential. The token it gives is kept for when the version
-		// goes into use, and proves the probe request, if any.
-		tc, ferr := u.tokens.Prove(ctx, cred)
-		if ferr != nil {
-			proof := secrets.Unknown
-			if ferr.Client {
-				proof = secrets.Refused
-			}
-			return proof, secrets.Verdict{Status: ferr.Status, Detail: fmt.Sprintf("version %d: %s", cred.Version, ferr.Msg)}
-		}
-		if u.cfg.Probe == nil {
-			return secrets.Accepted, secrets.Verdict{Status: http.StatusOK,
-				Detail: fmt.Sprintf("version %d: the token endpoint issued a token", cred.Version)}
-		}
-		cred = tc
 	}
 	lim := u.cfg.Quota
 	lim.Ahead, lim.MaxWait = true, probeWait

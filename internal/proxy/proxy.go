@@ -25,16 +25,22 @@ import (
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/jwtauth"
-	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
-// Credentials returns the current credential for an upstream.
+// Credentials returns the credential to inject into a call, whatever the
+// upstream's kind (internal/oauth's Credentials adds an OAuth upstream's
+// vendor token).
 type Credentials interface {
+	// Get returns the credential for upstream. An error that says
+	// Unreachable() or Timeout() (a vendor token endpoint) becomes 502 or
+	// 504; secrets.ErrPlaceholder and any other error 503.
 	Get(ctx context.Context, upstream string) (secrets.Credential, error)
-	// Reread asks for a fresh read after the vendor refused the credential.
-	Reread(ctx context.Context, upstream string) (secrets.Credential, error)
+	// Refused is told that the vendor refused used, the credential a call
+	// carried (its version, and its token), and returns the credential to
+	// send the call once more with; ok false: there is nothing new to try.
+	Refused(ctx context.Context, upstream string, used secrets.Credential) (next secrets.Credential, ok bool)
 }
 
 // Limiter admits calls under a quota, waiting up to the limit's MaxWait.
@@ -99,10 +105,9 @@ type Options struct {
 	// RefusalSummaryInterval is how often Run writes the summary of known
 	// callers' refusals over their budget. Default 1m.
 	RefusalSummaryInterval time.Duration
-	// Issuer signs and verifies keybroker's own OAuth tokens. Default: a
-	// random key known to this process only, tokens living
-	// DefaultTokenTTL.
-	Issuer *oauth.Issuer
+	// Tokens issues and verifies keybroker's own OAuth tokens. Default: a
+	// random key known to this process only, tokens living an hour.
+	Tokens TokenIssuer
 }
 
 // Upstream is one vendor API the proxy serves.
@@ -135,9 +140,9 @@ type Upstream struct {
 	ProxyCredential string
 	// Probe proves a rotated credential (Proxy.Probe); nil: none.
 	Probe *Probe
-	// OAuth, for an upstream whose vendor issues tokens (Auth is then
-	// BearerToken()); nil: none.
-	OAuth *OAuth
+	// TokenPath is where, below /{upstream}, keybroker's own token
+	// endpoint answers drop-in OAuth clients (token.go); "": none.
+	TokenPath string
 	// DefaultHeaders are sent when the caller sent none of that name
 	// (the huntress-sat preset: the JSON:API media type). Content-Type
 	// only on a request with a body.
@@ -232,8 +237,8 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 	if opts.RefusalSummaryInterval <= 0 {
 		opts.RefusalSummaryInterval = time.Minute
 	}
-	if opts.Issuer == nil {
-		opts.Issuer = oauth.NewIssuer(nil, DefaultTokenTTL, opts.Now)
+	if opts.Tokens == nil {
+		opts.Tokens = defaultTokens(opts.Now)
 	}
 	gate := ratelimit.NewLocal(opts.Now)
 	p := &Proxy{opts: opts, keyless: budget.New("unidentified", gate, opts.Now), refusals: budget.New("refusals", gate, opts.Now)}
@@ -308,9 +313,6 @@ func (p *Proxy) Update(routes Routes) error {
 			n := st.upstreams[name]
 			if n == nil || n.transport != u.transport {
 				u.transport.CloseIdleConnections()
-			}
-			if u.tokens != nil && (n == nil || n.tokens != u.tokens) {
-				u.tokens.Close()
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -153,17 +154,10 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	}
 	cred, err := p.opts.Credentials.Get(r.Context(), name)
 	if err != nil {
-		p.opts.Log.Warn("no usable credential", zap.String("upstream", name), zap.Error(err))
-		if errors.Is(err, secrets.ErrPlaceholder) {
-			return &refusal{CodeCredentialUnavailable, "placeholder credential for upstream " + quoteName(name) + ": put the real vendor credential in its source"}
-		}
-		return &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
+		return p.credentialRefusal(r.Context(), name, err)
 	}
 	c.rec.Credential = &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}
-	var ref *refusal
-	if c.cred, ref = up.vendorToken(r.Context(), cred); ref != nil {
-		return ref
-	}
+	c.cred = cred
 
 	if err := holdBody(r, c); err != nil {
 		return bodyRefusal(c, err)
@@ -193,6 +187,41 @@ func (p *Proxy) chargeForm(r *http.Request, c *call, st *state) {
 	if id, err := st.callers.Identify(r, "", callers.Slot{}, callers.Verifiers{}); err == nil && id.Name != "" {
 		c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	}
+}
+
+// reachError is an error that says whether the far side could not be
+// reached or answered too late (a vendor token endpoint's, from
+// Credentials.Get).
+type reachError interface {
+	error
+	Unreachable() bool
+	Timeout() bool
+}
+
+// credentialRefusal says why there is no credential to inject: a
+// placeholder, a vendor token endpoint that cannot be reached (502), that
+// did not answer in time (504) or that failed or refused the client
+// credential (503), or no usable credential (503).
+func (p *Proxy) credentialRefusal(ctx context.Context, name string, err error) *refusal {
+	var re reachError
+	switch {
+	case ctx.Err() != nil:
+		return &refusal{msg: "caller went away while the credential was fetched"}
+	case errors.Is(err, secrets.ErrPlaceholder):
+		p.opts.Log.Warn("no usable credential", zap.String("upstream", name), zap.Error(err))
+		return &refusal{CodeCredentialUnavailable, "placeholder credential for upstream " + quoteName(name) + ": put the real vendor credential in its source"}
+	case errors.As(err, &re):
+		code := CodeCredentialUnavailable
+		switch {
+		case re.Unreachable():
+			code = CodeUpstreamUnreachable
+		case re.Timeout():
+			code = CodeUpstreamTimeout
+		}
+		return &refusal{code, "no vendor token: " + re.Error()}
+	}
+	p.opts.Log.Warn("no usable credential", zap.String("upstream", name), zap.Error(err))
+	return &refusal{CodeCredentialUnavailable, "no usable credential for upstream " + quoteName(name)}
 }
 
 // quota is one limit a call must pass.

@@ -1,8 +1,16 @@
 package proxy
 
+// keybroker's own OAuth tokens: the drop-in token endpoint that issues
+// them (RFC 6749 §4.4: an unmodified OAuth client, its base URL pointed at
+// keybroker, sends its caller name and key as client credentials), and
+// the verifier that checks them when they come back (callers.Identify).
+// This is the one file of the proxy that knows internal/oauth.
+
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,7 +62,7 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, c *call, st *
 		p.tokenRequested(up.cfg.Name, id.Name, rerr.Code, rerr.Description)
 		return
 	}
-	tok, ttl, err := p.opts.Issuer.Issue(r.Context(), oauth.Claims{Caller: id.Name, Upstream: up.cfg.Name, Fingerprint: oauth.Fingerprint(key)})
+	tok, ttl, err := p.opts.Tokens.Issue(r.Context(), oauth.Claims{Caller: id.Name, Upstream: up.cfg.Name, Fingerprint: oauth.Fingerprint(key)})
 	if err != nil {
 		p.opts.Log.Error("keybroker token not issued", zap.String("upstream", up.cfg.Name), zap.Error(err))
 		w.Header().Set(ErrorHeader, CodeCredentialUnavailable)
@@ -78,3 +86,29 @@ func (p *Proxy) tokenRequested(upstream, caller, outcome, detail string) {
 		p.opts.Log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
 	}
 }
+
+// TokenIssuer issues and verifies keybroker's own tokens (internal/oauth's
+// Issuer).
+type TokenIssuer interface {
+	Issue(ctx context.Context, c oauth.Claims) (token string, ttl time.Duration, err error)
+	Verify(ctx context.Context, tok string) (oauth.Claims, error)
+}
+
+// defaultTokens signs with a random key known to this process only, tokens
+// living an hour.
+func defaultTokens(now func() time.Time) TokenIssuer { return oauth.NewIssuer(nil, time.Hour, now) }
+
+// tokenVerifier is callers.TokenVerifier over keybroker's token issuer.
+type tokenVerifier struct{ is TokenIssuer }
+
+func (tokenVerifier) IsToken(v string) bool { return strings.HasPrefix(v, oauth.TokenPrefix) }
+
+func (t tokenVerifier) VerifyToken(ctx context.Context, tok string) (callers.TokenClaims, error) {
+	cl, err := t.is.Verify(ctx, tok)
+	if err != nil {
+		return callers.TokenClaims{}, err
+	}
+	return callers.TokenClaims{Caller: cl.Caller, Upstream: cl.Upstream, Fingerprint: cl.Fingerprint}, nil
+}
+
+func (tokenVerifier) Fingerprint(keySHA256 []byte) string { return oauth.Fingerprint(keySHA256) }

@@ -67,6 +67,10 @@ type Credential struct {
 	ReadAt time.Time
 	// Expiry is when it stops working, where known.
 	Expiry Expiry
+	// Token is a short-lived value minted from this version and injected
+	// in its place (an OAuth upstream's vendor token); empty for a
+	// credential injected as stored. It changes within a version.
+	Token Secret
 }
 
 // Field returns a field's value or ErrInvalid naming the field.
