@@ -144,7 +144,7 @@ func TestAllow(t *testing.T) {
 		{Identity{Auth: AuthAnonymous}, "huntress", "POST", "/v1/x", true, ""},
 	}
 	for _, tc := range cases {
-		d := tc.id.Allow(tc.upstream, tc.method, tc.path)
+		d := tc.id.Allow(Action{Upstream: tc.upstream, Method: tc.method, Path: tc.path})
 		if d.Allowed != tc.allowed || !strings.Contains(d.Reason, tc.reason) {
 			t.Errorf("%s %s %s %s: allowed %v reason %q; want %v %q", tc.id.Name, tc.method, tc.upstream, tc.path, d.Allowed, d.Reason, tc.allowed, tc.reason)
 		}

@@ -131,10 +131,21 @@ func (id Identity) MayUse(upstream string) bool {
 	return false
 }
 
-// Allow decides whether id may call method on path (the clean path below
-// the upstream, exactly as forwarded) of upstream. A caller without allow
-// rules, and an anonymous caller, may call everything.
-func (id Identity) Allow(upstream, method, path string) Decision {
+// Action is what a call asks to do, as the policy judges it.
+type Action struct {
+	Upstream, Method string
+	// Path is the clean path below the upstream, exactly as forwarded.
+	Path string
+	// Operation and Tier name the vendor's documented operation the call
+	// is, and its risk tier (read, respond, admin), where the upstream has
+	// an operation catalogue; "" for none or an undocumented call.
+	Operation, Tier string
+}
+
+// Allow decides whether id may do a. A caller without allow rules, and an
+// anonymous caller, may do everything.
+func (id Identity) Allow(a Action) Decision {
+	upstream, method, path := a.Upstream, a.Method, a.Path
 	c := id.caller
 	if c == nil || c.rules == nil {
 		return Decision{Allowed: true}

@@ -154,7 +154,7 @@ func (u *upstream) leakValues(cred secrets.Credential) []string {
 		}
 		vals = append(vals, v, url.QueryEscape(v), url.PathEscape(v), base64.StdEncoding.EncodeToString([]byte(v)))
 	}
-	for _, v := range u.cfg.Auth.Injected(cred) {
+	for _, v := range u.spec.Auth.Injected(cred) {
 		add(v)
 	}
 	vals = dedupe(vals)

@@ -39,15 +39,16 @@ type call struct {
 	bytesIn    atomic.Int64
 
 	// hasBody: the request came with a body; bodyDone: all of it was read;
-	// bodyTimedOut: it did not arrive within read_body_timeout. rc lifts
-	// that deadline once the body is in.
+	// bodyTimedOut: it did not arrive within read_body_timeout.
+	// bodyDeadline sets that deadline, and lifts it once the body is in.
 	hasBody      bool
 	bodyDone     atomic.Bool
 	bodyTimedOut atomic.Bool
-	rc           *http.ResponseController
+	bodyDeadline *http.ResponseController
 
-	// unrecorded: the call was refused over the unidentified limits and
-	// is counted in a summary instead of a record of its own.
+	// unrecorded: the call gets no call record. A refusal over its
+	// refusal budget is counted in a summary event instead; a request to
+	// the token endpoint is written as the event token_issued.
 	unrecorded bool
 
 	// code is the contract code keybroker answered with ("" if none).
@@ -153,8 +154,8 @@ func (b countingBody) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		b.c.bodyDone.Store(true)
-		if b.c.rc != nil {
-			_ = b.c.rc.SetReadDeadline(time.Time{})
+		if b.c.bodyDeadline != nil {
+			_ = b.c.bodyDeadline.SetReadDeadline(time.Time{})
 		}
 	case err != nil:
 		var ne net.Error

@@ -29,8 +29,8 @@ import (
 
 // upstream is one vendor: its reverse proxy and its own transport.
 type upstream struct {
-	cfg       Upstream
-	limitKey  string // the quota's key in the upstream limiter
+	spec      Upstream // as configured, defaults applied
+	limitKey  string   // the quota's key in the upstream limiter
 	slot      callers.Slot
 	dialer    *egress.Dialer
 	transport *http.Transport
@@ -121,7 +121,7 @@ func QuotaKey(upstream string) string { return "upstream:" + upstream }
 // lists from its auth scheme's slot, the link paths, its limiter key.
 func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	slot := cfg.Auth.Slot()
-	u := &upstream{cfg: cfg, p: p, slot: slot, limitKey: QuotaKey(cfg.Name), stripQuery: slot.Params}
+	u := &upstream{spec: cfg, p: p, slot: slot, limitKey: QuotaKey(cfg.Name), stripQuery: slot.Params}
 	u.stripHeaders = map[string]bool{}
 	for _, h := range append(alwaysStrip[:len(alwaysStrip):len(alwaysStrip)], slot.Headers...) {
 		u.stripHeaders[http.CanonicalHeaderKey(h)] = true
@@ -138,7 +138,7 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 	} else {
 		u.refused, u.refusedVersion = new(atomic.Int64), new(atomic.Int64)
 	}
-	if prev != nil && prev.cfg.TransportKey() == cfg.TransportKey() {
+	if prev != nil && prev.spec.TransportKey() == cfg.TransportKey() {
 		u.dialer, u.transport = prev.dialer, prev.transport
 	} else {
 		u.dialer = NewDialer(cfg, p.opts.Credentials.Get)
@@ -273,7 +273,7 @@ func (u *upstream) dropinSlot() callers.Slot {
 func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	c := callFrom(pr.In.Context())
 	out := pr.Out
-	t := u.cfg.Target
+	t := u.spec.Target
 	out.URL.Scheme = t.Scheme
 	out.URL.Host = t.Host
 	out.URL.Path = t.Path + c.rest
@@ -291,12 +291,12 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 		// accepts (a br or zstd reply could not be).
 		out.Header.Del("Accept-Encoding")
 	}
-	for k, v := range u.cfg.DefaultHeaders {
+	for k, v := range u.spec.DefaultHeaders {
 		if len(out.Header[k]) == 0 && (k != "Content-Type" || c.hasBody) {
 			out.Header[k] = []string{v}
 		}
 	}
-	u.cfg.Auth.Inject(out, c.cred)
+	u.spec.Auth.Inject(out, c.cred)
 	c.sentAt = u.p.opts.Now()
 	c.sent = true
 }
@@ -320,7 +320,7 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	}
 	u.cleanReply(resp)
 	if c.quota != nil {
-		quotaHeaders(resp.Header, u.cfg.Quota, c.rec.Caller, c.quota)
+		quotaHeaders(resp.Header, u.spec.Quota, c.rec.Caller, c.quota)
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		u.refused.Store(u.p.opts.Now().UnixNano())
@@ -373,9 +373,9 @@ func (u *upstream) vendorThrottled(resp *http.Response, c *call) {
 	now := u.p.opts.Now()
 	wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now)
 	if !ok {
-		wait = u.cfg.VendorPause
+		wait = u.spec.VendorPause
 		if wait <= 0 {
-			wait = u.cfg.Quota.Per
+			wait = u.spec.Quota.Per
 		}
 		if wait <= 0 {
 			wait = 5 * time.Second
@@ -385,7 +385,7 @@ func (u *upstream) vendorThrottled(resp *http.Response, c *call) {
 	u.p.opts.UpstreamLimiter.Pause(u.limitKey, now.Add(wait))
 	c.rec.Error = "vendor answered 429; upstream paused"
 	u.p.opts.Log.Warn("vendor rate limit hit; pausing upstream",
-		zap.String("upstream", u.cfg.Name), zap.Duration("pause", wait))
+		zap.String("upstream", u.spec.Name), zap.Duration("pause", wait))
 }
 
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
@@ -407,7 +407,7 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 // and the caller gets that reply.
 func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	ctx := resp.Request.Context()
-	fresh, ok := u.p.opts.Credentials.Refused(ctx, u.cfg.Name, c.cred)
+	fresh, ok := u.p.opts.Credentials.Refused(ctx, u.spec.Name, c.cred)
 	if !ok {
 		return nil
 	}
@@ -416,7 +416,7 @@ func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 		req.Body = io.NopCloser(bytes.NewReader(c.body))
 		req.ContentLength = int64(len(c.body))
 	}
-	u.cfg.Auth.Inject(req, fresh)
+	u.spec.Auth.Inject(req, fresh)
 	c.sentAt = u.p.opts.Now()
 	// The retry is sent from inside ModifyResponse, so ReverseProxy's own
 	// send path (and its hop-by-hop cleanup of the reply) does not run for
@@ -435,7 +435,7 @@ func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	c.rec.Retried = true
 	c.rec.UpstreamMS = ms(u.p.opts.Now().Sub(c.sentAt))
 	u.p.opts.Log.Info("vendor refused the credential; retried with the rotated one",
-		zap.String("upstream", u.cfg.Name), zap.Int("version", fresh.Version), zap.Int("status", next.StatusCode))
+		zap.String("upstream", u.spec.Name), zap.Int("version", fresh.Version), zap.Int("status", next.StatusCode))
 	return nil
 }
 
@@ -479,7 +479,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		u.logTransport(c, err)
 		fail(w, c, CodeUpstreamUnreachable, badEncoding.Error())
 	case errors.As(err, &eg):
-		u.p.opts.Log.Warn("could not reach the vendor", zap.String("request_id", c.id), zap.String("upstream", u.cfg.Name),
+		u.p.opts.Log.Warn("could not reach the vendor", zap.String("request_id", c.id), zap.String("upstream", u.spec.Name),
 			zap.String("phase", eg.Phase), zap.String("reason", eg.Reason), zap.Error(eg.Err))
 		code := CodeUpstreamUnreachable
 		if eg.Timeout {
@@ -488,14 +488,14 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		fail(w, c, code, eg.Msg)
 	case isDialOrTLS(err):
 		u.logTransport(c, err)
-		fail(w, c, CodeUpstreamUnreachable, "could not connect to upstream "+quoteName(u.cfg.Name))
+		fail(w, c, CodeUpstreamUnreachable, "could not connect to upstream "+quoteName(u.spec.Name))
 	case egress.IsTimeout(err):
 		u.logTransport(c, err)
-		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.cfg.Name)+" did not answer within "+u.cfg.Timeout.String()+" (upstreams[].timeout)")
+		fail(w, c, CodeUpstreamTimeout, "upstream "+quoteName(u.spec.Name)+" did not answer within "+u.spec.Timeout.String()+" (upstreams[].timeout)")
 	default:
 		u.logTransport(c, err)
-		msg := "the connection to upstream " + quoteName(u.cfg.Name) + " failed"
-		if p := u.cfg.Egress.Proxy; p != nil && u.cfg.Target.Scheme == "https" {
+		msg := "the connection to upstream " + quoteName(u.spec.Name) + " failed"
+		if p := u.spec.Egress.Proxy; p != nil && u.spec.Target.Scheme == "https" {
 			msg += " (it runs through the egress proxy " + p.Host + ")"
 		}
 		fail(w, c, CodeUpstreamUnreachable, msg)
@@ -504,7 +504,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 
 func (u *upstream) logTransport(c *call, err error) {
 	u.p.opts.Log.Warn("vendor call failed", zap.String("request_id", c.id),
-		zap.String("upstream", u.cfg.Name), zap.Error(err))
+		zap.String("upstream", u.spec.Name), zap.Error(err))
 }
 
 func isDial(err error) bool {

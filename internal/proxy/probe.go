@@ -36,10 +36,10 @@ const (
 // judges first: internal/oauth's Credentials.Prove.)
 func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credential) (secrets.Proof, secrets.Verdict) {
 	u := p.state.Load().upstreams[upstream]
-	if u == nil || u.cfg.Probe == nil {
+	if u == nil || u.spec.Probe == nil {
 		return secrets.Unprovable, secrets.Verdict{}
 	}
-	lim := u.cfg.Quota
+	lim := u.spec.Quota
 	lim.Ahead, lim.MaxWait = true, probeWait
 	_, ticket, err := p.opts.UpstreamLimiter.Acquire(ctx, u.limitKey, lim)
 	if err != nil {
@@ -47,19 +47,19 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 	}
 	start := p.opts.Now()
 	id := p.requestID(&http.Request{Header: http.Header{}})
-	pr := u.cfg.Probe
+	pr := u.spec.Probe
 	rec := audit.Record{Type: audit.TypeCall, Time: audit.Time(start), RequestID: id, Caller: callers.Internal,
 		CallerAuth: callers.AuthInternal, Method: pr.Method, Upstream: upstream, Path: pr.Path, Policy: audit.PolicyAllowed,
 		Credential: &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}}
-	ctx, cancel := context.WithTimeout(ctx, min(probeTimeout, u.cfg.Timeout))
+	ctx, cancel := context.WithTimeout(ctx, min(probeTimeout, u.spec.Timeout))
 	defer cancel()
-	target := *u.cfg.Target
+	target := *u.spec.Target
 	target.Path += pr.Path
 	req, err := http.NewRequestWithContext(ctx, pr.Method, target.String(), nil)
 	var resp *http.Response
 	if err == nil {
 		req.Header.Set("X-Request-Id", id)
-		u.cfg.Auth.Inject(req, cred)
+		u.spec.Auth.Inject(req, cred)
 		resp, err = noInformational{u.transport}.RoundTrip(req)
 	}
 	ticket.Release(true)

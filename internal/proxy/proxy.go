@@ -301,9 +301,9 @@ func (p *Proxy) Update(routes Routes) error {
 		if old != nil {
 			prev = old.upstreams[u.Name]
 		}
-		if prev != nil && prev.cfg.Quota.Shares != nil && u.Quota.Shares != nil && reflect.DeepEqual(prev.cfg.Quota.Shares, u.Quota.Shares) {
+		if prev != nil && prev.spec.Quota.Shares != nil && u.Quota.Shares != nil && reflect.DeepEqual(prev.spec.Quota.Shares, u.Quota.Shares) {
 			// The same split: the limiter keeps its window as it is.
-			u.Quota.Shares = prev.cfg.Quota.Shares
+			u.Quota.Shares = prev.spec.Quota.Shares
 		}
 		st.upstreams[u.Name] = p.newUpstream(u, prev)
 	}

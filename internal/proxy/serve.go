@@ -66,8 +66,8 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request, c *call, st *state
 	if c.hasBody && st.readBodyTimeout > 0 {
 		// A body must arrive within read_body_timeout of the request's
 		// start; countingBody lifts the deadline once it has all come.
-		c.rc = http.NewResponseController(w)
-		_ = c.rc.SetReadDeadline(c.start.Add(st.readBodyTimeout))
+		c.bodyDeadline = http.NewResponseController(w)
+		_ = c.bodyDeadline.SetReadDeadline(c.start.Add(st.readBodyTimeout))
 	}
 	if err := checkForm(r, st.maxHeaderCount); err != nil {
 		// The refused query is recorded too (bounded, credential values
@@ -126,9 +126,8 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	if up == nil {
 		return &refusal{CodeUnknownUpstream, "no upstream named " + quoteName(name)}
 	}
-	rest := c.rest
 
-	if d := id.Allow(name, r.Method, rest); d.Allowed {
+	if d := id.Allow(callers.Action{Upstream: name, Method: r.Method, Path: c.rest}); d.Allowed {
 		c.rec.Policy = audit.PolicyAllowed
 	} else if st.reportOnly {
 		c.rec.Policy = audit.PolicyWouldDeny
@@ -138,11 +137,11 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		return &refusal{CodeCallerForbidden, d.Reason}
 	}
 
-	if r.ContentLength > up.cfg.MaxRequestBytes {
+	if r.ContentLength > up.spec.MaxRequestBytes {
 		return &refusal{CodeBodyTooLarge, msgBodyTooLarge}
 	}
 	if c.hasBody {
-		r.Body = countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, up.cfg.MaxRequestBytes), c: c}
+		r.Body = countingBody{ReadCloser: http.MaxBytesReader(w, r.Body, up.spec.MaxRequestBytes), c: c}
 	}
 
 	if ref := p.admit(w, r, c, st, id.Name, up); ref != nil {
@@ -241,7 +240,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 	if own, ok := st.callerQuotas[caller]; ok {
 		steps = append(steps, quota{"caller", "caller:" + caller, own, p.opts.CallerLimiter})
 	}
-	ulim := up.cfg.Quota
+	ulim := up.spec.Quota
 	ulim.Caller = caller
 	steps = append(steps, quota{"upstream", up.limitKey, ulim, p.opts.UpstreamLimiter})
 	for _, s := range steps {

@@ -37,9 +37,9 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, c *call, st *
 		if id, key, ok = st.callers.ByNameKey(req.ClientID, req.ClientSecret); !ok {
 			rerr = &oauth.RequestError{Status: http.StatusUnauthorized, Code: oauth.ErrInvalidClient, Basic: req.Basic,
 				Description: "unknown client_id or wrong client_secret (the caller's name and key)"}
-		} else if !id.MayUse(up.cfg.Name) {
+		} else if !id.MayUse(up.spec.Name) {
 			rerr = &oauth.RequestError{Status: http.StatusBadRequest, Code: "unauthorized_client",
-				Description: "caller " + strconv.Quote(id.Name) + " has no allow rule for upstream " + quoteName(up.cfg.Name)}
+				Description: "caller " + strconv.Quote(id.Name) + " has no allow rule for upstream " + quoteName(up.spec.Name)}
 		}
 	}
 	if rerr != nil {
@@ -49,7 +49,7 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, c *call, st *
 				w.Header().Set(ErrorHeader, CodeRateLimited)
 				oauth.WriteError(w, &oauth.RequestError{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable",
 					Description: "too many requests without a valid caller identity from this address; retry after Retry-After seconds"})
-				p.tokenRequested(up.cfg.Name, "", "rate_limited", "")
+				p.tokenRequested(up.spec.Name, "", "rate_limited", "")
 				return
 			}
 		}
@@ -59,20 +59,20 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, c *call, st *
 		}
 		w.Header().Set(ErrorHeader, code)
 		oauth.WriteError(w, rerr)
-		p.tokenRequested(up.cfg.Name, id.Name, rerr.Code, rerr.Description)
+		p.tokenRequested(up.spec.Name, id.Name, rerr.Code, rerr.Description)
 		return
 	}
-	tok, ttl, err := p.opts.Tokens.Issue(r.Context(), oauth.Claims{Caller: id.Name, Upstream: up.cfg.Name, Fingerprint: oauth.Fingerprint(key)})
+	tok, ttl, err := p.opts.Tokens.Issue(r.Context(), oauth.Claims{Caller: id.Name, Upstream: up.spec.Name, Fingerprint: oauth.Fingerprint(key)})
 	if err != nil {
-		p.opts.Log.Error("keybroker token not issued", zap.String("upstream", up.cfg.Name), zap.Error(err))
+		p.opts.Log.Error("keybroker token not issued", zap.String("upstream", up.spec.Name), zap.Error(err))
 		w.Header().Set(ErrorHeader, CodeCredentialUnavailable)
 		oauth.WriteError(w, &oauth.RequestError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable",
 			Description: "the token signing key (oauth.token_signing) cannot be read"})
-		p.tokenRequested(up.cfg.Name, id.Name, "signing_key_unavailable", "")
+		p.tokenRequested(up.spec.Name, id.Name, "signing_key_unavailable", "")
 		return
 	}
 	oauth.WriteToken(w, tok, int(ttl/time.Second))
-	p.tokenRequested(up.cfg.Name, id.Name, "issued", "")
+	p.tokenRequested(up.spec.Name, id.Name, "issued", "")
 }
 
 // tokenRequested writes the event token_issued (never the secret or the
