@@ -193,3 +193,46 @@ func TestRedactQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestWriter_BeginIsAChainedLineWithoutResults: a begin line sits in the
+// chain like any line, carries the call's identity, request, credential
+// and policy, bounded and redacted as the record is, and no result field.
+func TestWriter_BeginIsAChainedLineWithoutResults(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	writeN(t, w, 2)
+	rec := &Record{Type: TypeCall, Time: Time(time.Unix(10, 0)), RequestID: "req-1", Caller: "soar", CallerAuth: "key",
+		RemoteAddr: "127.0.0.1:5000", Method: "POST", Upstream: "huntress", Path: "/v1/agents/7/isolation" + strings.Repeat("x", 2000),
+		Query: "a=1", Policy: PolicyAllowed, Credential: &CredentialRef{Source: "vault", Ref: "secret/h", Version: 7}}
+	seq, err := w.Begin(rec)
+	if err != nil || seq != 3 {
+		t.Fatalf("Begin = %d, %v; want seq 3", seq, err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Verify(bytes.NewReader(buf.Bytes())); err != nil || n != 4 {
+		t.Fatalf("verify: %d %v", n, err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var got map[string]any
+	if err := json.Unmarshal([]byte(lines[2]), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"seq", "prev", "type", "time", "request_id", "caller", "caller_auth", "remote_addr", "method", "upstream", "path", "query", "credential", "policy"}
+	if len(got) != len(want) {
+		t.Errorf("begin line has %d fields; want exactly %v: %s", len(got), want, lines[2])
+	}
+	for _, k := range want {
+		if _, ok := got[k]; !ok {
+			t.Errorf("begin line lacks %q: %s", k, lines[2])
+		}
+	}
+	path := got["path"].(string)
+	if got["type"] != TypeBegin || got["time"] != "1970-01-01T00:00:10.000Z" || len(path) > MaxPath+64 || !strings.Contains(path, "truncated from 2022 bytes") {
+		t.Errorf("begin line %s: want type begin, the call's time, the path bounded", lines[2])
+	}
+	if !strings.HasPrefix(lines[2], `{"seq":3,"prev":"`) {
+		t.Errorf("begin line does not start with seq and prev: %s", lines[2])
+	}
+}

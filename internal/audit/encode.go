@@ -45,19 +45,50 @@ func appendRecord(b []byte, r *Record) []byte {
 	b = append(b, `,"ratelimit_wait_ms":`...)
 	b = appendFloat(b, r.RateLimitWaitMS)
 	b = appendField(b, "ratelimited_by", r.RateLimitedBy)
-	if c := r.Credential; c != nil {
-		b = append(b, `,"credential":{"source":`...)
-		b = appendString(b, c.Source)
-		b = append(b, `,"ref":`...)
-		b = appendString(b, c.Ref)
-		b = append(b, `,"version":`...)
-		b = strconv.AppendInt(b, int64(c.Version), 10)
-		b = append(b, '}')
-	}
+	b = appendCredential(b, r.Credential)
 	b = append(b, `,"retried":`...)
 	b = strconv.AppendBool(b, r.Retried)
 	b = append(b, `,"error":`...)
 	b = appendString(b, r.Error)
+	return append(b, '}')
+}
+
+// appendBegin appends the begin line of rec (Writer.Begin): the chain
+// links, then the call's identity, request, credential and policy, in
+// that order; no result fields.
+func appendBegin(b []byte, r *Record, seq uint64, prev string) []byte {
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"prev":`...)
+	b = appendString(b, prev)
+	b = append(b, `,"type":"`+TypeBegin+`","time":"`...)
+	b = time.Time(r.Time).UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = append(b, '"')
+	b = appendField(b, "request_id", r.RequestID)
+	b = appendField(b, "caller", r.Caller)
+	b = appendField(b, "caller_auth", r.CallerAuth)
+	b = appendField(b, "subject", r.Subject)
+	b = appendField(b, "remote_addr", r.RemoteAddr)
+	b = appendField(b, "method", r.Method)
+	b = appendField(b, "upstream", r.Upstream)
+	b = appendField(b, "path", r.Path)
+	b = appendField(b, "query", r.Query)
+	b = appendCredential(b, r.Credential)
+	b = appendField(b, "policy", r.Policy)
+	return append(b, '}')
+}
+
+// appendCredential appends ,"credential":{...} unless c is nil.
+func appendCredential(b []byte, c *CredentialRef) []byte {
+	if c == nil {
+		return b
+	}
+	b = append(b, `,"credential":{"source":`...)
+	b = appendString(b, c.Source)
+	b = append(b, `,"ref":`...)
+	b = appendString(b, c.Ref)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, int64(c.Version), 10)
 	return append(b, '}')
 }
 

@@ -18,6 +18,9 @@ import (
 const (
 	TypeCall  = "call"
 	TypeEvent = "event"
+	// TypeBegin marks the line written before a call leaves for the
+	// vendor (Writer.Begin).
+	TypeBegin = "begin"
 )
 
 // Outcomes of a call.

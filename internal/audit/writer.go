@@ -219,6 +219,23 @@ func (w *Writer) Write(rec *Record) error {
 	})
 }
 
+// Begin appends the begin line of a call about to be forwarded: its time
+// (the call's start), who sent it, what it asks and with which credential
+// and policy, bounded and redacted as its record is, but none of its
+// results. It returns the line's seq once the line is in the file, so that
+// whatever ends keybroker afterwards, the trail says the call was sent.
+func (w *Writer) Begin(rec *Record) (uint64, error) {
+	rec.Bound()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var seq uint64
+	err := w.appendLocked(func(b []byte, s uint64, prev string) ([]byte, error) {
+		seq = s
+		return appendBegin(b, rec, s, prev), nil
+	})
+	return seq, err
+}
+
 // eventLine is the shape of an event record: the chain links, the type, the
 // time and the event, without a call's fields.
 type eventLine struct {

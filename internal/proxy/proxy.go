@@ -55,6 +55,10 @@ type Limiter interface {
 type Auditor interface {
 	Write(rec *audit.Record) error
 	WriteEvent(ev audit.Event, at time.Time) error
+	// Begin writes the line a call leaves before it is forwarded and
+	// returns its seq (audit.Writer.Begin). The durable trail writes it as
+	// the call's last step before ReverseProxy runs.
+	Begin(rec *audit.Record) (seq uint64, err error)
 	// Check returns an error while records cannot be written.
 	Check() error
 }
