@@ -78,7 +78,7 @@ func TestIdentify(t *testing.T) {
 					r.Header.Add(k, v)
 				}
 			}
-			id, err := registry(tc.anon).Identify(r, "", tc.slot, Verifiers{})
+			id, err := registry(tc.anon).Identify(Present(r, tc.slot, nil), "", Verifiers{})
 			if (err != nil) != tc.wantErr || id.Name != tc.wantName || id.Auth != tc.wantAuth {
 				t.Errorf("got %q/%q err %v; want %q/%q err %v", id.Name, id.Auth, err, tc.wantName, tc.wantAuth, tc.wantErr)
 			}
@@ -99,7 +99,7 @@ func TestIdentify_ClientCertificate(t *testing.T) {
 	for _, tc := range cases {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{tc.cert}}}
-		id, _ := registry(false).Identify(r, "", Slot{}, Verifiers{})
+		id, _ := registry(false).Identify(Present(r, Slot{}, nil), "", Verifiers{})
 		if id.Name != tc.want || (tc.want != "" && id.Auth != AuthCert) {
 			t.Errorf("cert %s: got %q/%q, want %q", tc.cert.Subject.CommonName, id.Name, id.Auth, tc.want)
 		}
@@ -107,7 +107,7 @@ func TestIdentify_ClientCertificate(t *testing.T) {
 	// An unverified certificate (no chain) identifies nobody.
 	r := httptest.NewRequest("GET", "/", nil)
 	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{Subject: pkix.Name{CommonName: "siem-collector"}}}}
-	if id, err := registry(false).Identify(r, "", Slot{}, Verifiers{}); err == nil {
+	if id, err := registry(false).Identify(Present(r, Slot{}, nil), "", Verifiers{}); err == nil {
 		t.Errorf("unverified certificate identified %q", id.Name)
 	}
 }
@@ -117,7 +117,7 @@ func TestAllow(t *testing.T) {
 	ident := func(key string) Identity {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header.Set("Proxy-Authorization", "Bearer "+key)
-		id, err := reg.Identify(r, "", Slot{}, Verifiers{})
+		id, err := reg.Identify(Present(r, Slot{}, nil), "", Verifiers{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func TestNewKey(t *testing.T) {
 	}
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("Proxy-Authorization", "Bearer "+k1)
-	if id, err := reg.Identify(r, "", Slot{}, Verifiers{}); err != nil || id.Name != "x" {
+	if id, err := reg.Identify(Present(r, Slot{}, nil), "", Verifiers{}); err != nil || id.Name != "x" {
 		t.Errorf("a new key does not identify its caller: %v", err)
 	}
 }

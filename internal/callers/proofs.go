@@ -65,13 +65,38 @@ var ErrTokenRevoked = errors.New("keybroker token revoked: its caller's key chan
 // the one it was issued for.
 var ErrWrongUpstream = errors.New("keybroker token was issued for another upstream")
 
-// Identify finds who sent req to upstream, whose drop-in slot is slot,
-// trying the proofs in their one order (see above). A proof that is
-// presented but does not hold ends the search: a caller that meant to be
-// someone is never taken for anonymous. Errors: ErrUnauthenticated (no
-// or an unknown identity), ErrDropinName, *UnavailableError, or a token's
-// own reason.
-func (r *Registry) Identify(req *http.Request, upstream string, slot Slot, v Verifiers) (Identity, error) {
+// Presented is what a request carries in the places a caller proof can
+// sit, read once: the request, the upstream's slot, and every key or
+// token found there, which the audit never writes. Identify, the audit's
+// redaction and the 401 hint all read it.
+type Presented struct {
+	req  *http.Request
+	slot Slot
+	// Keys are the values in the places a key or token can sit.
+	Keys []string
+}
+
+// Present reads what req presents in Proxy-Authorization, Authorization
+// and slot's headers and parameters; buf holds the keys (a stack array's
+// slice spares an allocation).
+func Present(req *http.Request, slot Slot, buf []string) Presented {
+	return Presented{req: req, slot: slot, Keys: presentedKeys(buf, req, slot)}
+}
+
+// Slot is the slot the request was read against.
+func (p Presented) Slot() Slot { return p.slot }
+
+// Hint is the 401 message for p: the ways of proving an identity that its
+// slot accepts, and a client certificate where the listener verifies them.
+func (p Presented) Hint(certs bool) string { return p.slot.Hint(certs) }
+
+// Identify finds who sent p's request to upstream, trying the proofs in
+// their one order (see above). A proof that is presented but does not
+// hold ends the search: a caller that meant to be someone is never taken
+// for anonymous. Errors: ErrUnauthenticated (no or an unknown identity),
+// ErrDropinName, *UnavailableError, or a token's own reason.
+func (r *Registry) Identify(p Presented, upstream string, v Verifiers) (Identity, error) {
+	req, slot := p.req, p.slot
 	if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 && len(req.TLS.VerifiedChains[0]) > 0 {
 		if c := r.byCert(req.TLS.VerifiedChains[0][0]); c != nil {
 			return Identity{Name: c.name, Auth: AuthCert, caller: c}, nil
@@ -219,11 +244,11 @@ func basicPair(v string) (user, pass string, ok bool) {
 	return strings.Cut(raw, ":")
 }
 
-// PresentedKeys appends to out what req carries in the places a caller's
+// presentedKeys appends to out what req carries in the places a caller's
 // key or token can sit: Proxy-Authorization, Authorization (and a Basic
 // pair's parts), the slot's headers and query parameters. None of it is
 // ever written to the audit, whether or not it named a caller.
-func PresentedKeys(out []string, req *http.Request, slot Slot) []string {
+func presentedKeys(out []string, req *http.Request, slot Slot) []string {
 	add := func(v string) {
 		if v = strings.TrimSpace(v); len(v) >= 6 {
 			out = append(out, v)

@@ -92,7 +92,7 @@ func TestIdentify_OneOrderOfProofs(t *testing.T) {
 			if tc.cert != "" {
 				r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: tc.cert}}}}}
 			}
-			id, err := reg.Identify(r, "huntress", slot, v)
+			id, err := reg.Identify(Present(r, slot, nil), "huntress", v)
 			if id.Name != tc.wantName || id.Auth != tc.wantAuth {
 				t.Errorf("identity %q (%s); want %q (%s)", id.Name, id.Auth, tc.wantName, tc.wantAuth)
 			}
@@ -118,7 +118,7 @@ func TestPresentedKeys_EveryPlaceAKeyCanSit(t *testing.T) {
 	r.Header.Set("Proxy-Authorization", "Bearer kbk_proxy")
 	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("soar:kbk_basic")))
 	r.Header.Set("X-Access-Token", "kbk_header")
-	got := strings.Join(PresentedKeys(nil, r, Slot{Headers: []string{"X-Access-Token"}, Params: []string{"access_token"}}), " ")
+	got := strings.Join(Present(r, Slot{Headers: []string{"X-Access-Token"}, Params: []string{"access_token"}}, nil).Keys, " ")
 	for _, want := range []string{"kbk_proxy", "soar:kbk_basic", "kbk_basic", "kbk_header", "kbk_query"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("presented keys %q lack %q", got, want)

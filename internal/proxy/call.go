@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -31,6 +32,10 @@ type call struct {
 	// slots' parameters (the injected credential is added after).
 	query string
 	cred  secrets.Credential
+	// presented is what the request carries where a caller proof can sit
+	// (read once, in route); keys backs its Keys.
+	presented callers.Presented
+	keys      [8]string
 
 	// body holds a small request body so it can be replayed after a vendor
 	// 401; replayable is false when the body was too large to hold.

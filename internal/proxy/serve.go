@@ -72,14 +72,15 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request, c *call, st *state
 	if err := checkForm(r, st.maxHeaderCount); err != nil {
 		// The refused query is recorded too (bounded, credential values
 		// and any key in the request's auth headers redacted).
-		var keys [8]string
-		c.rec.Query = audit.Bound(audit.RedactQuery(r.URL.RawQuery, nil, callers.PresentedKeys(keys[:0], r, callers.Slot{})), audit.MaxRefusedQuery)
-		p.chargeForm(r, c, st)
+		c.presented = callers.Present(r, callers.Slot{}, c.keys[:0])
+		c.rec.Query = audit.Bound(audit.RedactQuery(r.URL.RawQuery, nil, c.presented.Keys), audit.MaxRefusedQuery)
+		p.chargeForm(c, st)
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	path, err := cleanPath(rawPath(r))
 	if err != nil {
-		p.chargeForm(r, c, st)
+		c.presented = callers.Present(r, callers.Slot{}, c.keys[:0])
+		p.chargeForm(c, st)
 		return nil, &refusal{CodeBadRequest, err.Error()}
 	}
 	name, rest := splitUpstream(path)
@@ -92,11 +93,10 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request, c *call, st *state
 	// The audit has the path and the query as the vendor gets them
 	// (escapes kept, split as forwarding splits them), credential values
 	// redacted; neither ever holds a key the caller presented.
-	var keys [8]string
-	presented := callers.PresentedKeys(keys[:0], r, slot)
+	c.presented = callers.Present(r, slot, c.keys[:0])
 	c.query = rawquery.Drop(r.URL.RawQuery, slot.Params...)
-	c.rec.Path = audit.Scrub(escapedPath(rest), presented)
-	c.rec.Query = audit.RedactQuery(c.query, slot.Params, presented)
+	c.rec.Path = audit.Scrub(escapedPath(rest), c.presented.Keys)
+	c.rec.Query = audit.RedactQuery(c.query, slot.Params, c.presented.Keys)
 	return up, nil
 }
 
@@ -104,10 +104,10 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request, c *call, st *state
 // body limit, rate limits, audit check, credential, body hold. It returns
 // why the call is not forwarded to up, or nil.
 func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state, up *upstream) *refusal {
-	name, slot := c.name, up.dropinSlot()
+	name := c.name
 	// Identity before the route's existence is revealed: an unknown caller
 	// learns nothing about which upstreams exist.
-	id, err := st.callers.Identify(r, name, slot, st.verifiers)
+	id, err := st.callers.Identify(c.presented, name, st.verifiers)
 	c.rec.Caller, c.rec.CallerAuth, c.rec.Subject = id.Name, id.Auth, id.Subject
 	var unavailable *callers.UnavailableError
 	switch {
@@ -117,7 +117,7 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	case errors.As(err, &unavailable):
 		return &refusal{CodeIdentityUnavailable, unavailable.Reason}
 	case errors.Is(err, callers.ErrUnauthenticated):
-		return &refusal{CodeCallerUnauthenticated, slot.Hint(st.clientCerts)}
+		return &refusal{CodeCallerUnauthenticated, c.presented.Hint(st.clientCerts)}
 	default:
 		// A token that does not hold: its reason is the token's own
 		// public fact.
@@ -182,8 +182,8 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, c *call, st *stat
 // the refusal is charged to that caller's budget and not to the keyless
 // limits of its address. A drop-in key is not read here: without a route
 // there is no slot to read it from.
-func (p *Proxy) chargeForm(r *http.Request, c *call, st *state) {
-	if id, err := st.callers.Identify(r, "", callers.Slot{}, callers.Verifiers{}); err == nil && id.Name != "" {
+func (p *Proxy) chargeForm(c *call, st *state) {
+	if id, err := st.callers.Identify(c.presented, "", callers.Verifiers{}); err == nil && id.Name != "" {
 		c.rec.Caller, c.rec.CallerAuth = id.Name, id.Auth
 	}
 }
