@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,10 @@ type Claims struct {
 	Upstream    string `json:"u"`
 	Fingerprint string `json:"f"`
 	Expires     int64  `json:"e"`
+	// ID is the token's own random id (96 bits, base64url), set by Issue,
+	// so that no two tokens are alike. Tokens from before it was added
+	// have none and stay valid until they expire. Never audited.
+	ID string `json:"j,omitempty"`
 }
 
 // Issuer signs and verifies keybroker's tokens. A rotated signing key
@@ -108,6 +113,11 @@ func (is *Issuer) Issue(ctx context.Context, c Claims) (string, time.Duration, e
 		return "", 0, err
 	}
 	c.Expires = is.now().Add(is.ttl).Unix()
+	var id [12]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", 0, fmt.Errorf("token id: %w", err)
+	}
+	c.ID = base64.RawURLEncoding.EncodeToString(id[:])
 	payload, _ := json.Marshal(c)
 	head := TokenPrefix + kid + "." + base64.RawURLEncoding.EncodeToString(payload)
 	return head + "." + base64.RawURLEncoding.EncodeToString(mac(secret, head)), is.ttl, nil

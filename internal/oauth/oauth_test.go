@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"net/url"
@@ -179,5 +180,37 @@ func BenchmarkVendorTokens_Warm(b *testing.B) {
 		if _, err := v.Token(ctx, cred); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestIssuer_NoTwoTokensAlike: two tokens for the same caller, upstream
+// and key in the same second differ (the random id "j"), and both verify;
+// a token without an id (issued before ids) still verifies.
+func TestIssuer_NoTwoTokensAlike(t *testing.T) {
+	secret := strings.Repeat("k", MinKeyBytes)
+	key := func(context.Context, bool) (SigningKey, error) { return SigningKey{Secret: []byte(secret)}, nil }
+	now := time.Unix(1_800_000_000, 0)
+	is := NewIssuer(key, time.Hour, func() time.Time { return now })
+	c := Claims{Caller: "soar", Upstream: "huntress-sat", Fingerprint: "f"}
+	a, _, err := is.Issue(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, _ := is.Issue(context.Background(), c)
+	if a == b {
+		t.Fatal("two tokens issued in the same second are byte-identical")
+	}
+	ca, err1 := is.Verify(context.Background(), a)
+	cb, err2 := is.Verify(context.Background(), b)
+	if err1 != nil || err2 != nil || ca.ID == cb.ID || len(ca.ID) != 16 {
+		t.Fatalf("verify: %v %v; ids %q %q; want two 16-character ids (96 bits)", err1, err2, ca.ID, cb.ID)
+	}
+	// A token from before ids: same signature scheme, no "j".
+	kid := a[len(TokenPrefix):strings.Index(a[len(TokenPrefix):], ".")+len(TokenPrefix)]
+	payload, _ := json.Marshal(map[string]any{"c": "soar", "u": "huntress-sat", "f": "f", "e": now.Add(time.Hour).Unix()})
+	head := TokenPrefix + kid + "." + base64.RawURLEncoding.EncodeToString(payload)
+	old := head + "." + base64.RawURLEncoding.EncodeToString(mac([]byte(secret), head))
+	if cl, err := is.Verify(context.Background(), old); err != nil || cl.ID != "" {
+		t.Fatalf("a token without an id: %+v, %v; want it valid", cl, err)
 	}
 }
