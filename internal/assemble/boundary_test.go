@@ -79,12 +79,13 @@ func TestImportBoundaries(t *testing.T) {
 		allowed []string
 		why     string
 	}{
-		"egress":   {nil, "a leaf: how vendors are reached knows nothing of the request path"},
-		"rawquery": {nil, "a leaf: the one query splitter"},
-		"reply":    {[]string{"egress", "rawquery"}, "the reply guard knows the vendor's origin and the query grammar, nothing else"},
-		"audit":    {[]string{"rawquery"}, "the trail is written by everyone and knows none of them"},
-		"budget":   {[]string{"ratelimit"}, "refusal budgets count; the proxy writes their events"},
-		"callers":  {nil, "identity and policy declare the verifiers they need; they import none of the packages that verify"},
+		"egress":     {nil, "a leaf: how vendors are reached knows nothing of the request path"},
+		"rawquery":   {nil, "a leaf: the one query splitter"},
+		"reply":      {[]string{"egress", "rawquery"}, "the reply guard knows the vendor's origin and the query grammar, nothing else"},
+		"audit":      {[]string{"rawquery", "tokenshape"}, "the trail is written by everyone and knows none of them"},
+		"tokenshape": {nil, "a leaf: shapes of bearer credentials, for hygiene and audit alike"},
+		"budget":     {[]string{"ratelimit"}, "refusal budgets count; the proxy writes their events"},
+		"callers":    {nil, "identity and policy declare the verifiers they need; they import none of the packages that verify"},
 	}
 	for pkg, room := range rooms {
 		for _, d := range imports[module+"internal/"+pkg] {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keybroker/keybroker/internal/rawquery"
+	"github.com/keybroker/keybroker/internal/tokenshape"
 )
 
 // Record types.
@@ -153,7 +154,9 @@ func IsCredentialName(name string) bool {
 
 // RedactQuery returns raw as it was forwarded, byte for byte and in order,
 // except: the value of a credential-like parameter (IsCredentialName, or
-// one of the extra names) is REDACTED; a value that itself holds
+// one of the extra names) is REDACTED; so is a name or value shaped like
+// a bearer credential (a JWT, a keybroker token or caller key: package
+// tokenshape), escaped or not, whatever its name; a value that itself holds
 // credential-like name=value pairs (a client that appended
 // "?access_token=..." to a query that already had one) has those
 // redacted; and a name or value in which a string of secrets (the keys a
@@ -163,13 +166,13 @@ func IsCredentialName(name string) bool {
 func RedactQuery(raw string, extra []string, secrets []string) string {
 	return rawquery.Map(raw, func(name, value, pair string) string {
 		k, v, hasValue := strings.Cut(pair, "=")
-		if Scrub(name, secrets) != name || Scrub(k, secrets) != k {
+		if Scrub(name, secrets) != name || Scrub(k, secrets) != k || tokenshape.FindEscaped(k) != tokenshape.None {
 			k = "REDACTED"
 		}
 		switch {
 		case !hasValue:
 			return k
-		case IsCredentialName(name) || rawquery.HasName(extra, name):
+		case IsCredentialName(name) || rawquery.HasName(extra, name) || tokenshape.FindEscaped(v) != tokenshape.None:
 			v = "REDACTED"
 		case redactNested(value) != value:
 			v = url.QueryEscape(Scrub(redactNested(value), secrets))

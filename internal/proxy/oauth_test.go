@@ -472,9 +472,10 @@ func TestOAuth_ForgedTokens(t *testing.T) {
 			t.Errorf("%s: 401 without the reason %q: %s", c.name, c.reason, body)
 		}
 	}
-	// A token is never read from the query (RFC 6750 §2.3).
+	// A token is never read from the query (RFC 6750 §2.3): refused at
+	// the hygiene step.
 	resp, body := h.do("GET", "/huntress-sat/api/v1/accounts?access_token="+url.QueryEscape(good), nil, nil)
-	contractError(t, resp, body, 401, proxy.CodeCallerUnauthenticated)
+	contractError(t, resp, body, 400, proxy.CodeBadRequest)
 	if n := sat.Count(0); n != 2 { // the token fetch and the one grace call
 		t.Errorf("the vendor got %d requests, want 2", n)
 	}

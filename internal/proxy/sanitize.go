@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/keybroker/keybroker/internal/audit"
+	"github.com/keybroker/keybroker/internal/tokenshape"
 )
 
 // checkForm refuses request forms a reverse proxy must never act on: CONNECT,
@@ -45,7 +46,28 @@ func checkForm(r *http.Request, maxHeaderCount int) error {
 	if len(r.URL.RawQuery) > audit.MaxQuery {
 		return fmt.Errorf("query longer than %d bytes: the audit must record every query whole", audit.MaxQuery)
 	}
+	if k := tokenInQuery(r.URL.RawQuery); k != tokenshape.None {
+		return fmt.Errorf("a %s in the query is refused: tokens are never accepted in a query, where they would be logged along the way; send it in Proxy-Authorization or Authorization", k)
+	}
 	return nil
+}
+
+// tokenInQuery finds a JWT or a keybroker token in any name or value of a
+// raw query, escaped or not. A caller key (kbk_) is not refused: vendors'
+// own clients send one in their slot parameter (Infocyte's
+// ?access_token=), and the audit redacts it wherever else it sits.
+func tokenInQuery(raw string) tokenshape.Kind {
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		name, value, _ := strings.Cut(pair, "=")
+		for _, part := range [2]string{name, value} {
+			if k := tokenshape.FindEscaped(part); k == tokenshape.JWT || k == tokenshape.Token {
+				return k
+			}
+		}
+	}
+	return tokenshape.None
 }
 
 // isUpgrade reports whether a request asks to switch protocols: any Upgrade
