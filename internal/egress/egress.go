@@ -14,11 +14,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -211,7 +214,9 @@ func (d *Dialer) connect(ctx context.Context, c net.Conn, addr string) (net.Conn
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fail(false, errors.New(resp.Status), "the egress proxy %s refused the tunnel to %s: %s", s.Proxy.Host, addr, resp.Status)
+		// The status number only: the reason phrase is the proxy's text.
+		code := strconv.Itoa(resp.StatusCode)
+		return nil, fail(false, errors.New("CONNECT answered "+code), "the egress proxy %s refused the tunnel to %s: %s", s.Proxy.Host, addr, code)
 	}
 	_ = c.SetDeadline(time.Time{})
 	if br.Buffered() > 0 {
@@ -317,6 +322,46 @@ func timeoutNote(err error, setting string, d time.Duration) string {
 		return op.Err.Error()
 	}
 	return "connection failed"
+}
+
+// Describe names a failed exchange with a vendor (or its token endpoint,
+// or the egress proxy) for the operational log, in keybroker's and Go's
+// fixed words only: a reply's own text (a reason phrase, an HTTP/2
+// GOAWAY's debug data, the bytes of a malformed reply) is never repeated.
+// A certificate's fault keeps Go's description, whose names are the
+// certificate's: the log may have them, a caller never does.
+func Describe(err error) string {
+	var eg *Error
+	var alert tls.AlertError
+	var rec tls.RecordHeaderError
+	var verify *tls.CertificateVerificationError
+	var dns *net.DNSError
+	var errno syscall.Errno
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &verify):
+		return "certificate: " + verify.Err.Error()
+	case errors.As(err, &eg):
+		return eg.Phase + ": " + Describe(eg.Err)
+	case IsTimeout(err):
+		return "timed out"
+	case errors.As(err, &dns):
+		return "DNS lookup of " + dns.Name + " failed"
+	case errors.As(err, &alert):
+		return "TLS alert: " + alert.Error() // Go's fixed alert names
+	case errors.As(err, &rec):
+		return "the reply is not TLS"
+	case errors.As(err, &errno):
+		return errno.Error() // the operating system's fixed words
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection closed before the reply ended"
+	case strings.Contains(err.Error(), "GOAWAY"):
+		return "the vendor closed the HTTP/2 connection (GOAWAY)"
+	case strings.Contains(err.Error(), "malformed"):
+		return "a malformed reply"
+	}
+	return fmt.Sprintf("transport error (%T)", err)
 }
 
 // IsTimeout reports whether err is a deadline or a network timeout.

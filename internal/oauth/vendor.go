@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -422,15 +423,19 @@ func (v *VendorTokens) classify(err error) *FetchError {
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
+		// The vendor's error code only where RFC 6749 names it; its
+		// error_description never: either could carry anything, a client
+		// secret echoed back among them.
+		code := knownCode(re.ErrorCode)
 		switch {
-		case re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client" || (re.ErrorCode == "" && status == http.StatusUnauthorized):
-			return &FetchError{Kind: Refused, Status: status, Code: re.ErrorCode, Client: true,
-				Msg: "the vendor refused the client credentials: " + where + " answered " + answer(status, re.ErrorCode)}
+		case code == "invalid_client" || code == "unauthorized_client" || status == http.StatusUnauthorized:
+			return &FetchError{Kind: Refused, Status: status, Code: code, Client: true,
+				Msg: "the vendor refused the client credentials: " + where + " answered " + answer(status, code)}
 		case status >= 400 && status < 500:
-			return &FetchError{Kind: Refused, Status: status, Code: re.ErrorCode,
-				Msg: where + " refused the token request: " + answer(status, re.ErrorCode)}
+			return &FetchError{Kind: Refused, Status: status, Code: code,
+				Msg: where + " refused the token request: " + answer(status, code)}
 		default:
-			return &FetchError{Kind: Failed, Status: status, Code: re.ErrorCode, Msg: where + " answered " + answer(status, re.ErrorCode)}
+			return &FetchError{Kind: Failed, Status: status, Code: code, Msg: where + " answered " + answer(status, code)}
 		}
 	}
 	var eg *egress.Error
@@ -444,9 +449,36 @@ func (v *VendorTokens) classify(err error) *FetchError {
 	if errors.As(err, &ue) {
 		return &FetchError{Kind: Unreachable, Msg: where + " could not be reached"}
 	}
-	// The library's own complaints about a reply it could not use
-	// ("server response missing access_token"): they hold no value.
-	return &FetchError{Kind: Failed, Msg: where + " gave no usable token (" + trimLib(err.Error()) + ")"}
+	// The library's complaints about a reply it could not use, in fixed
+	// words (its own text may quote the reply).
+	return &FetchError{Kind: Failed, Msg: where + " gave no usable token (" + libReason(err) + ")"}
+}
+
+// rfc6749Codes are the error codes of RFC 6749 §5.2.
+var rfc6749Codes = map[string]bool{"invalid_request": true, "invalid_client": true, "invalid_grant": true,
+	"unauthorized_client": true, "unsupported_grant_type": true, "invalid_scope": true}
+
+// knownCode is a token endpoint's error code as keybroker repeats it: one
+// of RFC 6749 §5.2's, "" for none, "other" for anything else.
+func knownCode(code string) string {
+	if code == "" || rfc6749Codes[code] {
+		return code
+	}
+	return "other"
+}
+
+// libReason names what x/oauth2 found wrong with a token reply.
+func libReason(err error) string {
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "missing access_token"):
+		return "no access_token in the reply"
+	case strings.Contains(s, "cannot parse"):
+		return "a reply that does not parse"
+	case strings.Contains(s, "cannot fetch token"):
+		return "the token request failed"
+	}
+	return "an unusable reply"
 }
 
 func (v *VendorTokens) endpoint() string {
@@ -459,24 +491,6 @@ func answer(status int, code string) string {
 	s := strconv.Itoa(status)
 	if code != "" {
 		s += " " + code
-	}
-	return s
-}
-
-// trimLib keeps the first line of an x/oauth2 error, without its prefix.
-func trimLib(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			s = s[:i]
-			break
-		}
-	}
-	const p = "oauth2: "
-	if len(s) > len(p) && s[:len(p)] == p {
-		s = s[len(p):]
-	}
-	if len(s) > 120 {
-		s = s[:120]
 	}
 	return s
 }

@@ -234,7 +234,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 		fail(w, c, CodeUpstreamUnreachable, badEncoding.Error())
 	case errors.As(err, &eg):
 		u.p.opts.Log.Warn("could not reach the vendor", zap.String("request_id", c.id), zap.String("upstream", u.spec.Name),
-			zap.String("phase", eg.Phase), zap.String("reason", eg.Reason), zap.Error(eg.Err))
+			zap.String("phase", eg.Phase), zap.String("reason", eg.Reason), zap.String("error", egress.Describe(eg.Err)))
 		code := CodeUpstreamUnreachable
 		if eg.Timeout {
 			code = CodeUpstreamTimeout
@@ -258,7 +258,7 @@ func (u *upstream) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 
 func (u *upstream) logTransport(c *call, err error) {
 	u.p.opts.Log.Warn("vendor call failed", zap.String("request_id", c.id),
-		zap.String("upstream", u.spec.Name), zap.Error(err))
+		zap.String("upstream", u.spec.Name), zap.String("error", egress.Describe(err)))
 }
 
 func isDial(err error) bool {

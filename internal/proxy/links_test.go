@@ -181,6 +181,11 @@ func TestLinks_AReplyThatIsNotJSONAfterAllIsCutOff(t *testing.T) {
 			w.Header().Set("Content-Encoding", "br")
 			io.WriteString(w, "\x1b\x00\x00")
 		},
+		"/v1/made-up": func(w http.ResponseWriter, origin, port string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "x-PLANTED_encoding_text")
+			io.WriteString(w, "{}")
+		},
 	})
 	h := newHarness(t, harnessOpts{huntressURL: v.URL})
 	req, _ := http.NewRequest("GET", h.srv.URL+"/huntress/v1/broken", nil)
@@ -198,5 +203,11 @@ func TestLinks_AReplyThatIsNotJSONAfterAllIsCutOff(t *testing.T) {
 	contractError(t, resp, out, http.StatusBadGateway, "upstream_unreachable")
 	if !strings.Contains(out, "(br)") {
 		t.Errorf("the 502 does not name the encoding: %s", out)
+	}
+	// An encoding nobody registered is the vendor's own text: not repeated.
+	resp, out = h.getAs("/huntress/v1/made-up", "kb.local", nil)
+	contractError(t, resp, out, http.StatusBadGateway, "upstream_unreachable")
+	if strings.Contains(strings.ToLower(out), "planted_encoding") || !strings.Contains(out, "(an unknown one)") {
+		t.Errorf("the 502 repeats the vendor's Content-Encoding: %s", out)
 	}
 }

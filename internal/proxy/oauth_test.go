@@ -531,3 +531,29 @@ func TestOAuth_OneLiveTokenVendor(t *testing.T) {
 		t.Error("two replicas no longer revoke each other's tokens: update README \"Several replicas\"")
 	}
 }
+
+// TestOAuth_VendorErrorTextIsNeverRepeated: a token endpoint that echoes
+// the client secret in its error and error_description hands it to no
+// caller, readiness report, audit record or log line: an error code
+// outside RFC 6749 §5.2 is "other", a description is never copied.
+func TestOAuth_VendorErrorTextIsNeverRepeated(t *testing.T) {
+	sat := vendortest.NewSAT(satClientID, "a-secret-keybroker-does-not-have", time.Hour)
+	t.Cleanup(sat.Close)
+	sat.SetEcho(true)
+	h := newHarness(t, harnessOpts{sat: sat})
+	resp, body := h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey))
+	contractError(t, resp, body, 503, proxy.CodeCredentialUnavailable)
+	if !strings.Contains(body, "401 other") || strings.Contains(body, "bad_client_secret") {
+		t.Errorf("503 does not name the answer in known words (401 other): %s", body)
+	}
+	for name, msg := range h.creds.Failures() {
+		if strings.Contains(msg, satSecret) || strings.Contains(msg, "bad_client_secret") {
+			t.Errorf("readiness of %s repeats the vendor's text: %s", name, msg)
+		}
+	}
+	if len(h.auditEvents("token_fetch_failed")) == 0 {
+		t.Error("no token_fetch_failed event")
+	}
+	// h.checkNoLeaks (at cleanup) searches every reply, audit line and
+	// log entry for the planted client secret.
+}

@@ -152,8 +152,17 @@ type EncodingError struct {
 }
 
 func (e *EncodingError) Error() string {
-	return "upstream " + strconv.Quote(e.Upstream) + " replied in an encoding keybroker cannot read (" + e.Encoding + ")"
+	enc := e.Encoding
+	if !knownEncodings[enc] {
+		enc = "an unknown one" // the header is the vendor's text: not repeated
+	}
+	return "upstream " + strconv.Quote(e.Upstream) + " replied in an encoding keybroker cannot read (" + enc + ")"
 }
+
+// knownEncodings are the registered content codings keybroker does not
+// read (IANA HTTP Content Coding Registry), named in an EncodingError.
+var knownEncodings = map[string]bool{"br": true, "zstd": true, "compress": true, "x-compress": true, "aes128gcm": true,
+	"exi": true, "pack200-gzip": true, "dcb": true, "dcz": true}
 
 type readCloser struct {
 	io.Reader

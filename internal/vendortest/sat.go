@@ -38,7 +38,10 @@ type SAT struct {
 	down bool
 	slow time.Duration
 	// oneLive: a new token revokes the client's earlier ones.
-	oneLive    bool
+	oneLive bool
+	// echo: a refusal repeats the presented secret in its error and
+	// error_description, as some vendors do.
+	echo       bool
 	tokenCalls int
 	refused    int
 }
@@ -88,6 +91,15 @@ func (s *SAT) SetOneLiveToken(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.oneLive = on
+}
+
+// SetEcho makes a refused token request repeat the client secret it was
+// sent in "error" and "error_description" (seen in the wild:
+// bad_client_secret_<value>).
+func (s *SAT) SetEcho(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.echo = on
 }
 
 // TokenRequests returns how many token requests came (any outcome).
@@ -152,6 +164,11 @@ func (s *SAT) token(w http.ResponseWriter, r *http.Request, body []byte) int {
 	okID := subtle.ConstantTimeCompare([]byte(form.Get("client_id")), []byte(s.id)) == 1
 	okSecret := subtle.ConstantTimeCompare([]byte(form.Get("client_secret")), []byte(s.secret)) == 1
 	if !okID || !okSecret {
+		if s.echo {
+			sent := form.Get("client_secret")
+			return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "bad_client_secret_" + sent,
+				"error_description": "the client secret " + sent + " is not valid"})
+		}
 		return writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
 	}
 	if s.oneLive {
