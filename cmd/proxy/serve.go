@@ -263,6 +263,7 @@ func (a *app) shutdown() error {
 	// last checkpoint covers them too.
 	a.proxy.FlushSummary()
 	a.proxy.FlushRefusals()
+	a.proxy.FlushTokens()
 	a.event(audit.Event{Name: "shutdown"})
 	if a.checkpoints != nil {
 		// The last checkpoint covers the shutdown record.

@@ -123,6 +123,10 @@ func (b *Budget) Charge(ctx context.Context, party string, lim Limits, r Refusal
 	return 0, false
 }
 
+// Count counts one for party without charging any limit: for what is
+// summarised whatever the rate (the token endpoint's issued tokens).
+func (b *Budget) Count(party string, r Refusal) { b.add(party, r) }
+
 func (b *Budget) add(party string, r Refusal) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

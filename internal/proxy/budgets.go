@@ -116,8 +116,8 @@ func (p *Proxy) chargeKeyless(ctx context.Context, remoteAddr string, st *state)
 }
 
 // Run writes the summaries of unrecorded refusals, keyless ones every
-// Options.SummaryInterval and known callers' every
-// Options.RefusalSummaryInterval, until ctx ends, and both once more then.
+// Options.SummaryInterval and known callers' (and the tokens issued) every
+// Options.RefusalSummaryInterval, until ctx ends, and all once more then.
 func (p *Proxy) Run(ctx context.Context) error {
 	t := time.NewTicker(p.opts.SummaryInterval)
 	defer t.Stop()
@@ -129,9 +129,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 			p.FlushSummary()
 		case <-rt.C:
 			p.FlushRefusals()
+			p.FlushTokens()
 		case <-ctx.Done():
 			p.FlushSummary()
 			p.FlushRefusals()
+			p.FlushTokens()
 			return nil
 		}
 	}
@@ -144,7 +146,7 @@ func (p *Proxy) FlushSummary() {
 		return audit.Event{Name: "unidentified_summary", RemoteAddr: s.Party, Count: s.Count,
 			Detail: fmt.Sprintf("refused with 429 and not recorded one by one (over the limit for requests without a valid caller identity) since %s",
 				s.Since.UTC().Format(time.RFC3339))}
-	})
+	}, "requests without a caller identity over the limit were refused and summarised")
 }
 
 // FlushRefusals writes one refusal_summary event per caller counted since
@@ -158,11 +160,11 @@ func (p *Proxy) FlushRefusals() {
 		return audit.Event{Name: "refusal_summary", Caller: s.Party, Count: s.Count, Outcomes: s.Codes, Paths: paths,
 			Detail: fmt.Sprintf("refused over the caller's refusal budget (server.refusals.per_caller) and not recorded one by one since %s",
 				s.Since.UTC().Format(time.RFC3339))}
-	})
+	}, "known callers' refusals over their budget were summarised")
 }
 
 // writeSummaries writes one event per summary, and one log line for all.
-func (p *Proxy) writeSummaries(sums []budget.Summary, event func(budget.Summary) audit.Event) {
+func (p *Proxy) writeSummaries(sums []budget.Summary, event func(budget.Summary) audit.Event, logMsg string) {
 	if len(sums) == 0 {
 		return
 	}
@@ -176,5 +178,5 @@ func (p *Proxy) writeSummaries(sums []budget.Summary, event func(budget.Summary)
 			p.opts.Log.Error("audit summary not written", zap.String("event", ev.Name), zap.String("party", s.Party), zap.Error(err))
 		}
 	}
-	p.opts.Log.Warn("refusals over their budget were counted and summarised", zap.String("event", name), zap.Strings("parties", parties))
+	p.opts.Log.Info(logMsg, zap.String("event", name), zap.Strings("parties", parties))
 }

@@ -300,9 +300,16 @@ func TestOAuth_DropinPyhuntressFlow(t *testing.T) {
 	if resp, tok := fetchToken(b, "soar", soarKey, true); resp.StatusCode != 200 || tok["access_token"] == nil {
 		t.Errorf("Basic token request %d %v", resp.StatusCode, tok)
 	}
+	// Issued tokens are counted, and written once per interval (here: at
+	// the flush) as one token_issued with its count.
+	if evs := a.auditEvents("token_issued"); len(evs) != 0 {
+		t.Errorf("token_issued written per request before the flush: %v", evs)
+	}
+	fetchToken(a, "soar", soarKey, false)
+	a.proxy.FlushTokens()
 	evs := a.auditEvents("token_issued")
-	if len(evs) != 1 || evs[0]["caller"] != "soar" || evs[0]["upstream"] != "huntress-sat" || evs[0]["outcome"] != "issued" {
-		t.Errorf("token_issued events %v", evs)
+	if len(evs) != 1 || evs[0]["caller"] != "soar" || evs[0]["upstream"] != "huntress-sat" || evs[0]["outcome"] != "issued" || evs[0]["count"] != float64(2) {
+		t.Errorf("token_issued events %v; want one, count 2", evs)
 	}
 	if n := len(a.records()); n != 2 {
 		t.Errorf("%d call records on replica a, want 2: the token request is an event, not a call", n)

@@ -190,8 +190,9 @@ type Proxy struct {
 	state   atomic.Pointer[state]
 	handler http.Handler
 	// keyless and refusals are the refusal budgets of requests without a
-	// named caller (by source address) and of known callers.
-	keyless, refusals *budget.Budget
+	// named caller (by source address) and of known callers; issued counts
+	// the tokens the token endpoint issued, by caller and upstream.
+	keyless, refusals, issued *budget.Budget
 	// idPrefix and idCounter make request ids (requestID).
 	idPrefix  [8]byte
 	idCounter atomic.Uint64
@@ -245,7 +246,8 @@ func New(routes Routes, opts Options) (*Proxy, error) {
 		opts.Tokens = defaultTokens(opts.Now)
 	}
 	gate := ratelimit.NewLocal(opts.Now)
-	p := &Proxy{opts: opts, keyless: budget.New("unidentified", gate, opts.Now), refusals: budget.New("refusals", gate, opts.Now)}
+	p := &Proxy{opts: opts, keyless: budget.New("unidentified", gate, opts.Now), refusals: budget.New("refusals", gate, opts.Now),
+		issued: budget.New("issued", gate, opts.Now)}
 	_, _ = rand.Read(p.idPrefix[:])
 	if err := p.Update(routes); err != nil {
 		return nil, err
