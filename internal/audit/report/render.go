@@ -128,8 +128,8 @@ func (r *Report) table(w io.Writer) error {
 		}
 	}
 	e := r.Events
-	fmt.Fprintf(w, "\n\nevents: %d rotation(s), %d reload(s) (%d rejected), %d refresh failure(s), %d stale-serving,\n        %d audit outage(s), %d signed checkpoint(s)\n",
-		e.Rotations, e.Reloads, e.ReloadsRejected, e.RefreshFailures, e.StaleServing, e.AuditOutages, e.Checkpoints)
+	fmt.Fprintf(w, "\n\nevents: %d rotation(s), %d reload(s) (%d rejected), %d refresh failure(s), %d stale-serving,\n        %d audit outage(s), %d signed checkpoint(s), %d keybroker token(s) issued\n",
+		e.Rotations, e.Reloads, e.ReloadsRejected, e.RefreshFailures, e.StaleServing, e.AuditOutages, e.Checkpoints, e.TokensIssued)
 	return nil
 }
 
@@ -244,6 +244,7 @@ th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#ee
 <tr><th class="l">Stale serving</th><td>{{.Events.StaleServing}}</td></tr>
 <tr><th class="l">Audit outages</th><td>{{.Events.AuditOutages}}</td></tr>
 <tr><th class="l">Signed checkpoints</th><td>{{.Events.Checkpoints}}</td></tr>
+<tr><th class="l">keybroker tokens issued</th><td>{{.Events.TokensIssued}}</td></tr>
 </table>
 {{- if .Events.Notable}}
 <table id="notable"><tr><th class="l">Time (UTC)</th><th class="l">Event</th><th class="l">Upstream</th><th class="l">Detail</th></tr>

@@ -86,14 +86,17 @@ type PathCount struct {
 
 // EventCounts are the lifecycle events of the period.
 type EventCounts struct {
-	Rotations       int            `json:"rotations"`
-	Reloads         int            `json:"reloads"`
-	ReloadsRejected int            `json:"reloads_rejected"`
-	RefreshFailures int            `json:"refresh_failures"`
-	StaleServing    int            `json:"stale_serving"`
-	AuditOutages    int            `json:"audit_outages"`
-	Checkpoints     int            `json:"checkpoints"`
-	ByName          map[string]int `json:"by_name"`
+	Rotations       int `json:"rotations"`
+	Reloads         int `json:"reloads"`
+	ReloadsRejected int `json:"reloads_rejected"`
+	RefreshFailures int `json:"refresh_failures"`
+	StaleServing    int `json:"stale_serving"`
+	AuditOutages    int `json:"audit_outages"`
+	Checkpoints     int `json:"checkpoints"`
+	// TokensIssued sums the tokens keybroker's token endpoint issued (an
+	// event's count; no count is one).
+	TokensIssued int64          `json:"tokens_issued"`
+	ByName       map[string]int `json:"by_name"`
 	// Notable lists the events above, first ones first (at most 200).
 	Notable []EventLine `json:"notable"`
 }
@@ -294,6 +297,11 @@ func (r *Report) event(at time.Time, ev *audit.Event) {
 		e.AuditOutages++
 	case audit.EventCheckpoint:
 		e.Checkpoints++
+		notable = false
+	case "token_issued":
+		if ev.Outcome == "issued" {
+			e.TokensIssued += max(ev.Count, 1)
+		}
 		notable = false
 	default:
 		notable = false

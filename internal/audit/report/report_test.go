@@ -425,3 +425,25 @@ func TestReport_EscapesWhatCallersControl(t *testing.T) {
 		t.Error("a caller-controlled path became markup")
 	}
 }
+
+// TestReport_SumsTokensIssued: token_issued events with a count (one per
+// caller and upstream per interval) are summed, an event without one
+// counts one, and a refused token request is not an issued token.
+func TestReport_SumsTokensIssued(t *testing.T) {
+	var buf bytes.Buffer
+	w := audit.NewWriter(&buf)
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for _, ev := range []audit.Event{
+		{Name: "token_issued", Caller: "soar", Upstream: "huntress-sat", Outcome: "issued", Count: 41},
+		{Name: "token_issued", Caller: "siem", Upstream: "huntress-sat", Outcome: "issued"},
+		{Name: "token_issued", Upstream: "huntress-sat", Outcome: "invalid_client"},
+	} {
+		if err := w.WriteEvent(ev, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, text := render(t, []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}}, FormatTable)
+	if r.Events.TokensIssued != 42 || !strings.Contains(text, "42 keybroker token(s) issued") {
+		t.Errorf("tokens issued %d, table:\n%s\nwant 42", r.Events.TokensIssued, text)
+	}
+}
