@@ -367,6 +367,10 @@ func (l *liveCredentials) Reread(ctx context.Context, upstream string) (secrets.
 	return l.cur.Load().Reread(ctx, upstream)
 }
 
+func (l *liveCredentials) Refused(ctx context.Context, upstream string, used int) (secrets.Credential, error) {
+	return l.cur.Load().Refused(ctx, upstream, used)
+}
+
 // waitLoaded waits until every credential of c is loaded, or ctx ends.
 func waitLoaded(ctx context.Context, c *secrets.Cache) error {
 	t := time.NewTicker(20 * time.Millisecond)

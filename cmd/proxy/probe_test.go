@@ -156,3 +156,78 @@ audit: {path: %s}
 		}
 	}
 }
+
+// TestServe_ARevertedRotationClearsItsRejection: through the binary, a
+// broken value written to a file credential is held back
+// (credential_rejected); putting the good value back clears /readyz, the
+// keybroker_credential_rejected metric and `keybroker credentials` at the
+// next read, without a restart.
+func TestServe_ARevertedRotationClearsItsRejection(t *testing.T) {
+	dir := t.TempDir()
+	hunt := vendortest.NewHuntress("hk_revert", "hs_revert_good_secret", vendortest.HuntressOptions{})
+	defer hunt.Close()
+	_, sum, _ := callers.NewKey()
+	credPath := filepath.Join(dir, "h.json")
+	writeCred := func(secret string) {
+		t.Helper()
+		mustWrite(t, credPath+".tmp", `{"api_key":"hk_revert","api_secret":"`+secret+`"}`)
+		if err := os.Rename(credPath+".tmp", credPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCred("hs_revert_good_secret")
+	cfgPath := filepath.Join(dir, "k.yaml")
+	mustWrite(t, cfgPath, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
+upstreams:
+  - {name: huntress, preset: huntress, url: %s, credential: {file: {path: %s}}}
+callers: [{name: soar, key_sha256: %s}]
+secrets: {refresh_interval: 1s}
+audit: {path: %s}
+`, hunt.URL, credPath, sum, filepath.Join(dir, "audit.log")))
+	_, admin, stop, stderr := startServe(t, cfgPath)
+	waitReady(t, "http://"+admin+"/readyz")
+	rejected := func() []string {
+		t.Helper()
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rd struct {
+			Rejected []string `json:"credential_rejected"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil {
+			t.Fatal(err)
+		}
+		return rd.Rejected
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 10 s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	writeCred("hs_revert_broken_secret")
+	waitUntil("credential_rejected", func() bool { return len(rejected()) == 1 })
+	writeCred("hs_revert_good_secret")
+	waitUntil("clearing of credential_rejected", func() bool { return len(rejected()) == 0 })
+	if m := grepLines(scrapeRaw(t, admin), `keybroker_credential_rejected{`); m != `keybroker_credential_rejected{upstream="huntress"} 0` {
+		t.Errorf("metric after the revert = %q", m)
+	}
+	var table strings.Builder
+	if code := run([]string{"credentials", "--admin", "http://" + admin}, nil, &table, &table); code != 0 || strings.Contains(table.String(), "rejected") {
+		t.Errorf("credentials after the revert (exit %d):\n%s", code, table.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "the source holds the version in use again") {
+		t.Error("the log does not say the rejection was cleared")
+	}
+}

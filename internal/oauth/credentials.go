@@ -18,8 +18,10 @@ import (
 // cache).
 type Source interface {
 	Get(ctx context.Context, name string) (secrets.Credential, error)
-	// Reread reads a credential again after the vendor refused it.
-	Reread(ctx context.Context, name string) (secrets.Credential, error)
+	// Refused is told the vendor refused version used on a call, and
+	// returns the credential to use now (secrets.Cache.Refused: a 401
+	// never promotes a version the vendor refuses).
+	Refused(ctx context.Context, name string, used int) (secrets.Credential, error)
 }
 
 // Grant is an OAuth upstream's client-credentials grant.
@@ -174,10 +176,12 @@ func (c *Credentials) Get(ctx context.Context, name string) (secrets.Credential,
 
 // Refused is told that the vendor refused used, the credential a call
 // carried, and returns the credential to send the call once more with:
-// the source is read again (at most once per few seconds), and an OAuth
-// upstream's token renewed. ok is false when there is nothing new to try.
+// the source is told which version was refused (it reads again, and
+// proves what it finds), and an OAuth upstream's token is renewed with
+// the client credential it then serves. ok is false when there is
+// nothing new to try.
 func (c *Credentials) Refused(ctx context.Context, name string, used secrets.Credential) (secrets.Credential, bool) {
-	fresh, err := c.opts.Source.Reread(ctx, name)
+	fresh, err := c.opts.Source.Refused(ctx, name, used.Version)
 	if t := c.tokens(name); t != nil {
 		// The vendor refused the token: fetch a new one with the client
 		// credential as now read.

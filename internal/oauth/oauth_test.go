@@ -206,7 +206,7 @@ func TestIssuer_NoTwoTokensAlike(t *testing.T) {
 		t.Fatalf("verify: %v %v; ids %q %q; want two 16-character ids (96 bits)", err1, err2, ca.ID, cb.ID)
 	}
 	// A token from before ids: same signature scheme, no "j".
-	kid := a[len(TokenPrefix):strings.Index(a[len(TokenPrefix):], ".")+len(TokenPrefix)]
+	kid := a[len(TokenPrefix) : strings.Index(a[len(TokenPrefix):], ".")+len(TokenPrefix)]
 	payload, _ := json.Marshal(map[string]any{"c": "soar", "u": "huntress-sat", "f": "f", "e": now.Add(time.Hour).Unix()})
 	head := TokenPrefix + kid + "." + base64.RawURLEncoding.EncodeToString(payload)
 	old := head + "." + base64.RawURLEncoding.EncodeToString(mac([]byte(secret), head))

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -407,4 +408,63 @@ func TestRotation_ProbeGoesAheadOfTheLine(t *testing.T) {
 		t.Fatalf("calls failed: %v", bad)
 	}
 	h.checkSecretsAbsent(newKey, newSecret)
+}
+
+// TestRotation_ACallersRefusalNeverPromotesARefusedVersion replays the
+// red team's forced rotation: a rotated Huntress pair the vendor refuses
+// is held back; then a low-privilege caller calls a path the vendor
+// answers 401 for reasons of its own (the key lacks a permission). The
+// version in use is proved again, the vendor accepts it, and nothing
+// changes: every other call keeps working on version 1, and no rotation
+// to the refused version is reported.
+func TestRotation_ACallersRefusalNeverPromotesARefusedVersion(t *testing.T) {
+	good := "Basic " + base64.StdEncoding.EncodeToString([]byte(huntressKey+":"+huntressSecret))
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Header.Get("Authorization") != good:
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":"Unauthorized"}`)
+		case r.URL.Path == "/v1/reseller/subscriptions":
+			w.WriteHeader(http.StatusUnauthorized) // this key lacks the permission
+			io.WriteString(w, `{"error":"Unauthorized"}`)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"account":{"id":1}}`)
+		}
+	}))
+	t.Cleanup(vendor.Close)
+	h := newHarness(t, harnessOpts{huntressURL: vendor.URL, prove: true})
+	if resp, _ := h.do("GET", "/huntress/v1/account", nil, bearer(soarKey)); resp.StatusCode != 200 {
+		t.Fatalf("first call %d", resp.StatusCode)
+	}
+	h.writeSecret("huntress.json", map[string]string{"api_key": huntressKey, "api_secret": "hs_rotated_but_refused"})
+	if err := h.cache.Refresh(context.Background(), "huntress"); err != nil {
+		t.Fatal(err)
+	}
+	if !h.cache.Status()[0].Rejected {
+		t.Fatal("the refused rotation is not held back")
+	}
+	for range 3 {
+		if resp, _ := h.do("GET", "/huntress/v1/reseller/subscriptions", nil, bearer(siemKey)); resp.StatusCode != 401 && resp.StatusCode != 403 {
+			t.Fatalf("the vendor's 401: %d", resp.StatusCode)
+		}
+		if resp, _ := h.do("GET", "/huntress/v1/reseller/subscriptions", nil, bearer(soarKey)); resp.StatusCode != 401 {
+			t.Fatalf("the vendor's 401 reaches the caller as it is: %d", resp.StatusCode)
+		}
+	}
+	if err := h.cache.Refresh(context.Background(), "huntress"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if resp, body := h.do("GET", "/huntress/v1/account", nil, bearer(soarKey)); resp.StatusCode != 200 {
+			t.Fatalf("after the 401s: %d %s; the version in use must keep serving", resp.StatusCode, body)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range h.events {
+		if ev.Type == secrets.EventRotated {
+			t.Errorf("rotation reported: %+v", ev)
+		}
+	}
 }

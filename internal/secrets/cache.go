@@ -74,15 +74,16 @@ type entry struct {
 	expiringAt     time.Time
 	expiredVersion int
 	// Proving a rotated version: rejected is the version the vendor refused
-	// (0: none), retryAt when to prove it again, backoff the wait after
-	// that; oldRefused is set when the vendor refused the version in use
-	// (a 401 on a call): the next version is then taken unproved. probe is
-	// the last proof.
-	rejected   *Credential
-	retryAt    time.Time
-	backoff    time.Duration
-	oldRefused bool
-	probe      ProbeState
+	// (nil: none), retryAt when to prove it again, backoff the wait after
+	// that. probe is the last proof.
+	rejected *Credential
+	retryAt  time.Time
+	backoff  time.Duration
+	probe    ProbeState
+	// inUse is the last proof of the version in use after a vendor 401
+	// while a rotation is held back (Refused); inUseBusy while one runs.
+	inUse     inUseProof
+	inUseBusy bool
 
 	reads, failures atomic.Int64
 }
@@ -148,18 +149,16 @@ func (c *Cache) Get(ctx context.Context, name string) (Credential, error) {
 	return *cred, nil
 }
 
-// Reread reads an upstream's credential again at once, after the vendor
-// refused it, and returns the newest copy. Reads forced this way happen at
-// most once per MinReread per credential; in between it returns the cached
-// copy.
+// Reread reads an upstream's credential again at once and returns the
+// newest copy; a new version is proved as on any rotation. Reads forced
+// this way happen at most once per MinReread per credential; in between
+// it returns the cached copy.
 func (c *Cache) Reread(ctx context.Context, name string) (Credential, error) {
 	e, ok := c.entries[name]
 	if !ok {
 		return Credential{}, fmt.Errorf("%s: %w", name, ErrUnknown)
 	}
 	e.mu.Lock()
-	// The vendor refused the version in use: a newer one is taken at once.
-	e.oldRefused = true
 	inflight := e.inflight
 	recent := c.opts.Now().Sub(e.lastForce) < c.opts.MinReread
 	if inflight == nil && !recent {
@@ -216,11 +215,6 @@ func (c *Cache) load(ctx context.Context, e *entry) (*Credential, error) {
 }
 
 func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
-	// A vendor refusal of the version in use counts for this read only.
-	e.mu.Lock()
-	oldRefused := e.oldRefused
-	e.oldRefused = false
-	e.mu.Unlock()
 	src := e.spec.Source
 	e.reads.Add(1)
 	r, err := src.Read(ctx)
@@ -247,15 +241,18 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 			zap.String("source", cred.Source), zap.String("ref", cred.Ref), zap.Int("version", cred.Version))
 	case r.Version == 0 && !sameFields(old.Fields, r.Fields):
 		cred.Version = old.Version + 1
-		if !c.proveRotation(ctx, e, old, cred, oldRefused) {
+		if !c.proveRotation(ctx, e, old, cred) {
 			cred = kept(old, cred.ReadAt)
 		}
 	case r.Version == 0:
 		cred.Version = old.Version
+		c.reverted(e, cred)
 	case r.Version != old.Version:
-		if !c.proveRotation(ctx, e, old, cred, oldRefused) {
+		if !c.proveRotation(ctx, e, old, cred) {
 			cred = kept(old, cred.ReadAt)
 		}
+	case sameFields(old.Fields, cred.Fields):
+		c.reverted(e, cred)
 	}
 	e.mu.Lock()
 	wasStale := e.staleSent

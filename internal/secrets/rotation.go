@@ -106,15 +106,12 @@ const (
 //   - no quota slot free for the probe: keep the old one, the new one
 //     waits for the next refresh (never switch unproven for that).
 //
-// A vendor that refused the version in use on a call (Reread) settles it:
-// switch at once.
-func (c *Cache) proveRotation(ctx context.Context, e *entry, old, cred *Credential, oldRefused bool) bool {
+// A read a vendor 401 forced (Refused) proves a new version the same way:
+// a 401 never promotes a version the vendor refuses.
+func (c *Cache) proveRotation(ctx context.Context, e *entry, old, cred *Credential) bool {
 	no, yes := false, true
 	if c.opts.Prove == nil {
 		return c.switchTo(e, old, cred, nil)
-	}
-	if oldRefused {
-		return c.switchTo(e, old, cred, &no)
 	}
 	now := c.opts.Now()
 	e.mu.Lock()
@@ -201,4 +198,116 @@ func (c *Cache) rotated(e *entry, old, cred *Credential, validated *bool) {
 	c.event(Event{Type: EventRotated, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version, OldVersion: old.Version, Validated: validated})
 	c.opts.Log.Info("credential rotated", zap.String("upstream", e.spec.Name),
 		zap.String("ref", cred.Ref), zap.Int("old_version", old.Version), zap.Int("version", cred.Version))
+}
+
+// reverted is told that the source holds the version in use again (a
+// broken value written to a file and then put back): a rotation held back
+// is gone from the source, so its rejection and back-off are cleared.
+func (c *Cache) reverted(e *entry, cred *Credential) {
+	e.mu.Lock()
+	rejected := e.rejected
+	e.mu.Unlock()
+	if rejected == nil {
+		return
+	}
+	c.settle(e, nil, 0)
+	c.opts.Log.Info("the source holds the version in use again; the rejected rotation is gone",
+		zap.String("upstream", e.spec.Name), zap.Int("version", cred.Version), zap.Int("rejected", rejected.Version))
+}
+
+// InUseProbeEvery bounds the proofs of the version in use that vendor 401s
+// cause while a rotation is held back: one per upstream per this, the
+// verdict reused in between (Huntress allows 60 calls a minute).
+const InUseProbeEvery = time.Minute
+
+// inUseProof is the last proof of the version in use after a 401.
+type inUseProof struct {
+	at      time.Time
+	version int
+	proof   Proof
+	verdict Verdict
+}
+
+// Refused is told that the vendor refused version used of name's
+// credential on a call, and returns the credential to use now:
+//   - a refusal of a version no longer in use changes nothing;
+//   - otherwise the source is read again at once (at most once per
+//     MinReread), and a new version is proved as on any rotation: a 401
+//     never promotes a version the vendor refuses;
+//   - while a rotation is held back (the vendor refused it), the version
+//     in use is proved, once per InUseProbeEvery at most, one proof at a
+//     time: only if the vendor now refuses it too does the held-back
+//     version serve (credential_rotated, validated false, with the
+//     reason). Otherwise the 401 was about that call, and nothing changes.
+//
+// An upstream without a probe behaves as on any re-read.
+func (c *Cache) Refused(ctx context.Context, name string, used int) (Credential, error) {
+	e, ok := c.entries[name]
+	if !ok {
+		return Credential{}, fmt.Errorf("%s: %w", name, ErrUnknown)
+	}
+	if cur := e.cur.Load(); cur == nil || cur.Version != used {
+		return c.Get(ctx, name) // about a version no longer in use
+	}
+	cred, err := c.Reread(ctx, name)
+	if err != nil || cred.Version != used || c.opts.Prove == nil {
+		return cred, err
+	}
+	cur := e.cur.Load()
+	e.mu.Lock()
+	held := e.rejected
+	e.mu.Unlock()
+	if held == nil || cur == nil || cur.Version != used {
+		return cred, nil
+	}
+	p, v, ok := c.proveInUse(ctx, e, cur)
+	if !ok || p != Refused {
+		return cred, nil
+	}
+	next := kept(held, c.opts.Now())
+	e.mu.Lock()
+	still := e.rejected == held
+	e.mu.Unlock()
+	if !still || !e.cur.CompareAndSwap(cur, next) {
+		return c.Get(ctx, name) // a read meanwhile decided otherwise
+	}
+	no := false
+	c.event(Event{Type: EventRotated, Upstream: e.spec.Name, Source: next.Source, Ref: next.Ref, Version: next.Version,
+		OldVersion: cur.Version, Validated: &no,
+		Error: fmt.Sprintf("the vendor refused the version in use too (%s); the held-back version serves unproved", v.Detail)})
+	c.opts.Log.Error("the vendor refused both the version in use and the held-back rotation; switched to the rotated one",
+		zap.String("upstream", e.spec.Name), zap.Int("version", next.Version), zap.Int("old_version", cur.Version), zap.String("probe", v.Detail))
+	c.settle(e, nil, 0)
+	return *next, nil
+}
+
+// proveInUse proves the version in use after a vendor 401, at most once
+// per InUseProbeEvery (the verdict is reused in between) and one proof at
+// a time; ok is false when none is known (one is running).
+func (c *Cache) proveInUse(ctx context.Context, e *entry, cur *Credential) (Proof, Verdict, bool) {
+	now := c.opts.Now()
+	e.mu.Lock()
+	last := e.inUse
+	if last.version == cur.Version && !last.at.IsZero() && now.Sub(last.at) < InUseProbeEvery {
+		e.mu.Unlock()
+		return last.proof, last.verdict, true
+	}
+	if e.inUseBusy {
+		e.mu.Unlock()
+		return 0, Verdict{}, false
+	}
+	e.inUseBusy = true
+	e.mu.Unlock()
+	p, v := c.opts.Prove(ctx, e.spec.Name, *cur)
+	e.mu.Lock()
+	e.inUseBusy = false
+	if p != Busy && p != Unprovable {
+		e.inUse = inUseProof{at: now, version: cur.Version, proof: p, verdict: v}
+	}
+	e.mu.Unlock()
+	c.record(e, cur.Version, p, now)
+	if p == Refused {
+		c.probeEvent(EventRejected, e, cur, v)
+	}
+	return p, v, p != Busy && p != Unprovable
 }
