@@ -23,32 +23,10 @@ import (
 // caller keybroker, and a credential_rejected event). Fixing the secret
 // clears it all.
 func TestServe_RejectedRotationIsVisible(t *testing.T) {
-	dir := t.TempDir()
 	hunt := vendortest.NewHuntress("hk_probe", "hs_probe_good_secret", vendortest.HuntressOptions{})
 	defer hunt.Close()
-	key, sum, _ := callers.NewKey()
-	credPath := filepath.Join(dir, "h.json")
-	writeCred := func(secret string) {
-		t.Helper()
-		mustWrite(t, credPath+".tmp", `{"api_key":"hk_probe","api_secret":"`+secret+`"}`)
-		if err := os.Rename(credPath+".tmp", credPath); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeCred("hs_probe_good_secret")
-	auditPath := filepath.Join(dir, "audit.log")
-	cfgPath := filepath.Join(dir, "k.yaml")
-	mustWrite(t, cfgPath, fmt.Sprintf(`
-listen: 127.0.0.1:0
-admin: {listen: "127.0.0.1:0"}
-upstreams:
-  - {name: huntress, preset: huntress, url: %s, credential: {file: {path: %s}}}
-callers: [{name: soar, key_sha256: %s}]
-secrets: {refresh_interval: 1s}
-audit: {path: %s}
-`, hunt.URL, credPath, sum, auditPath))
-	listen, admin, stop, stderr := startServe(t, cfgPath)
-	waitReady(t, "http://"+admin+"/readyz")
+	ps := probedServe(t, hunt, "hk_probe", "hs_probe_good_secret")
+	listen, admin, stop, stderr, key, auditPath, writeCred := ps.listen, ps.admin, ps.stop, ps.stderr, ps.key, ps.auditPath, ps.writeCred
 	call := func() int {
 		t.Helper()
 		req, _ := http.NewRequest("GET", "http://"+listen+"/huntress/v1/agents", nil)
@@ -163,31 +141,10 @@ audit: {path: %s}
 // keybroker_credential_rejected metric and `keybroker credentials` at the
 // next read, without a restart.
 func TestServe_ARevertedRotationClearsItsRejection(t *testing.T) {
-	dir := t.TempDir()
 	hunt := vendortest.NewHuntress("hk_revert", "hs_revert_good_secret", vendortest.HuntressOptions{})
 	defer hunt.Close()
-	_, sum, _ := callers.NewKey()
-	credPath := filepath.Join(dir, "h.json")
-	writeCred := func(secret string) {
-		t.Helper()
-		mustWrite(t, credPath+".tmp", `{"api_key":"hk_revert","api_secret":"`+secret+`"}`)
-		if err := os.Rename(credPath+".tmp", credPath); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeCred("hs_revert_good_secret")
-	cfgPath := filepath.Join(dir, "k.yaml")
-	mustWrite(t, cfgPath, fmt.Sprintf(`
-listen: 127.0.0.1:0
-admin: {listen: "127.0.0.1:0"}
-upstreams:
-  - {name: huntress, preset: huntress, url: %s, credential: {file: {path: %s}}}
-callers: [{name: soar, key_sha256: %s}]
-secrets: {refresh_interval: 1s}
-audit: {path: %s}
-`, hunt.URL, credPath, sum, filepath.Join(dir, "audit.log")))
-	_, admin, stop, stderr := startServe(t, cfgPath)
-	waitReady(t, "http://"+admin+"/readyz")
+	ps := probedServe(t, hunt, "hk_revert", "hs_revert_good_secret")
+	admin, stop, stderr, writeCred := ps.admin, ps.stop, ps.stderr, ps.writeCred
 	rejected := func() []string {
 		t.Helper()
 		resp, err := http.Get("http://" + admin + "/readyz")
@@ -230,4 +187,45 @@ audit: {path: %s}
 	if !strings.Contains(stderr.String(), "the source holds the version in use again") {
 		t.Error("the log does not say the rejection was cleared")
 	}
+}
+
+// probed is keybroker serving huntress from a file credential, refreshed
+// every second, with one caller.
+type probed struct {
+	listen, admin, key, auditPath string
+	stop                          func() error
+	stderr                        *lockedBuffer
+	// writeCred replaces the file credential's secret (atomically).
+	writeCred func(secret string)
+}
+
+// probedServe starts keybroker in front of hunt with the file credential
+// apiKey and secret, and waits until it is ready.
+func probedServe(t *testing.T, hunt *vendortest.Huntress, apiKey, secret string) probed {
+	t.Helper()
+	dir := t.TempDir()
+	key, sum, _ := callers.NewKey()
+	credPath := filepath.Join(dir, "h.json")
+	ps := probed{key: key, auditPath: filepath.Join(dir, "audit.log")}
+	ps.writeCred = func(secret string) {
+		t.Helper()
+		mustWrite(t, credPath+".tmp", `{"api_key":"`+apiKey+`","api_secret":"`+secret+`"}`)
+		if err := os.Rename(credPath+".tmp", credPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps.writeCred(secret)
+	cfgPath := filepath.Join(dir, "k.yaml")
+	mustWrite(t, cfgPath, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
+upstreams:
+  - {name: huntress, preset: huntress, url: %s, credential: {file: {path: %s}}}
+callers: [{name: soar, key_sha256: %s}]
+secrets: {refresh_interval: 1s}
+audit: {path: %s}
+`, hunt.URL, credPath, sum, ps.auditPath))
+	ps.listen, ps.admin, ps.stop, ps.stderr = startServe(t, cfgPath)
+	waitReady(t, "http://"+ps.admin+"/readyz")
+	return ps
 }

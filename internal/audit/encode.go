@@ -10,24 +10,7 @@ import (
 // it (field order, omitempty, escaping), without reflection or garbage:
 // it is on every call's path.
 func appendRecord(b []byte, r *Record) []byte {
-	b = append(b, `{"seq":`...)
-	b = strconv.AppendUint(b, r.Seq, 10)
-	b = append(b, `,"prev":`...)
-	b = appendString(b, r.Prev)
-	b = append(b, `,"type":`...)
-	b = appendString(b, r.Type)
-	b = append(b, `,"time":"`...)
-	b = time.Time(r.Time).UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
-	b = append(b, '"')
-	b = appendField(b, "request_id", r.RequestID)
-	b = appendField(b, "caller", r.Caller)
-	b = appendField(b, "caller_auth", r.CallerAuth)
-	b = appendField(b, "subject", r.Subject)
-	b = appendField(b, "remote_addr", r.RemoteAddr)
-	b = appendField(b, "method", r.Method)
-	b = appendField(b, "upstream", r.Upstream)
-	b = appendField(b, "path", r.Path)
-	b = appendField(b, "query", r.Query)
+	b = appendRequest(b, r, r.Seq, r.Prev, r.Type)
 	if r.Status != 0 {
 		b = append(b, `,"status":`...)
 		b = strconv.AppendInt(b, int64(r.Status), 10)
@@ -57,11 +40,23 @@ func appendRecord(b []byte, r *Record) []byte {
 // links, then the call's identity, request, credential and policy, in
 // that order; no result fields.
 func appendBegin(b []byte, r *Record, seq uint64, prev string) []byte {
+	b = appendRequest(b, r, seq, prev, TypeBegin)
+	b = appendCredential(b, r.Credential)
+	b = appendField(b, "policy", r.Policy)
+	return append(b, '}')
+}
+
+// appendRequest opens a line with the chain links, its type and time, and
+// the call's identity and request: what a call record and its begin line
+// share, in the same order.
+func appendRequest(b []byte, r *Record, seq uint64, prev, typ string) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, `,"prev":`...)
 	b = appendString(b, prev)
-	b = append(b, `,"type":"`+TypeBegin+`","time":"`...)
+	b = append(b, `,"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"time":"`...)
 	b = time.Time(r.Time).UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	b = append(b, '"')
 	b = appendField(b, "request_id", r.RequestID)
@@ -72,10 +67,7 @@ func appendBegin(b []byte, r *Record, seq uint64, prev string) []byte {
 	b = appendField(b, "method", r.Method)
 	b = appendField(b, "upstream", r.Upstream)
 	b = appendField(b, "path", r.Path)
-	b = appendField(b, "query", r.Query)
-	b = appendCredential(b, r.Credential)
-	b = appendField(b, "policy", r.Policy)
-	return append(b, '}')
+	return appendField(b, "query", r.Query)
 }
 
 // appendCredential appends ,"credential":{...} unless c is nil.

@@ -35,18 +35,26 @@ func (e *events) rotations() []Event {
 
 var typo = map[string]Secret{"api_key": "k1", "api_secret": "typo"}
 
-// heldBack is a cache serving version 1 (which the vendor accepts) with
-// version 2 (which it refuses) held back.
-func heldBack(t *testing.T) (*Cache, *fakeSource, *prover, *events) {
+// proving is a cache serving version 1, which the vendor accepts, proving
+// rotations.
+func proving(t *testing.T) (*Cache, *fakeSource, *prover, *events) {
 	t.Helper()
 	src := &fakeSource{fields: good, version: 1}
 	p := &prover{accept: map[Secret]bool{plantedValue: true}, asked: map[int]int{}}
 	ev := &events{}
 	c := newTestCache(t, src, Options{Prove: p.prove, OnEvent: ev.on, MinReread: time.Second})
-	ctx := context.Background()
-	if _, err := c.Get(ctx, "huntress"); err != nil {
+	if _, err := c.Get(context.Background(), "huntress"); err != nil {
 		t.Fatal(err)
 	}
+	return c, src, p, ev
+}
+
+// heldBack is a cache serving version 1 (which the vendor accepts) with
+// version 2 (which it refuses) held back.
+func heldBack(t *testing.T) (*Cache, *fakeSource, *prover, *events) {
+	t.Helper()
+	c, src, p, ev := proving(t)
+	ctx := context.Background()
 	src.set(typo, 2, nil)
 	if err := c.Refresh(ctx, "huntress"); err != nil {
 		t.Fatal(err)
@@ -135,16 +143,9 @@ func TestCache_ARefusalOfAnOldVersionChangesNothing(t *testing.T) {
 // 1 serves.
 func TestCache_A401RacingABrokenRotationProvesIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		src := &fakeSource{fields: good, version: 1}
-		p := &prover{accept: map[Secret]bool{plantedValue: true}, asked: map[int]int{}}
-		ev := &events{}
-		c := newTestCache(t, src, Options{Prove: p.prove, OnEvent: ev.on, MinReread: time.Second})
-		ctx := context.Background()
-		if _, err := c.Get(ctx, "huntress"); err != nil {
-			t.Fatal(err)
-		}
+		c, src, p, ev := proving(t)
 		src.set(typo, 2, nil)
-		cred, err := c.Refused(ctx, "huntress", 1)
+		cred, err := c.Refused(context.Background(), "huntress", 1)
 		if err != nil || cred.Version != 1 || p.times(2) != 1 || len(ev.rotations()) != 0 {
 			t.Fatalf("version %d (%v), version 2 proved %d times, rotations %v; want 1 kept, 2 proved once, none",
 				cred.Version, err, p.times(2), ev.rotations())
