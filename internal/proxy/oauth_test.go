@@ -17,6 +17,7 @@ import (
 	"github.com/keybroker/keybroker/internal/oauth"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/ratelimit"
+	"github.com/keybroker/keybroker/internal/secrets"
 	"github.com/keybroker/keybroker/internal/vendortest"
 )
 
@@ -563,4 +564,43 @@ func TestOAuth_VendorErrorTextIsNeverRepeated(t *testing.T) {
 	}
 	// h.checkNoLeaks (at cleanup) searches every reply, audit line and
 	// log entry for the planted client secret.
+}
+
+// TestOAuth_ACallsRefusalNeverPromotesARefusedClientSecret: the forced
+// rotation on an OAuth upstream. A rotated client secret the token
+// endpoint refuses is held back; then the vendor's API refuses a call's
+// token (401). keybroker proves the client credential in use with a token
+// fetch (the renewal is the probe), which works, so it renews the token
+// with that credential and the call succeeds; the refused secret never
+// serves.
+func TestOAuth_ACallsRefusalNeverPromotesARefusedClientSecret(t *testing.T) {
+	sat := vendortest.NewSAT(satClientID, satSecret, time.Hour)
+	t.Cleanup(sat.Close)
+	h := newHarness(t, harnessOpts{sat: sat, prove: true})
+	if resp, _ := h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey)); resp.StatusCode != 200 {
+		t.Fatalf("first call %d", resp.StatusCode)
+	}
+	h.writeSecret("sat.json", map[string]string{"client_id": satClientID, "client_secret": "ss_rotated_but_refused"})
+	if err := h.cache.Refresh(context.Background(), "huntress-sat"); err != nil {
+		t.Fatal(err)
+	}
+	var held bool
+	for _, st := range h.cache.Status() {
+		held = held || (st.Name == "huntress-sat" && st.Rejected)
+	}
+	if !held {
+		t.Fatal("the refused client secret is not held back")
+	}
+	sat.RevokeAll() // the API now refuses the token in use: a vendor 401
+	resp, body := h.do("GET", "/huntress-sat/api/v1/accounts", nil, bearer(soarKey))
+	if resp.StatusCode != 200 {
+		t.Fatalf("after the vendor's 401: %d %s; want the call retried with a token renewed on the secret in use", resp.StatusCode, body)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range h.events {
+		if ev.Type == secrets.EventRotated && ev.Upstream == "huntress-sat" {
+			t.Errorf("rotation reported: %+v", ev)
+		}
+	}
 }
