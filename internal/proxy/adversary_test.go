@@ -297,9 +297,13 @@ func TestAdversary_UnidentifiedRequestsAreLimitedAndSummarised(t *testing.T) {
 	if codes[429] != 15 {
 		t.Errorf("status counts %v: want 5 answered, 15 refused with 429", codes)
 	}
-	if resp, _ := h.do("GET", "/huntress/v1/account", nil, bearer(soarKey)); resp.StatusCode != 200 {
+	if resp, _ := h.do("GET", "/huntress/v1/account", nil, map[string]string{
+		"Proxy-Authorization": "Bearer " + soarKey, "X-Request-Id": "known-after-keyless"}); resp.StatusCode != 200 {
 		t.Errorf("a known caller got %d", resp.StatusCode)
 	}
+	// The record follows the reply (it is written after the reply is
+	// flushed): wait for it before counting.
+	h.lastRecord("known-after-keyless")
 	h.proxy.FlushSummary()
 	var calls, summaries int
 	for _, l := range strings.Split(strings.TrimSpace(h.auditBuf.String()), "\n") {
