@@ -50,6 +50,11 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		// Bare keybroker: say what it does rather than demand -config.
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
@@ -133,7 +138,7 @@ func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
 const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its flags)
 
   keybroker [serve] -config FILE               run the proxy
-  keybroker validate -config FILE [--check-secrets] [--check-upstreams]
+  keybroker validate FILE [--check-secrets] [--check-upstreams]   (or -config FILE)
                                                check a configuration (and read every credential;
                                                and open a TLS connection to every upstream)
   keybroker hash-key [-stdin]                  make a new caller key and its key_sha256
@@ -156,10 +161,24 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 
 func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 	path := fs.String("config", "", "configuration file (YAML)")
+	// The file may also come first, as the audit commands take theirs:
+	// keybroker validate FILE [flags].
+	var positional string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		positional, args = args[0], args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, flagError(err)
 	}
-	if *path == "" {
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q: give the configuration file once, as FILE or -config FILE", fs.Arg(0))}
+	}
+	switch {
+	case positional != "" && *path != "" && positional != *path:
+		return nil, usageError{errors.New("two configuration files given: FILE and -config FILE; give one")}
+	case positional != "":
+		*path = positional
+	case *path == "":
 		return nil, usageError{errors.New("-config FILE is required")}
 	}
 	cfg, err := config.Load(*path, os.LookupEnv)
@@ -170,7 +189,7 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 }
 
 func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("validate", "validate -config FILE [--check-secrets] [--check-upstreams]", stdout)
+	fs := newFlags("validate", "validate FILE [--check-secrets] [--check-upstreams]   (or -config FILE)", stdout)
 	check := fs.Bool("check-secrets", false, "also read every credential from its source and report its fields and version")
 	upstreams := fs.Bool("check-upstreams", false, "also open a TLS connection to every upstream (through the egress proxy) and report it; sends no credential")
 	cfg, err := loadConfig(fs, args)

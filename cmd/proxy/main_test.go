@@ -42,12 +42,22 @@ func TestRun_ExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	mustWrite(t, bad, "upstreams: []\ncolers: 1\n")
+	good := filepath.Join(dir, "good.yaml")
+	mustWrite(t, filepath.Join(dir, "h.json"), `{"api_key":"k","api_secret":"s"}`)
+	mustWrite(t, good, "upstreams: [{name: huntress, preset: huntress, url: http://127.0.0.1:9, credential: {file: {path: "+filepath.Join(dir, "h.json")+"}}}]\nallow_anonymous: true\n")
 	cases := []struct {
 		args []string
 		code int
 		out  string
 	}{
+		{nil, 2, "usage: keybroker COMMAND"},
 		{[]string{"version"}, 0, "keybroker"},
+		{[]string{"validate", good}, 0, "configuration OK"},
+		{[]string{"validate", good, "--check-secrets"}, 0, "huntress"},
+		{[]string{"validate", "-config", good}, 0, "configuration OK"},
+		{[]string{"validate", bad}, 2, "colers: unknown field"},
+		{[]string{"validate", good, "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"validate", good, "-config", bad}, 2, "two configuration files"},
 		{[]string{"nonsense"}, 2, "unknown command"},
 		{[]string{"validate"}, 2, "-config FILE is required"},
 		{[]string{"validate", "-config", bad}, 2, "colers: unknown field"},
