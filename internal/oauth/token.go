@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -167,12 +168,16 @@ func WriteError(w http.ResponseWriter, e *RequestError) {
 			h.Del("WWW-Authenticate")
 		}
 	}
-	body, _ := json.Marshal(struct {
+	// Written as it reads ("<key>"), not HTML-escaped: the reply is JSON.
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description,omitempty"`
 	}{e.Code, e.Description})
 	w.WriteHeader(e.Status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body.Bytes())
 }
 
 func bound(s string) string {

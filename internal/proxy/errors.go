@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -84,9 +85,14 @@ func fail(w http.ResponseWriter, c *call, code, message string) {
 		h.Set("Connection", "close")
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	}
-	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message, RequestID: c.id}})
+	// Messages name the way to send a key ("<key>"): written as they read,
+	// not HTML-escaped (the reply is JSON, served nosniff).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(errorBody{Error: errorDetail{Code: code, Message: message, RequestID: c.id}})
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(buf.Bytes()) // Encode ends the line
 }
 
 func isRateLimitHeader(k string) bool {

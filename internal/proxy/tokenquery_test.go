@@ -68,3 +68,17 @@ func TestAudit_CallerKeyShapedValuesAreRedacted(t *testing.T) {
 	}
 	h.checkSecretsAbsent(other)
 }
+
+// TestProxy_ErrorBodiesReadAsWritten: the 401's hint names the ways of
+// sending a key with "<key>" written as it reads, not HTML-escaped (the
+// reply is JSON, served nosniff); the token endpoint's errors likewise.
+func TestProxy_ErrorBodiesReadAsWritten(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	resp, body := h.do("GET", "/huntress/v1/agents", nil, nil)
+	if resp.StatusCode != 401 || !strings.Contains(body, "Proxy-Authorization: Bearer <key>") || strings.Contains(body, `\u003c`) {
+		t.Errorf("401 body %s", body)
+	}
+	if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("headers %v", resp.Header)
+	}
+}
