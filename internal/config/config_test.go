@@ -121,6 +121,8 @@ func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
 		{"bad key hash", "key_sha256: ", "key_sha256: zz86", "callers[0].key_sha256: must be 64 hex digits"},
 		{"allow names unknown upstream", "    key_sha256:", "    allow: [{upstream: nope}]\n    key_sha256:", "callers[0].allow[0].upstream: no upstream named \"nope\""},
 		{"bad path pattern", "    key_sha256:", "    allow: [{upstream: huntress, paths: [/v1/**/x]}]\n    key_sha256:", "callers[0].allow[0].paths[0]: ** is allowed only as a trailing /**"},
+		{"misspelt method", "    key_sha256:", "    allow: [{upstream: huntress, methods: [GET, GTE]}]\n    key_sha256:", `callers[0].allow[0].methods[1]: "GTE" is not an HTTP method keybroker forwards`},
+		{"made-up method", "    key_sha256:", "    allow: [{upstream: huntress, methods: [PURGE]}]\n    key_sha256:", `callers[0].allow[0].methods[0]: "PURGE" is not an HTTP method`},
 		{"client cert without CA", "    key_sha256:", "    client_cert: {common_name: x}\n    key_sha256:", "callers[0].client_cert: needs tls.client_ca_file"},
 		{"no vault address", "  address: https://vault.internal:8200\n", "", "vault.address: required when an upstream reads from vault"},
 		{"approle without role_id", "method: token, token_file: /dev/null", "method: approle, secret_id_file: /dev/null", "vault.auth.role_id: required for method approle"},

@@ -463,6 +463,10 @@ func (c *Config) completeCallers(e *errs) {
 	}
 }
 
+// knownMethods are the methods an allow rule may name: a misspelt one
+// ("GTE") would otherwise allow nothing, silently.
+var knownMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
+
 func (c *Config) checkAllow(e *errs, path string, a *AllowRule) {
 	if a.Upstream == "" {
 		e.add(path+".upstream", "required")
@@ -471,8 +475,8 @@ func (c *Config) checkAllow(e *errs, path string, a *AllowRule) {
 	}
 	for i, m := range a.Methods {
 		a.Methods[i] = strings.ToUpper(m)
-		if !headerTokenRE.MatchString(m) {
-			e.add(fmt.Sprintf("%s.methods[%d]", path, i), "not an HTTP method")
+		if !knownMethods[a.Methods[i]] {
+			e.add(fmt.Sprintf("%s.methods[%d]", path, i), "%s is not an HTTP method keybroker forwards (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)", quote(m))
 		}
 	}
 	for i, pat := range a.Paths {
