@@ -86,9 +86,17 @@ func Present(req *http.Request, slot Slot, buf []string) Presented {
 // Slot is the slot the request was read against.
 func (p Presented) Slot() Slot { return p.slot }
 
-// Hint is the 401 message for p: the ways of proving an identity that its
-// slot accepts, and a client certificate where the listener verifies them.
-func (p Presented) Hint(certs bool) string { return p.slot.Hint(certs) }
+// Hint is the 401 message for p: whether it sent a key nobody has or none,
+// then the ways of proving an identity that its slot accepts, and a
+// client certificate where the listener verifies them.
+func (p Presented) Hint(certs bool) string {
+	if len(p.Keys) > 0 {
+		return "unknown key: no caller has the key this request sent; " + strings.TrimPrefix(p.slot.Hint(certs), noIdentity)
+	}
+	return p.slot.Hint(certs)
+}
+
+const noIdentity = "no valid caller identity: "
 
 // Identify finds who sent p's request to upstream, trying the proofs in
 // their one order (see above). A proof that is presented but does not
@@ -308,5 +316,5 @@ func (s Slot) Hint(certs bool) string {
 	if certs {
 		ways = append(ways, "a client certificate")
 	}
-	return "no valid caller identity: send " + strings.Join(ways, ", or ")
+	return noIdentity + "send " + strings.Join(ways, ", or ")
 }

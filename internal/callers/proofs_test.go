@@ -125,3 +125,18 @@ func TestPresentedKeys_EveryPlaceAKeyCanSit(t *testing.T) {
 		}
 	}
 }
+
+// TestPresented_HintTellsAnUnknownKeyFromNone: a request that sent a key
+// nobody has is told so; one that sent none is told how to send one.
+func TestPresented_HintTellsAnUnknownKeyFromNone(t *testing.T) {
+	slot := Slot{Basic: true}
+	none := httptest.NewRequest("GET", "/huntress/v1/agents", nil)
+	wrong := httptest.NewRequest("GET", "/huntress/v1/agents", nil)
+	wrong.Header.Set("Proxy-Authorization", "Bearer kbk_not_anyones_key")
+	if h := Present(none, slot, nil).Hint(false); !strings.HasPrefix(h, "no valid caller identity: send Proxy-Authorization: Bearer <key>") {
+		t.Errorf("no key: %q", h)
+	}
+	if h := Present(wrong, slot, nil).Hint(false); !strings.HasPrefix(h, "unknown key: no caller has the key this request sent; send Proxy-Authorization") || strings.Contains(h, "kbk_not") {
+		t.Errorf("unknown key: %q", h)
+	}
+}
