@@ -395,3 +395,23 @@ func TestLoad_SyntaxErrorSaysWhereTheConstructBegan(t *testing.T) {
 		}
 	}
 }
+
+// TestLoad_DidYouMean: a misspelt key, preset or upstream name gets the
+// nearest known one (a swap of two letters counts one), and a misspelt
+// preset causes no second error about what the preset would have filled.
+func TestLoad_DidYouMean(t *testing.T) {
+	cases := []struct{ name, from, to, want, not string }{
+		{"top-level key, letters swapped", "callers:", "aduit: {path: \"\"}\ncallers:", "aduit: unknown field (did you mean audit?)", ""},
+		{"preset", "preset: infocyte", "preset: infocyt", `upstreams[1].preset: unknown preset "infocyt" (did you mean infocyte?)`, "auth.type: required"},
+		{"allow upstream", "    key_sha256:", "    allow: [{upstream: huntres}]\n    key_sha256:", `callers[0].allow[0].upstream: no upstream named "huntres" (did you mean huntress?)`, ""},
+		{"nothing close", "callers:", "zzzzzz: 1\ncallers:", "zzzzzz: unknown field", "did you mean"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Replace(base, tc.from, tc.to, 1)), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.not != "" && strings.Contains(err.Error(), tc.not)) {
+				t.Errorf("error %v\nwant %q%s", err, tc.want, map[bool]string{true: " and not " + tc.not}[tc.not != ""])
+			}
+		})
+	}
+}

@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -319,35 +321,48 @@ func quote(s string) string { return strconv.Quote(s) }
 // suggest names the known field closest to an unknown key ("listn" →
 // listen), when one is close.
 func suggest(key string, fields map[string]int) string {
+	return didYouMean(key, slices.Collect(maps.Keys(fields)))
+}
+
+// didYouMean is " (did you mean X?)" for the known name closest to name
+// (Damerau distance 2 at most: "aduit" → audit, "huntres" → huntress),
+// the first in order on a tie; "" when none is that close. Keys, presets,
+// upstream names in allow rules: one helper for every name a user types.
+func didYouMean(name string, known []string) string {
 	best, bestD := "", 3
-	for f := range fields {
-		if dd := distance(key, f); dd < bestD || (dd == bestD && f < best) {
-			best, bestD = f, dd
+	for _, k := range known {
+		if d := distance(name, k); d < bestD || (d == bestD && k < best) {
+			best, bestD = k, d
 		}
 	}
-	if best == "" {
+	if best == "" || best == name {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s?)", best)
 }
 
-// distance is the Levenshtein distance between two short names.
+// distance is the Damerau–Levenshtein distance (optimal string alignment)
+// between two short names: a swap of two neighbours counts one.
 func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev = cur
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }

@@ -209,18 +209,22 @@ func (c *Config) completeUpstreams(e *errs) {
 		p := fmt.Sprintf("upstreams[%d]", i)
 		checkName(e, p+".name", u.Name, "upstream", " (it is the path prefix)", seen)
 
-		hint := ""
+		hint, unknownPreset := "", false
 		if u.Preset != "" {
 			pr, ok := presets[u.Preset]
 			if !ok {
-				e.add(p+".preset", "unknown preset (known: %s)", strings.Join(presetNames(), ", "))
+				unknownPreset = true
+				e.add(p+".preset", "unknown preset %s%s (known: %s)", quote(u.Preset), didYouMean(u.Preset, presetNames()), strings.Join(presetNames(), ", "))
 			} else {
 				applyPreset(u, pr)
 				hint = pr.urlHint
 			}
 		}
-		checkUpstreamURL(e, p+".url", u.URL, hint)
-		checkAuth(e, p+".auth", &u.Auth)
+		if !unknownPreset {
+			// A misspelt preset would have filled these: no cascade.
+			checkUpstreamURL(e, p+".url", u.URL, hint)
+			checkAuth(e, p+".auth", &u.Auth)
+		}
 		checkCredential(e, p+".credential", &u.Credential)
 		if u.RateLimit != nil {
 			checkRateLimit(e, p+".rate_limit", u.RateLimit, true)
@@ -463,6 +467,15 @@ func (c *Config) completeCallers(e *errs) {
 	}
 }
 
+// upstreamNames are the configured upstreams' names.
+func (c *Config) upstreamNames() []string {
+	names := make([]string, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		names[i] = u.Name
+	}
+	return names
+}
+
 // knownMethods are the methods an allow rule may name: a misspelt one
 // ("GTE") would otherwise allow nothing, silently.
 var knownMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
@@ -471,7 +484,7 @@ func (c *Config) checkAllow(e *errs, path string, a *AllowRule) {
 	if a.Upstream == "" {
 		e.add(path+".upstream", "required")
 	} else if c.Upstream(a.Upstream) == nil {
-		e.add(path+".upstream", "no upstream named %s", quote(a.Upstream))
+		e.add(path+".upstream", "no upstream named %s%s", quote(a.Upstream), didYouMean(a.Upstream, c.upstreamNames()))
 	}
 	for i, m := range a.Methods {
 		a.Methods[i] = strings.ToUpper(m)
