@@ -388,6 +388,9 @@ func TestLoad_SyntaxErrorSaysWhereTheConstructBegan(t *testing.T) {
 		{"listen: a\nupstreams:\n  - name: x\n    url: \"http://x\n  - name: y\n",
 			"(while scanning a quoted scalar that starts at line 4, column 10)"},
 		{"a: 1\nb:\n  c: 2\n   d: 3\n", "line 4, column 5: mapping values are not allowed in this context"},
+		// A tab says tab, where YAML's own message does not.
+		{"upstreams:\n\t- {name: huntress}\n", "line 2, column 1: a tab in the indentation: YAML indents with spaces only"},
+		{"upstreams:\n  - name: huntress\n\t preset: huntress\n", "line 3, column 1: a tab in the indentation"},
 	} {
 		_, err := Parse([]byte(tc.doc), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -38,7 +38,7 @@ func Parse(data []byte, env LookupEnv) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config: the file is empty")
 		}
-		return nil, syntaxError(err)
+		return nil, syntaxError(err, data)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -72,16 +72,32 @@ func Parse(data []byte, env LookupEnv) (*Config, error) {
 // syntaxError says where YAML's parser found the problem and, when it
 // knows, where the construct it was reading began: an unclosed [ or quote
 // is found lines later, at the next token that cannot belong to it.
-func syntaxError(err error) error {
+func syntaxError(err error, data []byte) error {
 	var le *yaml.LoadError
 	if !errors.As(err, &le) || le.Mark.Line == 0 {
 		return fmt.Errorf("config: not valid YAML: %w", err)
 	}
-	msg := fmt.Sprintf("config: not valid YAML: line %d, column %d: %s", le.Mark.Line, le.Mark.Column, le.Message)
+	what := le.Message
+	if tabIndented(data, le.Mark.Line) {
+		what = "a tab in the indentation: YAML indents with spaces only (" + what + ")"
+	}
+	msg := fmt.Sprintf("config: not valid YAML: line %d, column %d: %s", le.Mark.Line, le.Mark.Column, what)
 	if le.ContextMsg != "" && le.ContextMark.Line > 0 && le.ContextMark != le.Mark {
 		msg += fmt.Sprintf(" (%s that starts at line %d, column %d)", le.ContextMsg, le.ContextMark.Line, le.ContextMark.Column)
 	}
 	return errors.New(msg)
+}
+
+// tabIndented reports whether line (1-based) of data has a tab in its
+// indentation: YAML's own message rarely says so.
+func tabIndented(data []byte, line int) bool {
+	lines := bytes.Split(data, []byte("\n"))
+	if line < 1 || line > len(lines) {
+		return false
+	}
+	l := lines[line-1]
+	indent := l[:len(l)-len(bytes.TrimLeft(l, " \t"))]
+	return bytes.IndexByte(indent, '\t') >= 0
 }
 
 // Upstream returns the upstream named name, or nil.
