@@ -399,15 +399,18 @@ func TestLoad_SyntaxErrorSaysWhereTheConstructBegan(t *testing.T) {
 	}
 }
 
-// TestLoad_DidYouMean: a misspelt key, preset or upstream name gets the
-// nearest known one (a swap of two letters counts one), and a misspelt
-// preset causes no second error about what the preset would have filled.
-func TestLoad_DidYouMean(t *testing.T) {
+// TestLoad_OneErrorAtTheCause: a misspelt key, preset or upstream name
+// gets the nearest known one (a swap of two letters counts one); a
+// misspelt preset causes no second error about what the preset would have
+// filled, nor an unset variable a second one about its parent.
+func TestLoad_OneErrorAtTheCause(t *testing.T) {
 	cases := []struct{ name, from, to, want, not string }{
 		{"top-level key, letters swapped", "callers:", "aduit: {path: \"\"}\ncallers:", "aduit: unknown field (did you mean audit?)", ""},
 		{"preset", "preset: infocyte", "preset: infocyt", `upstreams[1].preset: unknown preset "infocyt" (did you mean infocyte?)`, "auth.type: required"},
 		{"allow upstream", "    key_sha256:", "    allow: [{upstream: huntres}]\n    key_sha256:", `callers[0].allow[0].upstream: no upstream named "huntres" (did you mean huntress?)`, ""},
 		{"nothing close", "callers:", "zzzzzz: 1\ncallers:", "zzzzzz: unknown field", "did you mean"},
+		{"unset variable: one error", "key_sha256: 82afc692e8b389df4298b8d4464c066ef58a371b64f6b5da9f4caaaede381f40", "key_sha256: ${SOAR_KEY_SHA256}",
+			"callers[0].key_sha256: environment variable SOAR_KEY_SHA256 is not set", "set key_sha256, client_cert or jwt"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -271,6 +271,12 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) error {
 	val, err := d.expand(n.Value)
 	if err != nil {
 		d.fail(path, n.Line, false, "%v", err)
+		if v.Kind() == reflect.String {
+			// The field is set, to its unexpanded text: the one error is the
+			// variable, not a second "set one of ..." about its parent.
+			// Checks of the field itself are suppressed (tainted).
+			v.SetString(n.Value)
+		}
 		return nil
 	}
 	node := *n
