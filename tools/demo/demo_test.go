@@ -66,3 +66,25 @@ func TestDemo_RunsToCompletion(t *testing.T) {
 		t.Log(s)
 	}
 }
+
+// TestIsTerminal_DevNullIsNoTerminal: /dev/null is a character device but
+// no terminal, so `make demo </dev/null` runs to completion; a
+// pseudo-terminal is one.
+func TestIsTerminal_DevNullIsNoTerminal(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if isTerminal(null) {
+		t.Error("/dev/null taken for a terminal")
+	}
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer ptmx.Close()
+	if !isTerminal(ptmx) {
+		t.Error("a pseudo-terminal's master not taken for a terminal")
+	}
+}

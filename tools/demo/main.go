@@ -26,6 +26,8 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -49,9 +51,12 @@ func main() {
 	}
 }
 
+// isTerminal reports whether f is a terminal: one that answers the
+// terminal ioctl. Being a character device is not enough: /dev/null is one
+// too, and `make demo </dev/null` must not wait for a Ctrl-C.
 func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func run(ctx context.Context, out io.Writer, dir, proxyBin, vaultBin string, interactive bool) error {
