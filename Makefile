@@ -3,12 +3,14 @@ SHELL := /bin/bash
 BIN      := .run/bin
 VAULTDEV := $(BIN)/vaultdev
 GO       ?= go
+# VERSION is what `keybroker version` says: git describe, else dev.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: run run-vendors build test deps bench fuzz demo clean
 
 ## build: the static keybroker binary in .run/bin/keybroker
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/keybroker ./cmd/proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/keybroker ./cmd/proxy
 
 ## run: keybroker on the dev config in front of stand-in vendors (offline, no Vault needed)
 run: build $(BIN)/standin

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -312,5 +313,20 @@ audit: {path: %s}
 	}
 	if n := hunt.Count(0); n != 0 {
 		t.Errorf("the vendor got %d calls", n)
+	}
+}
+
+// TestBinary_ReportsItsVersion: `make build` (which builds the binary the
+// tests run) stamps the version from git describe, so `keybroker version`
+// and the started event say which build runs, not "devel".
+func TestBinary_ReportsItsVersion(t *testing.T) {
+	bin := os.Getenv("KEYBROKER_BIN")
+	if bin == "" {
+		t.Skip("KEYBROKER_BIN not set: run through make test")
+	}
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	v := strings.TrimSpace(strings.TrimPrefix(string(out), "keybroker"))
+	if err != nil || v == "" || strings.Contains(v, "devel") {
+		t.Errorf("keybroker version: %q (%v); want the version make build stamped", out, err)
 	}
 }
