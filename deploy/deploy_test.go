@@ -266,3 +266,26 @@ func TestVault_ScriptsParse(t *testing.T) {
 		}
 	}
 }
+
+// TestVault_ReadmeListsEveryPathThePolicyGrants: deploy/README.md names
+// each path keybroker-policy.hcl grants, so an operator reviewing the
+// policy sees all of it, and a path added to one is added to the other.
+func TestVault_ReadmeListsEveryPathThePolicyGrants(t *testing.T) {
+	policy, err := os.ReadFile("vault/keybroker-policy.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := regexp.MustCompile(`(?m)^path "([^"]+)"`).FindAllStringSubmatch(string(policy), -1)
+	if len(paths) < 8 {
+		t.Fatalf("found only %d paths in the policy", len(paths))
+	}
+	for _, p := range paths {
+		if !strings.Contains(string(readme), "`"+p[1]+"`") {
+			t.Errorf("deploy/README.md does not name %s, which the policy grants", p[1])
+		}
+	}
+}
