@@ -289,3 +289,28 @@ func TestVault_ReadmeListsEveryPathThePolicyGrants(t *testing.T) {
 		}
 	}
 }
+
+// TestKubernetes_CallersURLNamesTheNamespaceItRunsIn: the example caller
+// reaches keybroker at keybroker.<namespace>.svc, and the kustomization
+// creates that namespace and puts everything in it.
+func TestKubernetes_CallersURLNamesTheNamespaceItRunsIn(t *testing.T) {
+	kust, err := os.ReadFile("kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := regexp.MustCompile(`(?m)^namespace: (\S+)`).FindStringSubmatch(string(kust))
+	if ns == nil || !strings.Contains(string(kust), "- namespace.yaml") {
+		t.Fatal("kustomization.yaml sets no namespace, or does not create it")
+	}
+	nsDoc, err := os.ReadFile("kubernetes/namespace.yaml")
+	if err != nil || !strings.Contains(string(nsDoc), "kind: Namespace") || !strings.Contains(string(nsDoc), "name: "+ns[1]) {
+		t.Errorf("namespace.yaml does not create %s (%v)", ns[1], err)
+	}
+	caller, err := os.ReadFile("kubernetes/example-caller/soar-workflows.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(caller), "http://keybroker."+ns[1]+".svc:8080") {
+		t.Errorf("the example caller's KEYBROKER_URL does not name namespace %s", ns[1])
+	}
+}

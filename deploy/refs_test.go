@@ -69,6 +69,9 @@ func (ms *manifests) decodeObject(file string, doc []byte) error {
 		var o corev1.Secret
 		err = decodeStrict(doc, &o)
 		ms.secrets = append(ms.secrets, o)
+	case "v1 Namespace":
+		var o corev1.Namespace
+		err = decodeStrict(doc, &o)
 	case "v1 ServiceAccount":
 		var o corev1.ServiceAccount
 		err = decodeStrict(doc, &o)
