@@ -101,6 +101,10 @@ audit_signing_placeholder: x
 			auditorCopy = l
 		}
 	}
+	// One short line: the checkpoint object, not the audit line beside it.
+	if strings.Contains(auditorCopy, `"line":`) || len(auditorCopy) > 1000 {
+		t.Errorf("the checkpoint's log line is %d bytes, with the audit line: %s", len(auditorCopy), auditorCopy)
+	}
 	cpFile := filepath.Join(s.dir, "auditor-checkpoint.json")
 	mustWrite(t, cpFile, auditorCopy)
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -207,7 +207,7 @@ th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#ee
 <tr><th class="l">Files</th><td class="l">{{.Files}}</td></tr>
 <tr><th class="l">Chain</th><td class="l {{if .Chain.Intact}}intact{{else}}broken{{end}}" id="chain">{{.ChainStatus}}</td></tr>
 </table>
-<table id="rows"><thead><tr><th class="l">Caller</th><th class="l">Upstream</th><th>Calls</th><th>Forwarded</th><th>Refused</th><th>Failed</th><th>Denied</th><th>Rate-limited</th><th>Max wait (ms)</th><th class="l">Key versions</th><th class="l">Top denied paths</th></tr></thead><tbody>
+<table id="rows"><thead><tr><th class="l">Caller</th><th class="l">Upstream</th><th>Calls</th><th>Forwarded</th><th>Refused</th><th>Failed</th><th>Denied</th><th>Rate-limited</th><th>Max wait (ms)</th><th class="l">Credential versions</th><th class="l">Top denied paths</th></tr></thead><tbody>
 {{- range .Rows}}
 <tr><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td>{{.Calls}}</td><td>{{outcome . "forwarded"}}</td><td>{{outcome . "refused"}}</td><td>{{outcome . "failed" "cancelled"}}</td><td>{{.Denied}}</td><td>{{.RateLimited}}</td><td>{{printf "%.0f" .WaitMSMax}}</td><td class="l">{{versions .CredentialVersions}}</td><td class="l">{{denied .DeniedPaths}}</td></tr>
 {{- end}}
