@@ -69,6 +69,9 @@ type entry struct {
 	lastForce time.Time // last read forced by Reread (a vendor 401)
 	lastErr   error
 	staleSent bool
+	// failSent is the failure last reported (event and warning); the same
+	// failure again is only counted, until a read succeeds.
+	failSent string
 	// expiringAt is when the last expiring event was sent; expiredVersion
 	// the version an expired event was sent for.
 	expiringAt     time.Time
@@ -256,7 +259,7 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Credential, error) {
 	}
 	e.mu.Lock()
 	wasStale := e.staleSent
-	e.staleSent = false
+	e.staleSent, e.failSent = false, ""
 	e.mu.Unlock()
 	if wasStale {
 		c.event(Event{Type: EventRecovered, Upstream: e.spec.Name, Source: cred.Source, Ref: cred.Ref, Version: cred.Version})
@@ -285,11 +288,21 @@ func (c *Cache) credential(e *entry, r Reading) *Credential {
 	return cred
 }
 
+// failed reports a failed read: the event and the warning once per
+// failure, again when it changes (a placeholder left in a source would
+// otherwise write one event per retry, thousands an hour); the metric of
+// failures counts every one.
 func (c *Cache) failed(e *entry, old *Credential, err error) {
 	src := e.spec.Source
-	c.event(Event{Type: EventRefreshFailed, Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Error: err.Error()})
-	c.opts.Log.Warn("credential read failed", zap.String("upstream", e.spec.Name),
-		zap.String("source", src.Kind()), zap.String("ref", src.Ref()), zap.Error(err))
+	e.mu.Lock()
+	repeat := e.failSent == err.Error()
+	e.failSent = err.Error()
+	e.mu.Unlock()
+	if !repeat {
+		c.event(Event{Type: EventRefreshFailed, Upstream: e.spec.Name, Source: src.Kind(), Ref: src.Ref(), Error: err.Error()})
+		c.opts.Log.Warn("credential read failed", zap.String("upstream", e.spec.Name),
+			zap.String("source", src.Kind()), zap.String("ref", src.Ref()), zap.Error(err))
+	}
 	if old == nil {
 		return
 	}

@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -183,4 +184,48 @@ func TestCache_ARevertedValueClearsItsRejection(t *testing.T) {
 			t.Errorf("a new broken value after the revert was not proved at once")
 		}
 	})
+}
+
+// TestCache_ARepeatedFailureIsReportedOnce: a source failing the same way
+// at every retry (a placeholder left in it) writes one refresh_failed
+// event, not one per retry; a different failure is reported, and after a
+// success the same failure is news again. Every failure is counted.
+func TestCache_ARepeatedFailureIsReportedOnce(t *testing.T) {
+	src := &fakeSource{fields: map[string]Secret{"api_key": "REPLACE_WITH_HUNTRESS_API_KEY", "api_secret": "REPLACE_WITH_X"}}
+	ev := &events{}
+	c := newTestCache(t, src, Options{OnEvent: ev.on})
+	ctx := context.Background()
+	failures := func() int {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		n := 0
+		for _, e := range ev.got {
+			if e.Type == EventRefreshFailed {
+				n++
+			}
+		}
+		return n
+	}
+	for range 10 {
+		_ = c.Refresh(ctx, "huntress")
+	}
+	if n := failures(); n != 1 {
+		t.Fatalf("%d refresh_failed events for ten reads of one placeholder; want 1", n)
+	}
+	src.set(nil, 0, errors.New("connection refused"))
+	_ = c.Refresh(ctx, "huntress")
+	_ = c.Refresh(ctx, "huntress")
+	if n := failures(); n != 2 {
+		t.Errorf("%d events after a different failure; want 2", n)
+	}
+	src.set(good, 0, nil)
+	_ = c.Refresh(ctx, "huntress")
+	src.set(nil, 0, errors.New("connection refused"))
+	_ = c.Refresh(ctx, "huntress")
+	if n := failures(); n != 3 {
+		t.Errorf("%d events after a success and the same failure again; want 3", n)
+	}
+	if st := c.Status()[0]; st.Failures != 13 {
+		t.Errorf("%d failures counted; want every one (13)", st.Failures)
+	}
 }
