@@ -138,7 +138,7 @@ func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
 const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its flags)
 
   keybroker [serve] -config FILE               run the proxy
-  keybroker validate FILE [--check-secrets] [--check-upstreams]   (or -config FILE)
+  keybroker validate FILE [--check-secrets] [--check-upstreams] [--env-file F] [--skip-files]
                                                check a configuration (and read every credential;
                                                and open a TLS connection to every upstream)
   keybroker hash-key [-stdin]                  make a new caller key and its key_sha256
@@ -160,6 +160,26 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 `
 
 func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
+	path, err := configArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err := readConfig(path, config.Options{Env: os.LookupEnv})
+	return cfg, err
+}
+
+// readConfig loads the configuration at path; a bad one is a usage error
+// that names the file and every field at fault.
+func readConfig(path string, o config.Options) (*config.Config, []string, error) {
+	cfg, unchecked, err := config.LoadWith(path, o)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("%s:\n  %s", path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
+	}
+	return cfg, unchecked, nil
+}
+
+// configArgs parses fs's flags and returns the configuration file's path.
+func configArgs(fs *flag.FlagSet, args []string) (string, error) {
 	path := fs.String("config", "", "configuration file (YAML)")
 	// The file may also come first, as the audit commands take theirs:
 	// keybroker validate FILE [flags].
@@ -168,35 +188,57 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 		positional, args = args[0], args[1:]
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, flagError(err)
+		return "", flagError(err)
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Errorf("unexpected argument %q: give the configuration file once, as FILE or -config FILE", fs.Arg(0))}
+		return "", usageError{fmt.Errorf("unexpected argument %q: give the configuration file once, as FILE or -config FILE", fs.Arg(0))}
 	}
 	switch {
 	case positional != "" && *path != "" && positional != *path:
-		return nil, usageError{errors.New("two configuration files given: FILE and -config FILE; give one")}
+		return "", usageError{errors.New("two configuration files given: FILE and -config FILE; give one")}
 	case positional != "":
 		*path = positional
 	case *path == "":
-		return nil, usageError{errors.New("-config FILE is required")}
+		return "", usageError{errors.New("-config FILE is required")}
 	}
-	cfg, err := config.Load(*path, os.LookupEnv)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("%s:\n  %s", *path, strings.ReplaceAll(err.Error(), "\n", "\n  "))}
-	}
-	return cfg, nil
+	return *path, nil
 }
 
 func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("validate", "validate FILE [--check-secrets] [--check-upstreams]   (or -config FILE)", stdout)
+	fs := newFlags("validate", "validate FILE [--check-secrets] [--check-upstreams] [--env-file F] [--skip-files]   (or -config FILE)", stdout)
 	check := fs.Bool("check-secrets", false, "also read every credential from its source and report its fields and version")
 	upstreams := fs.Bool("check-upstreams", false, "also open a TLS connection to every upstream (through the egress proxy) and report it; sends no credential")
-	cfg, err := loadConfig(fs, args)
+	envFile := fs.String("env-file", "", "take ${VAR}s from this file of NAME=value lines (a pod's environment) instead of this shell's")
+	skipFiles := fs.Bool("skip-files", false, "check syntax and semantics without opening the files the configuration names (certificates, CAs, JWKS, token and password files)")
+	path, err := configArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if *skipFiles && (*check || *upstreams) {
+		return usageError{errors.New("--skip-files checks the configuration where its files are not: it cannot go with --check-secrets or --check-upstreams")}
+	}
+	o := config.Options{Env: os.LookupEnv, SkipFiles: *skipFiles}
+	if *envFile != "" {
+		if o.Env, err = readEnvFile(*envFile); err != nil {
+			return usageError{fmt.Errorf("--env-file %s: %w", *envFile, err)}
+		}
+	}
+	cfg, unchecked, err := readConfig(path, o)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "configuration OK: %d upstream(s), %d caller(s)\n", len(cfg.Upstreams), len(cfg.Callers))
+	if *skipFiles {
+		for _, u := range cfg.Upstreams {
+			if f := u.Credential.File; f != nil {
+				unchecked = append(unchecked, "upstreams."+u.Name+".credential.file.path: "+f.Path)
+			}
+		}
+		fmt.Fprintf(stdout, "not checked (--skip-files): %d file(s)\n", len(unchecked))
+		for _, u := range unchecked {
+			fmt.Fprintf(stdout, "  %s\n", u)
+		}
+	}
 	if !*check && !*upstreams {
 		return nil
 	}
@@ -212,6 +254,34 @@ func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		errs = append(errs, checkUpstreams(ctx, parts, stdout))
 	}
 	return errors.Join(errs...)
+}
+
+// readEnvFile reads NAME=value lines (blank lines and # comments
+// skipped; "export " and one pair of surrounding quotes allowed) as the
+// only environment ${VAR}s are taken from: a variable the file lacks is
+// unset, as it would be in the pod, whatever this shell has.
+func readEnvFile(path string) (config.LookupEnv, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]string{}
+	for n, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("line %d: not NAME=value", n+1) // never the line: it may hold a value
+		}
+		if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
+			value = value[1 : len(value)-1]
+		}
+		vars[name] = value
+	}
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }, nil
 }
 
 func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {

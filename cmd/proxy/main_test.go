@@ -330,3 +330,53 @@ func TestBinary_ReportsItsVersion(t *testing.T) {
 		t.Errorf("keybroker version: %q (%v); want the version make build stamped", out, err)
 	}
 }
+
+// TestValidate_EnvFileAndSkipFiles: a workstation checks a pod's
+// configuration: ${VAR}s come from --env-file alone (a variable it lacks
+// is unset, whatever this shell has), and --skip-files opens none of the
+// mounted files, naming each it left unchecked. Values never appear.
+func TestValidate_EnvFileAndSkipFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "pod.yaml")
+	mustWrite(t, cfg, `
+listen: 127.0.0.1:8443
+tls: {cert_file: /etc/keybroker/tls/tls.crt, key_file: /etc/keybroker/tls/tls.key}
+upstreams:
+  - {name: huntress, preset: huntress, credential: {file: {path: /etc/keybroker/huntress.json}}}
+callers:
+  - {name: soar, key_sha256: "${SOAR_KEY_SHA256}"}
+`)
+	const hash = "82afc692e8b389df4298b8d4464c066ef58a371b64f6b5da9f4caaaede381f40"
+	envFile := filepath.Join(dir, "pod.env")
+	mustWrite(t, envFile, "# the pod's environment\nexport SOAR_KEY_SHA256=\""+hash+"\"\n")
+	var out bytes.Buffer
+	if code := run([]string{"validate", cfg, "--env-file", envFile, "--skip-files"}, nil, &out, &out); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+	for _, want := range []string{"configuration OK: 1 upstream(s), 1 caller(s)", "not checked (--skip-files): 3 file(s)",
+		"tls.cert_file: /etc/keybroker/tls/tls.crt", "tls.key_file: /etc/keybroker/tls/tls.key", "upstreams.huntress.credential.file.path: /etc/keybroker/huntress.json"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// Without --skip-files the missing certificate is an error; without
+	// the variable in the file it is unset even if this shell has it.
+	t.Setenv("SOAR_KEY_SHA256", hash)
+	mustWrite(t, envFile, "OTHER=1\n")
+	out.Reset()
+	code := run([]string{"validate", cfg, "--env-file", envFile}, nil, &out, &out)
+	if code != 2 || !strings.Contains(out.String(), "cannot read \"/etc/keybroker/tls/tls.crt\"") ||
+		!strings.Contains(out.String(), "environment variable SOAR_KEY_SHA256 is not set") {
+		t.Errorf("exit %d:\n%s", code, out.String())
+	}
+	mustWrite(t, envFile, "SOAR_KEY_SHA256 "+hash+"\n")
+	out.Reset()
+	if code := run([]string{"validate", cfg, "--env-file", envFile}, nil, &out, &out); code != 2 ||
+		!strings.Contains(out.String(), "line 1: not NAME=value") || strings.Contains(out.String(), hash) {
+		t.Errorf("a bad env file: exit %d:\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"validate", cfg, "--skip-files", "--check-secrets"}, nil, &out, &out); code != 2 {
+		t.Errorf("--skip-files with --check-secrets: exit %d", code)
+	}
+}

@@ -29,6 +29,41 @@ func Load(path string, env LookupEnv) (*Config, error) {
 
 // Parse is Load for a document already in memory.
 func Parse(data []byte, env LookupEnv) (*Config, error) {
+	cfg, _, err := ParseWith(data, Options{Env: env})
+	return cfg, err
+}
+
+// Options tune a parse for where it runs.
+type Options struct {
+	// Env resolves ${VAR} references and VAULT_ADDR (nil: none is set).
+	Env LookupEnv
+	// SkipFiles checks syntax and semantics but opens none of the files
+	// the configuration names (TLS, CAs, JWKS and token files, password
+	// files): for a workstation checking a pod's configuration.
+	SkipFiles bool
+}
+
+// LoadWith is Load with options; unchecked names the files SkipFiles
+// left unopened, by field path.
+func LoadWith(path string, o Options) (cfg *Config, unchecked []string, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseWith(data, o)
+}
+
+// ParseWith is LoadWith for a document already in memory.
+func ParseWith(data []byte, o Options) (*Config, []string, error) {
+	cfg, e, err := parse(data, o)
+	if e == nil {
+		return cfg, nil, err
+	}
+	return cfg, e.unchecked, err
+}
+
+func parse(data []byte, o Options) (*Config, *errs, error) {
+	env := o.Env
 	if env == nil {
 		env = func(string) (string, bool) { return "", false }
 	}
@@ -36,22 +71,23 @@ func Parse(data []byte, env LookupEnv) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, errors.New("config: the file is empty")
+			return nil, nil, errors.New("config: the file is empty")
 		}
-		return nil, syntaxError(err, data)
+		return nil, nil, syntaxError(err, data)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("config: more than one YAML document")
+		return nil, nil, errors.New("config: more than one YAML document")
 	}
 
 	cfg := &Config{}
 	d := &decoder{env: env, lines: map[string]int{"": 1}}
 	if err := d.decode(&root, reflect.ValueOf(cfg).Elem(), ""); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	all := d.errs
-	for _, e := range cfg.complete(env) {
+	checked := cfg.complete(env, o.SkipFiles)
+	for _, e := range checked.list {
 		if d.suppressed(e.Path) {
 			continue
 		}
@@ -59,14 +95,14 @@ func Parse(data []byte, env LookupEnv) (*Config, error) {
 		all = append(all, e)
 	}
 	if len(all) == 0 {
-		return cfg, nil
+		return cfg, checked, nil
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].Line < all[j].Line })
 	joined := make([]error, len(all))
 	for i, e := range all {
 		joined[i] = e
 	}
-	return nil, errors.Join(joined...)
+	return nil, checked, errors.Join(joined...)
 }
 
 // syntaxError says where YAML's parser found the problem and, when it
