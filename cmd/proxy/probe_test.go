@@ -42,22 +42,7 @@ func TestServe_RejectedRotationIsVisible(t *testing.T) {
 	if got := call(); got != 200 {
 		t.Fatalf("first call: %d", got)
 	}
-	readyz := func() (rejected []string) {
-		t.Helper()
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var rd struct {
-			Ready    bool     `json:"ready"`
-			Rejected []string `json:"credential_rejected"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil || resp.StatusCode != 200 || !rd.Ready {
-			t.Fatalf("/readyz %d %v: keybroker must stay ready while the version in use serves", resp.StatusCode, err)
-		}
-		return rd.Rejected
-	}
+	readyz := func() []string { return readyRejected(t, admin) }
 	metric := func() string {
 		t.Helper()
 		return grepLines(scrapeRaw(t, admin), `keybroker_credential_rejected{`)
@@ -145,21 +130,7 @@ func TestServe_ARevertedRotationClearsItsRejection(t *testing.T) {
 	defer hunt.Close()
 	ps := probedServe(t, hunt, "hk_revert", "hs_revert_good_secret")
 	admin, stop, stderr, writeCred := ps.admin, ps.stop, ps.stderr, ps.writeCred
-	rejected := func() []string {
-		t.Helper()
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var rd struct {
-			Rejected []string `json:"credential_rejected"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil {
-			t.Fatal(err)
-		}
-		return rd.Rejected
-	}
+	rejected := func() []string { return readyRejected(t, admin) }
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -228,4 +199,23 @@ audit: {path: %s}
 	ps.listen, ps.admin, ps.stop, ps.stderr = startServe(t, cfgPath)
 	waitReady(t, "http://"+ps.admin+"/readyz")
 	return ps
+}
+
+// readyRejected is /readyz's credential_rejected; keybroker must stay
+// ready (200) while the version in use serves.
+func readyRejected(t *testing.T, admin string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rd struct {
+		Ready    bool     `json:"ready"`
+		Rejected []string `json:"credential_rejected"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rd); err != nil || resp.StatusCode != 200 || !rd.Ready {
+		t.Fatalf("/readyz %d %v: keybroker must stay ready while the version in use serves", resp.StatusCode, err)
+	}
+	return rd.Rejected
 }
