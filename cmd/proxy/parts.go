@@ -35,8 +35,14 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 	var err error
 	if cfg.Audit.Path == "" {
 		a.auditor = audit.NewWriter(os.Stdout)
-	} else if a.auditor, err = audit.Open(cfg.Audit.Path); err != nil {
-		return nil, err
+	} else {
+		sync, err := audit.ParseSync(cfg.Audit.Sync)
+		if err != nil {
+			return nil, fmt.Errorf("audit.sync: %w", err)
+		}
+		if a.auditor, err = audit.OpenWith(cfg.Audit.Path, audit.Options{Sync: sync}); err != nil {
+			return nil, err
+		}
 	}
 	a.closers = append(a.closers, func() { _ = a.auditor.Close() })
 	if cfg.Audit.Signing != nil {

@@ -123,6 +123,26 @@ func (a *app) credentialEvent(ev secrets.Event) {
 		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: detail, Validated: ev.Validated, Status: ev.Status})
 }
 
+// closeInterrupted writes call_interrupted for every call the trail
+// shows begun since the previous start but never ended (keybroker was
+// killed, or its disk filled, while the call was at the vendor), and warns
+// of each: the vendor may have acted on it.
+func (a *app) closeInterrupted() {
+	rec, err := a.auditor.CloseInterrupted(time.Now())
+	if err != nil {
+		a.log.Error("interrupted calls not named: the audit trail could not be read back or written", zap.Error(err))
+	}
+	if rec.Capped {
+		a.log.Warn("interrupted calls looked for in the last 256 MiB of the audit file only: the previous start is further back",
+			zap.Int64("limit_bytes", audit.RecoveryLimit))
+	}
+	for _, ev := range rec.Interrupted {
+		a.log.Warn("call interrupted: it left for the vendor but has no end record; the vendor may have acted on it",
+			zap.Uint64("begin_seq", ev.BeginSeq), zap.String("request_id", ev.RequestID), zap.String("caller", ev.Caller),
+			zap.String("upstream", ev.Upstream), zap.String("method", ev.Method), zap.String("path", ev.Path), zap.String("begun", ev.Begun))
+	}
+}
+
 func (a *app) event(ev audit.Event) {
 	if err := a.auditor.WriteEvent(ev, time.Now()); err != nil {
 		a.log.Error("audit event not written", zap.String("event", ev.Name), zap.Error(err))
@@ -141,6 +161,12 @@ func (a *app) close() {
 // work, close the audit file.
 func (a *app) run(ctx context.Context) error {
 	cfg := a.cfg
+	// Calls the last run left at the vendor are named first; then the
+	// started event, before any background work can send a probe, and
+	// before any call is accepted: an audit sink that cannot be written
+	// is found now, and calls get 503.
+	a.closeInterrupted()
+	a.event(audit.Event{Name: audit.EventStarted, Detail: "keybroker " + buildVersion()})
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	a.bg = bg
 	a.stopCache = a.background(a.creds.current().Run)
@@ -161,9 +187,6 @@ func (a *app) run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	// The first record is written before any call is accepted: an audit
-	// sink that cannot be written is found now, and calls get 503.
-	a.event(audit.Event{Name: "started", Detail: "keybroker " + buildVersion()})
 	callerLn, err := a.listenCallers()
 	if err != nil {
 		return err

@@ -99,6 +99,10 @@ func (e *Event) bound() {
 	e.Ref = bound(e.Ref, maxName)
 	e.RemoteAddr = bound(e.RemoteAddr, maxShort)
 	e.Caller = bound(e.Caller, maxName)
+	e.RequestID = bound(e.RequestID, maxName)
+	e.Method = bound(e.Method, maxShort)
+	e.Path = bound(e.Path, MaxPath)
+	e.Begun = bound(e.Begun, maxShort)
 	e.Outcome = bound(e.Outcome, maxShort)
 	e.Detail = bound(e.Detail, MaxDetail)
 	for i := range e.Paths {

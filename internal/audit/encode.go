@@ -33,6 +33,10 @@ func appendRecord(b []byte, r *Record) []byte {
 	b = strconv.AppendBool(b, r.Retried)
 	b = append(b, `,"error":`...)
 	b = appendString(b, r.Error)
+	if r.BeginSeq != 0 {
+		b = append(b, `,"begin_seq":`...)
+		b = strconv.AppendUint(b, r.BeginSeq, 10)
+	}
 	return append(b, '}')
 }
 

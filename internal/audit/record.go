@@ -74,6 +74,9 @@ type Record struct {
 	Credential      *CredentialRef `json:"credential,omitempty"`
 	Retried         bool           `json:"retried"`
 	Error           string         `json:"error"`
+	// BeginSeq is the seq of the call's begin line, written before it was
+	// forwarded (Writer.Begin); 0 for a call that never left.
+	BeginSeq uint64 `json:"begin_seq,omitempty"`
 }
 
 // PathCount is a path and how often it was refused.
@@ -103,11 +106,19 @@ type Event struct {
 	// recorded one by one (event unidentified_summary); Caller, Count,
 	// Outcomes (by refusal code) and Paths (the most refused) those of a
 	// known caller (event refusal_summary).
-	RemoteAddr string           `json:"remote_addr,omitempty"`
-	Caller     string           `json:"caller,omitempty"`
-	Count      int64            `json:"count,omitempty"`
-	Outcomes   map[string]int64 `json:"outcomes,omitempty"`
-	Paths      []PathCount      `json:"paths,omitempty"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+	Caller     string `json:"caller,omitempty"`
+	// BeginSeq, RequestID, Method, Path and Begun name a call whose begin
+	// line has no end record (event call_interrupted): the vendor may have
+	// acted on it.
+	BeginSeq  uint64           `json:"begin_seq,omitempty"`
+	RequestID string           `json:"request_id,omitempty"`
+	Method    string           `json:"method,omitempty"`
+	Path      string           `json:"path,omitempty"`
+	Begun     string           `json:"begun,omitempty"`
+	Count     int64            `json:"count,omitempty"`
+	Outcomes  map[string]int64 `json:"outcomes,omitempty"`
+	Paths     []PathCount      `json:"paths,omitempty"`
 	// Validated is set on credential_rotated when the upstream has a
 	// probe: whether the vendor accepted the new version before it served.
 	Validated *bool `json:"validated,omitempty"`

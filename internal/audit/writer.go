@@ -64,14 +64,40 @@ type Writer struct {
 	lastSignature string
 	scanned       bool
 
+	// Durability (sync.go): sync is audit.sync and syncer the call that
+	// puts the file on stable storage; synced is the last seq synced (the
+	// second watermark, after durable), syncing says a sync is in flight,
+	// and syncTimer is armed while a written line waits for one.
+	sync      Sync
+	syncer    func(*os.File) error
+	synced    uint64
+	syncing   bool
+	syncTimer *time.Timer
+	// syncBroken: a sync failed; a write that succeeds does not prove
+	// the trail again, only a reopen that syncs (Check) does.
+	syncBroken bool
+	// unended are calls whose begin line was written but whose end
+	// record was not (a full disk): named in call_interrupted events once
+	// the trail is writable again. Bounded by the calls in flight: a
+	// failed trail forwards nothing new.
+	unended []Event
+
 	writeErrors atomic.Int64
 	written     atomic.Int64
+	syncs       atomic.Int64
 }
 
 // Open opens (creating it, mode 0600) the audit file at path for appending,
-// and continues the hash chain from its last record.
-func Open(path string) (*Writer, error) {
-	w := &Writer{path: path}
+// and continues the hash chain from its last record, with the default
+// Options.
+func Open(path string) (*Writer, error) { return OpenWith(path, Options{}) }
+
+// OpenWith is Open with opts.
+func OpenWith(path string, opts Options) (*Writer, error) {
+	w := &Writer{path: path, sync: opts.Sync, syncer: opts.Syncer}
+	if w.syncer == nil {
+		w.syncer = fdatasync
+	}
 	w.cond.L = &w.mu
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -93,9 +119,22 @@ func NewWriter(out io.Writer) *Writer {
 // tail is recorded in an event once the chain is known.
 func (w *Writer) open() error {
 	w.waitIdle()
+	_, statErr := os.Lstat(w.path)
 	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
+	}
+	if w.sync != SyncNone {
+		// What the last run wrote is synced once; a file just created is
+		// made to survive a power loss by syncing its directory.
+		err = w.syncer(f)
+		if err == nil && errors.Is(statErr, os.ErrNotExist) {
+			err = syncDir(w.path)
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("sync audit file %s: %w", w.path, err)
+		}
 	}
 	tail, err := readTail(f)
 	if err == nil && tail.torn > 0 {
@@ -111,6 +150,9 @@ func (w *Writer) open() error {
 		return fmt.Errorf("audit file %s: %w", w.path, err)
 	}
 	if w.file != nil {
+		if w.sync != SyncNone {
+			_ = w.syncer(w.file) // the last lines of a file rotated away
+		}
 		w.file.Close()
 	}
 	w.file, w.out, w.size = f, f, tail.size
@@ -120,6 +162,7 @@ func (w *Writer) open() error {
 		w.seq, w.prev = seq, prev
 		w.durable, w.durablePrev = seq, prev
 	}
+	w.synced, w.syncBroken = w.durable, false
 	if tail.torn > 0 {
 		ev := Event{Name: "audit_torn_tail", Detail: fmt.Sprintf(
 			"cut off a torn trailing line (a write cut short by a full disk or a crash): %d bytes at offset %d", tail.torn, tail.size)}
@@ -209,30 +252,45 @@ func hashLine(line []byte) string {
 // Write sets rec's Seq and Prev and appends it as one line; it returns
 // once the line is in the file. Every field is first cut to its bound
 // (Record.Bound).
+// A call record that ends a begin line (BeginSeq set) and cannot be
+// written leaves the call named in a call_interrupted event once the
+// trail is writable again (Check).
 func (w *Writer) Write(rec *Record) error {
 	rec.Bound()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.appendLocked(func(b []byte, seq uint64, prev string) ([]byte, error) {
+	err := w.appendLocked(func(b []byte, seq uint64, prev string) ([]byte, error) {
 		rec.Seq, rec.Prev = seq, prev
 		return appendRecord(b, rec), nil
 	})
+	if err != nil && rec.BeginSeq != 0 {
+		w.unended = append(w.unended, interrupted(rec))
+	}
+	return err
 }
 
 // Begin appends the begin line of a call about to be forwarded: its time
 // (the call's start), who sent it, what it asks and with which credential
 // and policy, bounded and redacted as its record is, but none of its
-// results. It returns the line's seq once the line is in the file, so that
+// results. It returns the line's seq once the line is in the file (and on
+// stable storage, when the writer's Sync says so for rec.Method), so that
 // whatever ends keybroker afterwards, the trail says the call was sent.
-func (w *Writer) Begin(rec *Record) (uint64, error) {
+// seq is set when the line was written even if its sync failed: the call's
+// record then ends it.
+func (w *Writer) Begin(rec *Record) (seq uint64, err error) {
 	rec.Bound()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var seq uint64
-	err := w.appendLocked(func(b []byte, s uint64, prev string) ([]byte, error) {
+	err = w.appendLocked(func(b []byte, s uint64, prev string) ([]byte, error) {
 		seq = s
 		return appendBegin(b, rec, s, prev), nil
 	})
+	if err != nil {
+		return 0, err
+	}
+	if w.sync.begins(rec.Method) {
+		err = w.syncTo(seq)
+	}
 	return seq, err
 }
 
@@ -316,19 +374,23 @@ func (w *Writer) flush() {
 		w.pending, w.count = w.pending[:0], 0
 		w.epoch++
 	} else {
-		w.failed = nil
+		if !w.syncBroken {
+			w.failed = nil
+		}
 		w.size += int64(len(batch))
 		w.durable, w.durablePrev = endSeq, endPrev
 		w.written.Add(n)
+		w.armSync()
 	}
 	w.spare = batch[:0]
 	w.flushing = false
 	w.cond.Broadcast()
 }
 
-// waitIdle waits until no batch is being written (w.mu held).
+// waitIdle waits until no batch is being written and no sync runs (w.mu
+// held).
 func (w *Writer) waitIdle() {
-	for w.flushing {
+	for w.flushing || w.syncing {
 		w.cond.Wait()
 	}
 }
@@ -349,8 +411,10 @@ func (w *Writer) Check() error {
 		if w.path != "" {
 			_ = w.open()
 		}
+		now := time.Now()
 		ev := Event{Name: "audit_recovered", Detail: "after: " + failed.Error()}
-		if w.appendLocked(eventAt(ev, time.Now())) == nil {
+		if w.appendLocked(eventAt(ev, now)) == nil && w.failed == nil {
+			w.nameUnended(now)
 			return nil
 		}
 	}
@@ -377,6 +441,10 @@ func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.waitIdle()
+	if w.syncTimer != nil {
+		w.syncTimer.Stop()
+		w.syncTimer = nil
+	}
 	if w.file == nil {
 		return nil
 	}
@@ -387,44 +455,35 @@ func (w *Writer) Close() error {
 	return err
 }
 
-// Stats returns records written and write failures since start.
+// Stats returns records written and write (and sync) failures since start.
 func (w *Writer) Stats() (written, errs int64) { return w.written.Load(), w.writeErrors.Load() }
+
+// Syncs returns how many syncs put the trail on stable storage since start.
+func (w *Writer) Syncs() int64 { return w.syncs.Load() }
 
 // lastCheckpoint finds the newest checkpoint in the file, reading back
 // from end at most 16 MiB, so that a restarted keybroker chains its next
 // checkpoint to it. Not found: the checkpoint chain starts again (verify
 // says so).
 func lastCheckpoint(f *os.File, end int64) (uint64, string) {
-	const chunk, limit = 1 << 20, 16 << 20
 	needle := []byte(`"name":"` + EventCheckpoint + `"`)
-	var carry []byte
-	for pos := end; pos > 0 && end-pos < limit; {
-		start := max(0, pos-chunk)
-		buf := make([]byte, pos-start, pos-start+int64(len(carry)))
-		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
-			return 0, ""
+	var seq uint64
+	var sig string
+	_, _ = scanBack(f, end, 16<<20, func(line []byte) bool {
+		if !bytes.Contains(line, needle) {
+			return true
 		}
-		buf = append(buf, carry...)
-		lines := bytes.Split(buf, []byte("\n"))
-		carry = lines[0] // may be cut: joined with the next chunk back
-		first := 1
-		if start == 0 {
-			first = 0 // the file's first line is whole
+		var ev struct {
+			Seq   uint64 `json:"seq"`
+			Event struct {
+				Checkpoint *Checkpoint `json:"checkpoint"`
+			} `json:"event"`
 		}
-		for i := len(lines) - 1; i >= first; i-- {
-			if bytes.Contains(lines[i], needle) {
-				var ev struct {
-					Seq   uint64 `json:"seq"`
-					Event struct {
-						Checkpoint *Checkpoint `json:"checkpoint"`
-					} `json:"event"`
-				}
-				if json.Unmarshal(lines[i], &ev) == nil && ev.Event.Checkpoint != nil {
-					return ev.Seq, ev.Event.Checkpoint.Signature
-				}
-			}
+		if json.Unmarshal(line, &ev) != nil || ev.Event.Checkpoint == nil {
+			return true
 		}
-		pos = start
-	}
-	return 0, ""
+		seq, sig = ev.Seq, ev.Event.Checkpoint.Signature
+		return false
+	})
+	return seq, sig
 }

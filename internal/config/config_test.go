@@ -142,6 +142,7 @@ func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
 		{"unidentified quota without requests", "callers:", "server: {unidentified: {per_source: {per: 1m}}}\ncallers:", "server.unidentified.per_source.requests: must be at least 1"},
 		{"bad rewrite_links", "    preset: infocyte\n", "    preset: infocyte\n    rewrite_links: [\"a..b\"]\n", "upstreams[1].rewrite_links[0]: must be dotted JSON object keys"},
 		{"negative min_free_bytes", "callers:", "audit: {min_free_bytes: -1}\ncallers:", "audit.min_free_bytes: must not be negative"},
+		{"unknown audit.sync", "callers:", "audit: {sync: always}\ncallers:", `audit.sync: must be writes, all or none, not "always"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

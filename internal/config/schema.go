@@ -414,6 +414,11 @@ type Redis struct {
 type Audit struct {
 	// Path is the audit file; empty means stdout.
 	Path string `yaml:"path"`
+	// Sync is when begin lines reach stable storage before their call
+	// leaves: writes (default: calls other than GET, HEAD and OPTIONS),
+	// all, or none; everything else is synced within a second (not under
+	// none). A file trail only.
+	Sync string `yaml:"sync"`
 	// MinFreeBytes is the free space on the audit file's filesystem below
 	// which /readyz, the log and keybroker_audit_disk_low warn, before the
 	// disk is full. Default 128 MiB.

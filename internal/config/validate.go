@@ -608,6 +608,13 @@ func (c *Config) completeRest(e *errs) {
 			e.add("audit.signing.checkpoint_records", "must be at least 1")
 		}
 	}
+	switch c.Audit.Sync {
+	case "":
+		c.Audit.Sync = "writes"
+	case "writes", "all", "none":
+	default:
+		e.add("audit.sync", "must be writes, all or none, not %s", quote(c.Audit.Sync))
+	}
 	if c.Audit.MinFreeBytes == 0 {
 		c.Audit.MinFreeBytes = DefaultMinFreeBytes
 	} else if c.Audit.MinFreeBytes < 0 {

@@ -51,6 +51,20 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 	rec := audit.Record{Type: audit.TypeCall, Time: audit.Time(start), RequestID: id, Caller: callers.Internal,
 		CallerAuth: callers.AuthInternal, Method: pr.Method, Upstream: upstream, Path: pr.Path, Policy: audit.PolicyAllowed,
 		Credential: &audit.CredentialRef{Source: cred.Source, Ref: cred.Ref, Version: cred.Version}}
+	// A probe reaches the vendor too: its begin line first. One that
+	// cannot be written sends nothing, and the old version stays, as
+	// when the quota has no slot.
+	seq, err := p.opts.Auditor.Begin(&rec)
+	if err != nil {
+		ticket.Release(false)
+		p.opts.Log.Error("credential probe not sent: audit trail cannot be written", zap.String("upstream", upstream), zap.Error(err))
+		if seq != 0 {
+			rec.BeginSeq, rec.Outcome, rec.Status, rec.Error = seq, audit.OutcomeFailed, http.StatusServiceUnavailable, "probe not sent: the audit trail cannot be written"
+			_ = p.opts.Auditor.Write(&rec)
+		}
+		return secrets.Busy, secrets.Verdict{Detail: "probe not sent: the audit trail cannot be written"}
+	}
+	rec.BeginSeq = seq
 	ctx, cancel := context.WithTimeout(ctx, min(probeTimeout, u.spec.Timeout))
 	defer cancel()
 	target := *u.spec.Target

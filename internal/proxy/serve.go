@@ -101,7 +101,7 @@ func (p *Proxy) route(w http.ResponseWriter, r *http.Request, c *call, st *state
 }
 
 // check is a call's path up to forwarding, in order: identity, policy,
-// body limit, rate limits, audit check, credential, body hold. It returns
+// body limit, rate limits, audit check, credential, body hold, begin line. It returns
 // why the call is not forwarded to up, or nil.
 func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state, up *upstream) *refusal {
 	name := c.name
@@ -148,8 +148,7 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		return ref
 	}
 	if err := p.opts.Auditor.Check(); err != nil {
-		p.opts.Log.Error("refusing calls: audit trail cannot be written", zap.Error(err))
-		return &refusal{CodeAuditUnavailable, "the audit record cannot be written; no call is forwarded unaudited"}
+		return p.auditRefusal(err)
 	}
 	cred, err := p.opts.Credentials.Get(r.Context(), name)
 	if err != nil {
@@ -161,7 +160,20 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 	if err := holdBody(r, c); err != nil {
 		return bodyRefusal(c, err)
 	}
+	// The call's last step before it leaves: its begin line, so that the
+	// trail names it whatever ends keybroker while it is at the vendor.
+	seq, err := p.opts.Auditor.Begin(&c.rec)
+	c.rec.BeginSeq = seq
+	if err != nil {
+		return p.auditRefusal(err)
+	}
 	return nil
+}
+
+// auditRefusal refuses a call whose audit cannot be written.
+func (p *Proxy) auditRefusal(err error) *refusal {
+	p.opts.Log.Error("refusing calls: audit trail cannot be written", zap.Error(err))
+	return &refusal{CodeAuditUnavailable, "the audit record cannot be written; no call is forwarded unaudited"}
 }
 
 // refuse answers a call that keybroker turns down, first charging it to

@@ -110,12 +110,22 @@ func statusClasses(st map[string]int) (c2, c3, c4, c5 int) {
 // refused paths and the lifecycle events.
 func (r *Report) table(w io.Writer) error {
 	fmt.Fprintf(w, "keybroker audit report, %s\nfiles: %s\nchain: %s\n\n", r.period(), r.files(), r.chainStatus())
+	if len(r.Interrupted) > 0 {
+		fmt.Fprintf(w, "interrupted calls (left for the vendor, no end record: the vendor may have acted on them): %d\n", len(r.Interrupted)+r.InterruptedUnlisted)
+		for _, c := range r.Interrupted {
+			fmt.Fprintf(w, "  %s\n", c.line())
+		}
+		if r.InterruptedUnlisted > 0 {
+			fmt.Fprintf(w, "  ... and %d more\n", r.InterruptedUnlisted)
+		}
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CALLER\tUPSTREAM\tCALLS\tFORWARDED\tREFUSED\tFAILED\tDENIED\t429\tMAX WAIT\tKEY VERSIONS")
+	fmt.Fprintln(tw, "CALLER\tUPSTREAM\tCALLS\tFORWARDED\tREFUSED\tFAILED\tINTERRUPTED\tDENIED\t429\tMAX WAIT\tKEY VERSIONS")
 	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.0fms\t%s\n", row.Caller, orNone(row.Upstream), row.Calls,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0fms\t%s\n", row.Caller, orNone(row.Upstream), row.Calls,
 			row.Outcomes[audit.OutcomeForwarded], row.Outcomes[audit.OutcomeRefused], row.Outcomes[audit.OutcomeFailed]+row.Outcomes[audit.OutcomeCancelled],
-			row.Denied, row.RateLimited, row.WaitMSMax, versions(row.CredentialVersions))
+			row.Interrupted, row.Denied, row.RateLimited, row.WaitMSMax, versions(row.CredentialVersions))
 	}
 	tw.Flush()
 	for _, row := range r.Rows {
@@ -133,6 +143,12 @@ func (r *Report) table(w io.Writer) error {
 	return nil
 }
 
+// line is an interrupted call in one line.
+func (c Interrupted) line() string {
+	return fmt.Sprintf("%s  %s  seq %d  %s  %s %s %s  request %s", c.Begun.UTC().Format("2006-01-02 15:04:05"), c.State, c.BeginSeq,
+		c.Caller, c.Method, orNone(c.Upstream), c.Path, c.RequestID)
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "-"
@@ -141,9 +157,21 @@ func orNone(s string) string {
 }
 
 // csvHeader is the CSV's first line.
-var csvHeader = []string{"caller", "upstream", "calls", "forwarded", "refused", "failed", "cancelled",
+var csvHeader = []string{"caller", "upstream", "calls", "forwarded", "refused", "failed", "cancelled", "interrupted",
 	"status_2xx", "status_3xx", "status_4xx", "status_5xx", "denied", "ratelimit_refusals",
-	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths"}
+	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths", "interrupted_calls"}
+
+// interruptedOf lists the interrupted calls of a caller on an upstream,
+// for the CSV's last column.
+func (r *Report) interruptedOf(caller, upstream string) string {
+	var s []string
+	for _, c := range r.Interrupted {
+		if c.Caller == caller && c.Upstream == upstream {
+			s = append(s, c.line())
+		}
+	}
+	return strings.Join(s, "; ")
+}
 
 func (r *Report) csv(w io.Writer) error {
 	cw := csv.NewWriter(w)
@@ -156,11 +184,11 @@ func (r *Report) csv(w io.Writer) error {
 		}
 		_ = cw.Write([]string{row.Caller, row.Upstream, strconv.Itoa(row.Calls),
 			strconv.Itoa(row.Outcomes[audit.OutcomeForwarded]), strconv.Itoa(row.Outcomes[audit.OutcomeRefused]),
-			strconv.Itoa(row.Outcomes[audit.OutcomeFailed]), strconv.Itoa(row.Outcomes[audit.OutcomeCancelled]),
+			strconv.Itoa(row.Outcomes[audit.OutcomeFailed]), strconv.Itoa(row.Outcomes[audit.OutcomeCancelled]), strconv.Itoa(row.Interrupted),
 			strconv.Itoa(c2), strconv.Itoa(c3), strconv.Itoa(c4), strconv.Itoa(c5),
 			strconv.Itoa(row.Denied), strconv.Itoa(row.RateLimited),
 			strconv.FormatFloat(row.WaitMSTotal, 'f', 1, 64), strconv.FormatFloat(row.WaitMSMax, 'f', 1, 64),
-			versions(row.CredentialVersions), strings.Join(denied, "; ")})
+			versions(row.CredentialVersions), strings.Join(denied, "; "), r.interruptedOf(row.Caller, row.Upstream)})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -207,9 +235,19 @@ th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#ee
 <tr><th class="l">Files</th><td class="l">{{.Files}}</td></tr>
 <tr><th class="l">Chain</th><td class="l {{if .Chain.Intact}}intact{{else}}broken{{end}}" id="chain">{{.ChainStatus}}</td></tr>
 </table>
-<table id="rows"><thead><tr><th class="l">Caller</th><th class="l">Upstream</th><th>Calls</th><th>Forwarded</th><th>Refused</th><th>Failed</th><th>Denied</th><th>Rate-limited</th><th>Max wait (ms)</th><th class="l">Credential versions</th><th class="l">Top denied paths</th></tr></thead><tbody>
+{{- if .Interrupted}}
+<h2 class="broken">Interrupted calls: the vendor may have acted on them</h2>
+<p>These calls left for the vendor and have no end record: keybroker was stopped, or its disk filled, while they were at the vendor ("interrupted"), or they were still at the vendor when the trail was read ("open"). Check each with the vendor. Calls that ended in "failed" are counted beside them below.</p>
+<table id="interrupted"><thead><tr><th class="l">Began (UTC)</th><th class="l">State</th><th>Begin seq</th><th class="l">Caller</th><th class="l">Upstream</th><th class="l">Method</th><th class="l">Path</th><th class="l">Request id</th></tr></thead><tbody>
+{{- range .Interrupted}}
+<tr><td class="l">{{utc .Begun}}</td><td class="l">{{.State}}</td><td>{{.BeginSeq}}</td><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td class="l">{{.Method}}</td><td class="l">{{.Path}}</td><td class="l">{{.RequestID}}</td></tr>
+{{- end}}
+{{- if .InterruptedUnlisted}}<tr><td class="l" colspan="8">… and {{.InterruptedUnlisted}} more</td></tr>{{end}}
+</tbody></table>
+{{- end}}
+<table id="rows"><thead><tr><th class="l">Caller</th><th class="l">Upstream</th><th>Calls</th><th>Forwarded</th><th>Refused</th><th>Failed</th><th>Interrupted</th><th>Denied</th><th>Rate-limited</th><th>Max wait (ms)</th><th class="l">Credential versions</th><th class="l">Top denied paths</th></tr></thead><tbody>
 {{- range .Rows}}
-<tr><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td>{{.Calls}}</td><td>{{outcome . "forwarded"}}</td><td>{{outcome . "refused"}}</td><td>{{outcome . "failed" "cancelled"}}</td><td>{{.Denied}}</td><td>{{.RateLimited}}</td><td>{{printf "%.0f" .WaitMSMax}}</td><td class="l">{{versions .CredentialVersions}}</td><td class="l">{{denied .DeniedPaths}}</td></tr>
+<tr><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td>{{.Calls}}</td><td>{{outcome . "forwarded"}}</td><td>{{outcome . "refused"}}</td><td>{{outcome . "failed" "cancelled"}}</td><td>{{.Interrupted}}</td><td>{{.Denied}}</td><td>{{.RateLimited}}</td><td>{{printf "%.0f" .WaitMSMax}}</td><td class="l">{{versions .CredentialVersions}}</td><td class="l">{{denied .DeniedPaths}}</td></tr>
 {{- end}}
 </tbody></table>
 <h2>Calls over time</h2>

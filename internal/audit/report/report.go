@@ -30,6 +30,15 @@ type Report struct {
 	To     time.Time   `json:"to"`
 	Rows   []Row       `json:"rows"`
 	Events EventCounts `json:"events"`
+	// Interrupted are the calls that left for the vendor and have no end
+	// record, in the order they began: named by a call_interrupted event
+	// (keybroker was killed, or its disk filled, while the call was at
+	// the vendor), or still open in the files read (at the vendor when
+	// the trail was read, or not yet named by a restart). The vendor may
+	// have acted on each. At most maxInterrupted are listed.
+	Interrupted []Interrupted `json:"interrupted"`
+	// InterruptedUnlisted counts those past maxInterrupted.
+	InterruptedUnlisted int `json:"interrupted_unlisted,omitempty"`
 	// Chain says which files were read and whether they chain.
 	Chain Chain `json:"chain"`
 	// BucketSeconds is the chart's bucket: the smallest of a fixed ladder
@@ -42,7 +51,31 @@ type Report struct {
 	// buckets counts calls and refusals per caller per bucket.
 	buckets map[string]map[int64]*[2]int
 	chain   audit.Chain
+	// begun are the begin lines read whose end is yet to come, by seq.
+	begun map[uint64]Interrupted
 }
+
+// Interrupted is a call with no end record.
+type Interrupted struct {
+	BeginSeq  uint64    `json:"begin_seq"`
+	Begun     time.Time `json:"begun"`
+	RequestID string    `json:"request_id"`
+	Caller    string    `json:"caller"`
+	Upstream  string    `json:"upstream"`
+	Method    string    `json:"method"`
+	Path      string    `json:"path"`
+	// State is "interrupted" (a call_interrupted event names it) or
+	// "open" (its begin line has no end in the files read).
+	State string `json:"state"`
+}
+
+// Interrupted states.
+const (
+	StateInterrupted = "interrupted"
+	StateOpen        = "open"
+)
+
+const maxInterrupted = 1000
 
 // Chain is the hash-chain check of the files a report read.
 type Chain struct {
@@ -67,6 +100,7 @@ type Row struct {
 	Caller             string           `json:"caller"`
 	Upstream           string           `json:"upstream"`
 	Calls              int              `json:"calls"`
+	Interrupted        int              `json:"interrupted"`
 	Outcomes           map[string]int   `json:"outcomes"`
 	Statuses           map[string]int   `json:"statuses"`
 	CredentialVersions []int            `json:"credential_versions"`
@@ -118,7 +152,7 @@ const (
 // New starts an empty report.
 func New(f Filter) *Report {
 	return &Report{filter: f, rows: map[[2]string]*Row{}, denied: map[[2]string]map[string]int{},
-		buckets: map[string]map[int64]*[2]int{}, Events: EventCounts{ByName: map[string]int{}},
+		buckets: map[string]map[int64]*[2]int{}, Events: EventCounts{ByName: map[string]int{}}, begun: map[uint64]Interrupted{},
 		BucketSeconds: ladder[0], Chain: Chain{Intact: true}}
 }
 
@@ -128,6 +162,9 @@ type line struct {
 	Prev            string               `json:"prev"`
 	Type            string               `json:"type"`
 	Time            string               `json:"time"`
+	RequestID       string               `json:"request_id"`
+	Method          string               `json:"method"`
+	BeginSeq        uint64               `json:"begin_seq"`
 	Caller          string               `json:"caller"`
 	CallerAuth      string               `json:"caller_auth"`
 	Upstream        string               `json:"upstream"`
@@ -156,6 +193,10 @@ func (r *Report) AddLine(raw []byte) error {
 		return nil
 	}
 	if l.Type == audit.TypeEvent && l.Event != nil {
+		if l.Event.Name == audit.EventCallInterrupted {
+			r.interrupted(at, l.Event)
+			return nil
+		}
 		if f.Caller == "" && (f.Upstream == "" || l.Event.Upstream == "" || l.Event.Upstream == f.Upstream) {
 			r.span(at)
 			r.event(at, l.Event)
@@ -166,13 +207,17 @@ func (r *Report) AddLine(raw []byte) error {
 	if (f.Caller != "" && caller != f.Caller) || (f.Upstream != "" && l.Upstream != f.Upstream) {
 		return nil
 	}
+	if l.Type == audit.TypeBegin {
+		// Not a call: the call's record comes at its end. Kept until then,
+		// so that one that never comes is listed.
+		r.begun[l.Seq] = Interrupted{BeginSeq: l.Seq, Begun: at, RequestID: l.RequestID, Caller: caller,
+			Upstream: l.Upstream, Method: l.Method, Path: l.Path, State: StateOpen}
+		return nil
+	}
+	delete(r.begun, l.BeginSeq)
 	r.span(at)
 	key := [2]string{caller, l.Upstream}
-	row := r.rows[key]
-	if row == nil {
-		row = &Row{Caller: caller, Upstream: l.Upstream, Outcomes: map[string]int{}, Statuses: map[string]int{}, versions: map[int]struct{}{}}
-		r.rows[key] = row
-	}
+	row := r.row(caller, l.Upstream)
 	row.Calls++
 	row.Outcomes[l.Outcome]++
 	row.Statuses[strconv.Itoa(l.Status)]++
@@ -311,6 +356,47 @@ func (r *Report) event(at time.Time, ev *audit.Event) {
 	}
 }
 
+// interrupted lists a call named by a call_interrupted event (at is when
+// the event was written; the call began at ev.Begun) and closes its begin.
+func (r *Report) interrupted(at time.Time, ev *audit.Event) {
+	delete(r.begun, ev.BeginSeq)
+	f := r.filter
+	if (f.Caller != "" && ev.Caller != f.Caller) || (f.Upstream != "" && ev.Upstream != f.Upstream) {
+		return
+	}
+	r.span(at)
+	r.Events.ByName[ev.Name]++
+	begun, err := time.Parse(time.RFC3339Nano, ev.Begun)
+	if err != nil {
+		begun = at
+	}
+	caller := callerLabel(ev.Caller, "")
+	r.listInterrupted(Interrupted{BeginSeq: ev.BeginSeq, Begun: begun, RequestID: ev.RequestID, Caller: caller,
+		Upstream: ev.Upstream, Method: ev.Method, Path: ev.Path, State: StateInterrupted})
+}
+
+// listInterrupted adds a call with no end record to the list and to its
+// row's count.
+func (r *Report) listInterrupted(c Interrupted) {
+	r.row(c.Caller, c.Upstream).Interrupted++
+	if len(r.Interrupted) >= maxInterrupted {
+		r.InterruptedUnlisted++
+		return
+	}
+	r.Interrupted = append(r.Interrupted, c)
+}
+
+// row is caller's row on upstream, made when first needed.
+func (r *Report) row(caller, upstream string) *Row {
+	key := [2]string{caller, upstream}
+	row := r.rows[key]
+	if row == nil {
+		row = &Row{Caller: caller, Upstream: upstream, Outcomes: map[string]int{}, Statuses: map[string]int{}, versions: map[int]struct{}{}}
+		r.rows[key] = row
+	}
+	return row
+}
+
 // eventDetail is an event's detail, or what its versions say.
 func eventDetail(ev *audit.Event) string {
 	switch {
@@ -329,6 +415,19 @@ func eventDetail(ev *audit.Event) string {
 func (r *Report) Finish() {
 	if !r.From.IsZero() {
 		r.fit()
+	}
+	open := make([]Interrupted, 0, len(r.begun))
+	for _, c := range r.begun {
+		open = append(open, c)
+	}
+	sort.Slice(open, func(i, j int) bool { return open[i].BeginSeq < open[j].BeginSeq })
+	for _, c := range open {
+		r.listInterrupted(c)
+	}
+	r.begun = map[uint64]Interrupted{}
+	sort.SliceStable(r.Interrupted, func(i, j int) bool { return r.Interrupted[i].BeginSeq < r.Interrupted[j].BeginSeq })
+	if r.Interrupted == nil {
+		r.Interrupted = []Interrupted{}
 	}
 	r.Rows = r.Rows[:0]
 	for key, row := range r.rows {

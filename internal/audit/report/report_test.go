@@ -147,7 +147,7 @@ func TestReport_Formats(t *testing.T) {
 	if len(rows) != 5 || strings.Join(rows[0], ",") != strings.Join(csvHeader, ",") {
 		t.Fatalf("csv: %v", rows)
 	}
-	if got := rows[2]; got[0] != "siem" || got[1] != "huntress" || got[2] != "6" || got[11] != "4" || got[12] != "2" || got[16] != "/v1/admin (3); /v1/users (1)" {
+	if got := rows[2]; got[0] != "siem" || got[1] != "huntress" || got[2] != "6" || got[12] != "4" || got[13] != "2" || got[17] != "/v1/admin (3); /v1/users (1)" {
 		t.Errorf("csv siem row %v", got)
 	}
 
@@ -445,5 +445,65 @@ func TestReport_SumsTokensIssued(t *testing.T) {
 	r, text := render(t, []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}}, FormatTable)
 	if r.Events.TokensIssued != 42 || !strings.Contains(text, "42 keybroker token(s) issued") {
 		t.Errorf("tokens issued %d, table:\n%s\nwant 42", r.Events.TokensIssued, text)
+	}
+}
+
+// TestReport_ListsInterruptedCalls: begin lines are not calls; a begin
+// ended by its record is nothing more; one closed by call_interrupted, and
+// one still open at the end of the files, are listed (in seq order) in
+// every format, the HTML page showing them before the table of calls, and
+// counted in their row beside the failed calls.
+func TestReport_ListsInterruptedCalls(t *testing.T) {
+	var buf bytes.Buffer
+	w := audit.NewWriter(&buf)
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	begin := func(id, path string) uint64 {
+		rec := &audit.Record{Type: audit.TypeCall, Time: audit.Time(at), RequestID: id, Caller: "soar", CallerAuth: "key",
+			Method: "POST", Upstream: "huntress", Path: path, Policy: audit.PolicyAllowed}
+		seq, err := w.Begin(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id == "ended" {
+			rec.BeginSeq, rec.Status, rec.Outcome = seq, 200, audit.OutcomeForwarded
+			if err := w.Write(rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return seq
+	}
+	begin("ended", "/v1/agents/1/isolation")
+	killed := begin("killed", "/v1/agents/7/isolation")
+	if err := w.WriteEvent(audit.Event{Name: audit.EventCallInterrupted, BeginSeq: killed, RequestID: "killed", Caller: "soar",
+		Upstream: "huntress", Method: "POST", Path: "/v1/agents/7/isolation", Begun: "2026-12-07T10:00:00.000Z"}, at.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	open := begin("still-open", "/v1/agents/9/isolation")
+	srcs := func() []audit.Source { return []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}} }
+
+	r, _ := render(t, srcs(), FormatJSON)
+	if len(r.Rows) != 1 || r.Rows[0].Calls != 1 || r.Rows[0].Interrupted != 2 {
+		t.Fatalf("rows %+v; want one call (begins are not calls) and two interrupted", r.Rows)
+	}
+	if len(r.Interrupted) != 2 || r.Interrupted[0].BeginSeq != killed || r.Interrupted[0].State != StateInterrupted ||
+		r.Interrupted[1].BeginSeq != open || r.Interrupted[1].State != StateOpen || r.Interrupted[1].RequestID != "still-open" {
+		t.Fatalf("interrupted %+v", r.Interrupted)
+	}
+	_, js := render(t, srcs(), FormatJSON)
+	_, table := render(t, srcs(), FormatTable)
+	_, csvText := render(t, srcs(), FormatCSV)
+	_, page := render(t, srcs(), FormatHTML)
+	for format, text := range map[string]string{"json": js, "table": table, "csv": csvText, "html": page} {
+		for _, id := range []string{"killed", "still-open"} {
+			if !strings.Contains(text, id) {
+				t.Errorf("%s report does not list %s:\n%s", format, id, text)
+			}
+		}
+	}
+	if !strings.Contains(table, "interrupted calls (left for the vendor, no end record: the vendor may have acted on them): 2") {
+		t.Errorf("table:\n%s", table)
+	}
+	if i, j := strings.Index(page, `id="interrupted"`), strings.Index(page, `id="rows"`); i < 0 || i > j {
+		t.Errorf("HTML: the interrupted calls do not come before the calls (%d, %d)", i, j)
 	}
 }
