@@ -28,6 +28,14 @@
 #                               answered, latency from each call's intended start;
 #                               p50, p99, p99.9 of keybroker against the floor over
 #                               [rounds] interleaved rounds of [seconds] each
+#   KB_BENCH_METHOD=POST KB_BENCH_SYNC=none bench/ab-tls.sh 5 5 64
+#                               every call a POST with a small body (bench/post.lua),
+#                               keybroker's audit.sync set (writes, all, none; unset:
+#                               the binary's default). Put KB_BENCH_DIR on the disk
+#                               the trail would live on: fdatasync on tmpfs is free
+#   KB_BENCH_KEYBROKER=/path/to/keybroker bench/ab-tls.sh
+#                               that binary instead of one built from this clone (an
+#                               older build, for a before/after in the same run)
 #
 # Run from a clone (no other checkout needed). Needs Go, wrk, nginx, curl,
 # python3, and openssl for the TLS run: apt-get install -y wrk nginx-light
@@ -45,8 +53,19 @@ for tool in go wrk nginx curl python3 ${tls:+openssl}; do
 done
 mkdir -p "$bin" "$dir/tls"
 (cd "$repo" && go build -o "$bin/upstream" ./bench/upstream && go build -o "$bin/floor" ./bench/floor &&
-  go build -o "$bin/keybroker" ./cmd/proxy && go build -o "$bin/jwtcaller" ./bench/jwtcaller &&
+  go build -o "$bin/keybroker-built" ./cmd/proxy && go build -o "$bin/jwtcaller" ./bench/jwtcaller &&
   go build -o "$bin/seq" ./bench/seq && go build -o "$bin/open" ./bench/open) || { echo "bench: build failed" >&2; exit 1; }
+
+cp "${KB_BENCH_KEYBROKER:-$bin/keybroker-built}" "$bin/keybroker" || exit 1
+method=${KB_BENCH_METHOD:-GET}
+case $method in
+  GET) wrk_script=() ;;
+  POST) wrk_script=(-s "$repo/bench/post.lua") ;;
+  *) echo "bench: KB_BENCH_METHOD is GET or POST" >&2; exit 1 ;;
+esac
+sync_line=""
+[ -n "${KB_BENCH_SYNC:-}" ] && sync_line=", sync: $KB_BENCH_SYNC"
+echo "keybroker: $("$bin/keybroker" version 2>/dev/null || echo unknown); $method calls; audit.sync ${KB_BENCH_SYNC:-default}; audit on $(df -T "$dir" | awk 'NR==2 {print $2}')"
 
 # The vendor credential (a stand-in's), and a caller key made now.
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
@@ -97,8 +116,8 @@ $egress
 callers:
   - name: bench
     $identity
-    allow: [{upstream: huntress, methods: [GET], paths: [/v1/**]}]
-audit: {path: "$dir/audit.log"}
+    allow: [{upstream: huntress, methods: [GET, POST], paths: [/v1/**]}]
+audit: {path: "$dir/audit.log"$sync_line}
 YAML
 cat > "$dir/nginx.conf" <<NGINX
 worker_processes 2;
@@ -161,7 +180,7 @@ cpu() { [ -n "$1" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
 one() {
   local c0 c1 out
   c0=$(cpu "$2")
-  out=$(wrk -t$thr -c"$conns" -d"${secs}s" --latency "${H[@]}" "$1" 2>&1 | awk '/Requests\/sec/ {r=$2} $1=="50%" {p=$2} / requests in / {n=$1} END {print r, p, n}')
+  out=$(wrk -t$thr -c"$conns" -d"${secs}s" --latency "${wrk_script[@]}" "${H[@]}" "$1" 2>&1 | awk '/Requests\/sec/ {r=$2} $1=="50%" {p=$2} / requests in / {n=$1} END {print r, p, n}')
   c1=$(cpu "$2")
   echo "$out $((c1 - c0))"
 }

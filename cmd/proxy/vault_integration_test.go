@@ -373,7 +373,7 @@ func TestVault_RestartServesThePreviousVersionWhenTheNewestIsRefused(t *testing.
 	for _, l := range s.auditLines(t) {
 		ev, _ := l["event"].(map[string]any)
 		switch {
-		case l["caller"] == "keybroker":
+		case l["caller"] == "keybroker" && l["type"] == "call":
 			probes++
 		case ev == nil:
 		case ev["name"] == "credential_loaded":

@@ -72,8 +72,8 @@ func (s Sync) begins(method string) bool {
 func (w *Writer) syncTo(seq uint64) error {
 	for w.synced < seq {
 		switch {
-		case w.file == nil:
-			return nil // stdout, a test buffer: nothing to sync
+		case w.file == nil || w.unsyncable:
+			return nil // stdout, a device, a pipe, a test buffer: nothing to sync
 		case w.syncing:
 			w.cond.Wait()
 		default:
@@ -110,7 +110,7 @@ func (w *Writer) syncOnce() error {
 // (w.mu held): a timer, armed while anything is unsynced, no goroutine
 // while the trail is idle.
 func (w *Writer) armSync() {
-	if w.sync == SyncNone || w.file == nil || w.syncTimer != nil {
+	if w.sync == SyncNone || w.file == nil || w.unsyncable || w.syncTimer != nil {
 		return
 	}
 	w.syncTimer = time.AfterFunc(syncEvery, func() {

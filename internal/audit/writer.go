@@ -76,6 +76,8 @@ type Writer struct {
 	// syncBroken: a sync failed; a write that succeeds does not prove
 	// the trail again, only a reopen that syncs (Check) does.
 	syncBroken bool
+	// unsyncable: the path is not a regular file (a device, a FIFO).
+	unsyncable bool
 	// unended are calls whose begin line was written but whose end
 	// record was not (a full disk): named in call_interrupted events once
 	// the trail is writable again. Bounded by the calls in flight: a
@@ -124,7 +126,15 @@ func (w *Writer) open() error {
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
 	}
-	if w.sync != SyncNone {
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit file %s: %w", w.path, err)
+	}
+	// A device or a pipe (/dev/stdout, a shipper's FIFO) has nothing to
+	// sync, as stdout has not.
+	w.unsyncable = !st.Mode().IsRegular()
+	if w.sync != SyncNone && !w.unsyncable {
 		// What the last run wrote is synced once; a file just created is
 		// made to survive a power loss by syncing its directory.
 		err = w.syncer(f)
@@ -150,7 +160,7 @@ func (w *Writer) open() error {
 		return fmt.Errorf("audit file %s: %w", w.path, err)
 	}
 	if w.file != nil {
-		if w.sync != SyncNone {
+		if w.sync != SyncNone && !w.unsyncable {
 			_ = w.syncer(w.file) // the last lines of a file rotated away
 		}
 		w.file.Close()

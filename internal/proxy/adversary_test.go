@@ -250,9 +250,11 @@ func TestAdversary_RecordsStaySmallWhateverTheRequest(t *testing.T) {
 	for len(h.records()) < len(reqs) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	// One record each, and a begin line before each of the two
+	// forwarded: every line is bounded.
 	lines := strings.Split(strings.TrimSpace(h.auditBuf.String()), "\n")
-	if len(lines) != len(reqs) {
-		t.Fatalf("%d records for %d requests", len(lines), len(reqs))
+	if n := len(h.records()); n != len(reqs) || len(lines) != len(reqs)+2 {
+		t.Fatalf("%d records and %d lines for %d requests", n, len(lines), len(reqs))
 	}
 	truncated := 0
 	for _, l := range lines {
@@ -266,7 +268,7 @@ func TestAdversary_RecordsStaySmallWhateverTheRequest(t *testing.T) {
 	if truncated < 3 { // the unknown upstream's long name is not recorded at all
 		t.Errorf("%d records carry the truncation marker, want at least 3", truncated)
 	}
-	if n, err := audit.Verify(strings.NewReader(h.auditBuf.String())); err != nil || n != len(reqs) {
+	if n, err := audit.Verify(strings.NewReader(h.auditBuf.String())); err != nil || n != len(lines) {
 		t.Errorf("verify: %d, %v", n, err)
 	}
 }

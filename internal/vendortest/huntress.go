@@ -103,6 +103,7 @@ type Huntress struct {
 	delay      time.Duration
 	gzip       bool
 	jitter     time.Duration
+	received   func(*http.Request)
 }
 
 // HuntressOptions tune the fake. Zero values: 60 per 60 s, no delay.
@@ -121,6 +122,9 @@ type HuntressOptions struct {
 	// fake counts it in its window, as network delay does to a real
 	// vendor's count.
 	CountJitter time.Duration
+	// Received, when set, is told of each request as it arrives, body
+	// read, before Delay and before it is answered.
+	Received func(r *http.Request)
 }
 
 // NewHuntress starts the fake on a loopback port; t.Cleanup should Close it.
@@ -132,7 +136,7 @@ func NewHuntress(key, secret string, o HuntressOptions) *Huntress {
 		o.Window = time.Minute
 	}
 	h := &Huntress{key: key, secret: secret, limit: o.Limit, window: o.Window,
-		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay, gzip: o.Gzip, jitter: o.CountJitter}
+		sent: map[string][]time.Time{}, retryAfter: o.RetryAfter, delay: o.Delay, gzip: o.Gzip, jitter: o.CountJitter, received: o.Received}
 	h.Server = httptest.NewUnstartedServer(http.HandlerFunc(h.serve))
 	if o.TLS != nil {
 		h.Server.TLS = o.TLS
@@ -197,6 +201,9 @@ func (h *Huntress) MaxInWindow() int {
 
 func (h *Huntress) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
+	if h.received != nil {
+		h.received(r)
+	}
 	if h.gzip && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		gz := &gzipWriter{ResponseWriter: w, zw: gzip.NewWriter(w)}
 		defer gz.zw.Close()
@@ -237,7 +244,7 @@ func (h *Huntress) handle(w http.ResponseWriter, r *http.Request) int {
 
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	if r.Method != http.MethodGet {
-		return writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not Found"})
+		return h.write(w, r.Method, path)
 	}
 	switch path {
 	case "/v1/account":
@@ -262,6 +269,32 @@ func (h *Huntress) handle(w http.ResponseWriter, r *http.Request) int {
 			return writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not Found"})
 		}
 		return writeJSON(w, http.StatusOK, map[string]any{"agent": map[string]any{"id": n, "hostname": fmt.Sprintf("host-%d", n)}})
+	}
+	return writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not Found"})
+}
+
+// write answers the writes of the Huntress spec the tests make: the ES|QL
+// query (a read sent as POST), isolation and its release, and agent
+// update and uninstall, in both path forms (/v1/accounts/{account_id}/…).
+func (h *Huntress) write(w http.ResponseWriter, method, path string) int {
+	if rest, ok := strings.CutPrefix(path, "/v1/accounts/"); ok {
+		if _, tail, ok := strings.Cut(rest, "/"); ok {
+			path = "/v1/" + tail
+		}
+	}
+	if method == http.MethodPost && path == "/v1/siem/query" {
+		return writeJSON(w, http.StatusOK, map[string]any{"results": []any{}, "columns": []any{}})
+	}
+	if id, ok := strings.CutPrefix(path, "/v1/agents/"); ok {
+		id, isolation := strings.CutSuffix(id, "/isolation")
+		n, err := strconv.Atoi(id)
+		switch {
+		case err != nil || n < 1 || n > 42:
+		case isolation && (method == http.MethodPost || method == http.MethodDelete):
+			return writeJSON(w, http.StatusOK, map[string]any{"agent": map[string]any{"id": n, "isolated": method == http.MethodPost}})
+		case !isolation && (method == http.MethodPatch || method == http.MethodDelete):
+			return writeJSON(w, http.StatusOK, map[string]any{"agent": map[string]any{"id": n}})
+		}
 	}
 	return writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not Found"})
 }
