@@ -299,6 +299,9 @@ func TestDiskFullAfterBegin_TheCallIsNamed(t *testing.T) {
 		}
 	}
 	if got := interrupted(); got["full-1"] != 1 {
+		for _, l := range lines[max(0, len(lines)-8):] {
+			t.Logf("%+v", l)
+		}
 		t.Fatalf("call_interrupted events %v; want full-1 once", got)
 	}
 

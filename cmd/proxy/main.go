@@ -6,6 +6,8 @@
 //	keybroker validate -config FILE [--check-secrets] [--check-upstreams]
 //	keybroker hash-key [-stdin]                make a caller key and its SHA-256
 //	keybroker audit keygen|verify|report       sign, check and read the audit trail
+//	keybroker operations [UPSTREAM]            the vendors' operations and their tiers
+//	keybroker policy CALLER | --operation NAME what a caller may call, who may call an operation
 //	keybroker version
 //	keybroker help [COMMAND]                   the commands, or one command's flags
 //
@@ -75,6 +77,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = auditCmd(args, stdout)
 	case "credentials":
 		err = credentialsCmd(args, stdout)
+	case "operations":
+		err = operationsCmd(args, stdout)
+	case "policy":
+		err = policyCmd(args, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "keybroker", buildVersion())
 	case "help":
@@ -111,6 +117,10 @@ func helpCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return auditCmd(sub, stdout)
 	case "credentials":
 		return credentialsCmd(sub, stdout)
+	case "operations":
+		return operationsCmd(sub, stdout)
+	case "policy":
+		return policyCmd(sub, stdout)
 	case "version", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -153,6 +163,11 @@ const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its f
   keybroker credentials [--admin URL] [--format table|json]
                                                the running instance's credentials: source, version,
                                                expiry, the vendor's last 401 (never a value)
+  keybroker operations [UPSTREAM] [-config FILE] [--format table|json]
+                                               the vendor's operations: name, tier, method, paths
+  keybroker policy CALLER -config FILE         what a caller may call, operation by operation
+  keybroker policy --operation NAME -config FILE
+                                               the callers that may call an operation
   keybroker version
   keybroker help [COMMAND]
 
@@ -228,6 +243,9 @@ func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "configuration OK: %d upstream(s), %d caller(s)\n", len(cfg.Upstreams), len(cfg.Callers))
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
 	if *skipFiles {
 		for _, u := range cfg.Upstreams {
 			if f := u.Credential.File; f != nil {

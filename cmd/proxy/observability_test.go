@@ -178,6 +178,7 @@ func TestObservability_EveryOutcomeAuditedAndCounted(t *testing.T) {
 	sc := bufio.NewScanner(f)
 	seen := 0
 	events := map[string]bool{}
+	begins := map[string]bool{}
 	for sc.Scan() {
 		var r map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
@@ -186,6 +187,16 @@ func TestObservability_EveryOutcomeAuditedAndCounted(t *testing.T) {
 		if r["type"] == "event" {
 			events[r["event"].(map[string]any)["name"].(string)] = true
 			continue
+		}
+		if r["type"] == "begin" {
+			begins[fmt.Sprint(r["seq"])] = true
+			continue
+		}
+		if r["outcome"] == "forwarded" && !begins[fmt.Sprint(r["begin_seq"])] {
+			t.Errorf("forwarded record %s does not name a begin line before it (begin_seq %v)", r["request_id"], r["begin_seq"])
+		}
+		if r["outcome"] == "refused" && r["begin_seq"] != nil {
+			t.Errorf("refused record %s has a begin line", r["request_id"])
 		}
 		w, ok := ids[fmt.Sprint(r["request_id"])]
 		if !ok {
@@ -232,10 +243,12 @@ func TestObservability_EveryOutcomeAuditedAndCounted(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "soar", "status_class": "2xx", "outcome": "forwarded"}, 1},
-		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "none", "status_class": "4xx", "outcome": "refused"}, 1},
-		{"keybroker_requests_total", map[string]string{"upstream": "other", "caller": "soar", "status_class": "4xx", "outcome": "refused"}, 2},
-		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "siem", "status_class": "4xx", "outcome": "refused"}, 2},
+		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "soar", "status_class": "2xx", "outcome": "forwarded", "tier": "read"}, 1},
+		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "none", "status_class": "4xx", "outcome": "refused", "tier": ""}, 1},
+		{"keybroker_requests_total", map[string]string{"upstream": "other", "caller": "soar", "status_class": "4xx", "outcome": "refused", "tier": ""}, 2},
+		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "siem", "status_class": "4xx", "outcome": "refused", "tier": "read"}, 2},
+		// An undocumented call (no POST /v1/agents in the spec) has no tier.
+		{"keybroker_requests_total", map[string]string{"upstream": "huntress", "caller": "soar", "status_class": "4xx", "outcome": "refused", "tier": ""}, 1},
 		{"keybroker_ratelimit_refusals_total", map[string]string{"upstream": "huntress", "by": "upstream"}, 1},
 		// The one forwarded call holds its slot in the 3-per-10s window.
 		{"keybroker_quota_in_use", map[string]string{"upstream": "huntress"}, 1},

@@ -39,6 +39,7 @@ func (a *app) reload() {
 		return
 	}
 	a.log.Info("configuration reloaded", zap.Int("upstreams", len(cfg.Upstreams)), zap.Int("callers", len(cfg.Callers)))
+	logWarnings(a.log, cfg)
 	a.event(audit.Event{Name: "config_reloaded"})
 }
 

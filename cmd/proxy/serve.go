@@ -123,6 +123,14 @@ func (a *app) credentialEvent(ev secrets.Event) {
 		Ref: ev.Ref, Version: ev.Version, OldVersion: ev.OldVersion, Detail: detail, Validated: ev.Validated, Status: ev.Status})
 }
 
+// logWarnings logs what validation found worth saying (an allow rule that
+// matches no documented operation).
+func logWarnings(log *zap.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", zap.String("warning", w))
+	}
+}
+
 // closeInterrupted writes call_interrupted for every call the trail
 // shows begun since the previous start but never ended (keybroker was
 // killed, or its disk filled, while the call was at the vendor), and warns
@@ -213,6 +221,7 @@ func (a *app) run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- serveOn(a.callerSrv, callerLn) }()
 	go func() { errc <- serveOn(a.adminSrv, adminLn) }()
+	logWarnings(a.log, cfg)
 	a.log.Info("keybroker serving", zap.String("listen", callerLn.Addr().String()),
 		zap.String("admin", adminLn.Addr().String()), zap.Int("upstreams", len(cfg.Upstreams)),
 		zap.String("version", buildVersion()))

@@ -77,6 +77,7 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		if up.Egress.Proxy != nil && cfg.Egress.ProxyCredential != nil {
 			up.ProxyCredential = EgressCredential
 		}
+		up.Operations = cfg.Catalogue(u.Name)
 		proxied = proxied || up.ProxyCredential != ""
 		if a := u.Auth; a.Type == config.OAuthType {
 			if p.OAuth == nil {
@@ -335,6 +336,16 @@ func jwtIssuers(cs []config.Caller) ([]jwtauth.IssuerConfig, error) {
 	return out, nil
 }
 
+// Callers is the configuration's caller registry alone, for questions
+// asked of the policy without a running instance (keybroker policy).
+func Callers(cfg *config.Config) (*callers.Registry, error) {
+	cs := make([]callers.Caller, 0, len(cfg.Callers))
+	for _, c := range cfg.Callers {
+		cs = append(cs, caller(c))
+	}
+	return callers.NewRegistry(cs, cfg.AllowAnonymous)
+}
+
 func caller(c config.Caller) callers.Caller {
 	cl := callers.Caller{Name: c.Name, KeySHA256: c.KeyHash()}
 	if j := c.JWT; j != nil {
@@ -346,7 +357,7 @@ func caller(c config.Caller) callers.Caller {
 	if c.Allow != nil {
 		cl.Allow = []callers.Rule{}
 		for _, a := range c.Allow {
-			cl.Allow = append(cl.Allow, callers.Rule{Upstream: a.Upstream, Methods: a.Methods, Paths: a.Paths})
+			cl.Allow = append(cl.Allow, callers.Rule{Upstream: a.Upstream, Methods: a.Methods, Paths: a.Paths, Operations: a.Operations, Tiers: a.Tiers})
 		}
 	}
 	return cl

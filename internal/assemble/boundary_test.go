@@ -42,7 +42,7 @@ func TestImportBoundaries(t *testing.T) {
 		}
 		return false
 	}
-	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics", "oauth", "jwtauth"} {
+	for _, p := range []string{"proxy", "egress", "reply", "rawquery", "callers", "secrets", "ratelimit", "audit", "audit/report", "metrics", "oauth", "jwtauth", "operations"} {
 		if reaches(module+"internal/"+p, module+"internal/config", map[string]bool{}) {
 			t.Errorf("internal/%s imports internal/config: it must take its own runtime types", p)
 		}
@@ -58,6 +58,10 @@ func TestImportBoundaries(t *testing.T) {
 		"golang.org/x/oauth2/clientcredentials": "internal/oauth",
 		"github.com/go-jose/go-jose/v4":         "internal/jwtauth",
 		"github.com/go-jose/go-jose/v4/jwt":     "internal/jwtauth",
+		// The OpenAPI reader runs at load time only, in its one room.
+		"github.com/getkin/kin-openapi/openapi2":     "internal/operations",
+		"github.com/getkin/kin-openapi/openapi2conv": "internal/operations",
+		"github.com/getkin/kin-openapi/openapi3":     "internal/operations",
 	}
 	for pkg, deps := range imports {
 		// tools/, bench/ (its floor is an httputil.ReverseProxy) and the
@@ -85,7 +89,8 @@ func TestImportBoundaries(t *testing.T) {
 		"audit":      {[]string{"rawquery", "tokenshape"}, "the trail is written by everyone and knows none of them"},
 		"tokenshape": {nil, "a leaf: shapes of bearer credentials, for hygiene and audit alike"},
 		"budget":     {[]string{"ratelimit"}, "refusal budgets count; the proxy writes their events"},
-		"callers":    {nil, "identity and policy declare the verifiers they need; they import none of the packages that verify"},
+		"callers":    {nil, "identity and policy declare the verifiers they need; they import none of the packages that verify; an operation reaches the policy as plain strings"},
+		"operations": {nil, "a leaf: the vendors' catalogues, the matcher and the OpenAPI loading"},
 	}
 	for pkg, room := range rooms {
 		for _, d := range imports[module+"internal/"+pkg] {

@@ -71,7 +71,9 @@ func appendRequest(b []byte, r *Record, seq uint64, prev, typ string) []byte {
 	b = appendField(b, "method", r.Method)
 	b = appendField(b, "upstream", r.Upstream)
 	b = appendField(b, "path", r.Path)
-	return appendField(b, "query", r.Query)
+	b = appendField(b, "query", r.Query)
+	b = appendField(b, "operation", r.Operation)
+	return appendField(b, "tier", r.Tier)
 }
 
 // appendCredential appends ,"credential":{...} unless c is nil.

@@ -61,8 +61,13 @@ type Record struct {
 	Upstream   string `json:"upstream,omitempty"`
 	Path       string `json:"path,omitempty"`
 	Query      string `json:"query,omitempty"`
-	Status     int    `json:"status,omitempty"`
-	Outcome    string `json:"outcome,omitempty"`
+	// Operation and Tier are the vendor's documented operation the call
+	// is and its risk tier (read, respond, admin), on an upstream with an
+	// operation catalogue; empty for an undocumented call.
+	Operation string `json:"operation,omitempty"`
+	Tier      string `json:"tier,omitempty"`
+	Status    int    `json:"status,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
 	// Policy is "allowed", "denied", or "would_deny" (report mode).
 	Policy          string         `json:"policy,omitempty"`
 	BytesIn         int64          `json:"bytes_in"`
@@ -108,13 +113,15 @@ type Event struct {
 	// known caller (event refusal_summary).
 	RemoteAddr string `json:"remote_addr,omitempty"`
 	Caller     string `json:"caller,omitempty"`
-	// BeginSeq, RequestID, Method, Path and Begun name a call whose begin
-	// line has no end record (event call_interrupted): the vendor may have
-	// acted on it.
+	// BeginSeq, RequestID, Method, Path, Operation, Tier and Begun name a
+	// call whose begin line has no end record (event call_interrupted):
+	// the vendor may have acted on it.
 	BeginSeq  uint64           `json:"begin_seq,omitempty"`
 	RequestID string           `json:"request_id,omitempty"`
 	Method    string           `json:"method,omitempty"`
 	Path      string           `json:"path,omitempty"`
+	Operation string           `json:"operation,omitempty"`
+	Tier      string           `json:"tier,omitempty"`
 	Begun     string           `json:"begun,omitempty"`
 	Count     int64            `json:"count,omitempty"`
 	Outcomes  map[string]int64 `json:"outcomes,omitempty"`

@@ -31,7 +31,7 @@ var recoveryLimit int64 = RecoveryLimit
 // could not be written.
 func interrupted(rec *Record) Event {
 	return Event{Name: EventCallInterrupted, BeginSeq: rec.BeginSeq, RequestID: rec.RequestID,
-		Upstream: rec.Upstream, Method: rec.Method, Path: rec.Path, Caller: rec.Caller,
+		Upstream: rec.Upstream, Method: rec.Method, Path: rec.Path, Operation: rec.Operation, Tier: rec.Tier, Caller: rec.Caller,
 		Begun: formatTime(time.Time(rec.Time)), Detail: interruptedDetail}
 }
 
@@ -41,16 +41,18 @@ func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05
 
 // nameUnended writes call_interrupted for the calls whose end record
 // failed, once the trail is writable again (w.mu held). A call whose
-// event cannot be written either stays on the list.
-func (w *Writer) nameUnended(now time.Time) {
+// event cannot be written either stays on the list, and the trail is
+// not writable yet: the error says so.
+func (w *Writer) nameUnended(now time.Time) error {
 	for len(w.unended) > 0 {
 		ev := w.unended[0]
-		if w.appendLocked(eventAt(ev, now)) != nil {
-			return
+		if err := w.appendLocked(eventAt(ev, now)); err != nil {
+			return err
 		}
 		w.unended = w.unended[1:]
 	}
 	w.unended = nil
+	return nil
 }
 
 // Recovery is what CloseInterrupted found.
@@ -101,6 +103,8 @@ type beginLine struct {
 	Method    string `json:"method"`
 	Upstream  string `json:"upstream"`
 	Path      string `json:"path"`
+	Operation string `json:"operation"`
+	Tier      string `json:"tier"`
 }
 
 // openBegins returns the call_interrupted events of the begin lines in f
@@ -126,7 +130,7 @@ func openBegins(f *os.File, end, limit int64) (open []Event, capped bool, err er
 				return true
 			}
 			open = append(open, Event{Name: EventCallInterrupted, BeginSeq: b.Seq, RequestID: b.RequestID,
-				Upstream: b.Upstream, Method: b.Method, Path: b.Path, Caller: b.Caller, Begun: b.Time, Detail: interruptedDetail})
+				Upstream: b.Upstream, Method: b.Method, Path: b.Path, Operation: b.Operation, Tier: b.Tier, Caller: b.Caller, Begun: b.Time, Detail: interruptedDetail})
 		case bytes.Contains(line, needClose):
 			var c struct {
 				BeginSeq uint64 `json:"begin_seq"`

@@ -26,9 +26,11 @@ var ErrUnavailable = errors.New("audit trail unavailable")
 // Write returns only when its own record is in the file, so nothing a
 // caller was told is written sits in a buffer to be lost.
 //
-// After a failed write the writer is marked failed: Check reports it, so the
-// proxy refuses calls, and tries to reopen the file (at most once a second)
-// until a write succeeds again. A failed or short write is cut back off
+// After a failed write (or sync) the writer is marked failed: Check reports
+// it, so the proxy refuses calls, and, at most once a second and not in the
+// second after a failure, reopens the file and writes an audit_recovered
+// event, then a call_interrupted for each call whose end record was lost;
+// only that probe ends the failure. A failed or short write is cut back off
 // the file, so the chain never ends in a torn line; a torn line found when
 // the file is opened (a crash mid-write) is cut off too, and the cut is
 // recorded in an audit_torn_tail event.
@@ -374,6 +376,9 @@ func (w *Writer) flush() {
 	w.mu.Lock()
 	if err != nil {
 		w.failed = err
+		// The next reopen and probe a second from now: a small probe
+		// record that fits where this write did not proves nothing.
+		w.lastProbe = time.Now()
 		w.writeErrors.Add(n + w.count)
 		if w.file != nil {
 			// A short write must not leave a torn line as the chain's
@@ -384,9 +389,8 @@ func (w *Writer) flush() {
 		w.pending, w.count = w.pending[:0], 0
 		w.epoch++
 	} else {
-		if !w.syncBroken {
-			w.failed = nil
-		}
+		// A write that works does not end a failure: only Check's probe
+		// does, with audit_recovered and the calls it left unnamed.
 		w.size += int64(len(batch))
 		w.durable, w.durablePrev = endSeq, endPrev
 		w.written.Add(n)
@@ -423,8 +427,8 @@ func (w *Writer) Check() error {
 		}
 		now := time.Now()
 		ev := Event{Name: "audit_recovered", Detail: "after: " + failed.Error()}
-		if w.appendLocked(eventAt(ev, now)) == nil && w.failed == nil {
-			w.nameUnended(now)
+		if !w.syncBroken && w.appendLocked(eventAt(ev, now)) == nil && w.nameUnended(now) == nil {
+			w.failed = nil
 			return nil
 		}
 	}

@@ -109,6 +109,11 @@ type Rule struct {
 	Upstream string
 	Methods  []string
 	Paths    []string
+	// Operations and Tiers name the upstream's documented operations and
+	// their tiers; a rule with either matches a documented call only
+	// (Action.Operation set). Every field given must hold.
+	Operations []string
+	Tiers      []string
 }
 
 // caller is a Caller compiled for matching.
@@ -232,6 +237,18 @@ func (r *Registry) ByName(name string) (Identity, []byte, bool) {
 		}
 	}
 	return Identity{Auth: AuthNone}, nil, false
+}
+
+// Named returns the caller named name, whatever proves it, for questions
+// asked of its policy without a request (keybroker policy); never to
+// identify a call.
+func (r *Registry) Named(name string) (Identity, bool) {
+	for _, c := range r.callers {
+		if c.name == name {
+			return Identity{Name: c.name, caller: c}, true
+		}
+	}
+	return Identity{}, false
 }
 
 // byKey returns the caller whose key hashes to key's SHA-256. Every caller

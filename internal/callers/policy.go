@@ -3,14 +3,20 @@ package callers
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
 type rule struct {
-	upstream string
-	methods  map[string]bool // nil: every method
-	paths    []pattern       // nil: every path
+	upstream   string
+	methods    map[string]bool // nil: every method
+	paths      []pattern       // nil: every path
+	operations []string        // nil: any (documented, when tiers is set)
+	tiers      []string        // nil: any (documented, when operations is set)
 }
+
+// documented: the rule matches documented operations only.
+func (r *rule) documented() bool { return r.operations != nil || r.tiers != nil }
 
 // pattern is an allow.paths entry split into segments; "*" matches one
 // segment; deep means a trailing "/**": the path itself or any depth below.
@@ -22,7 +28,7 @@ type pattern struct {
 func compileRules(allow []Rule) ([]rule, error) {
 	rules := make([]rule, 0, len(allow))
 	for _, a := range allow {
-		r := rule{upstream: a.Upstream}
+		r := rule{upstream: a.Upstream, operations: a.Operations, tiers: a.Tiers}
 		if len(a.Methods) > 0 {
 			r.methods = map[string]bool{}
 			for _, m := range a.Methods {
@@ -151,7 +157,8 @@ func (id Identity) Allow(a Action) Decision {
 		return Decision{Allowed: true}
 	}
 	upstreamSeen, methodSeen := false, false
-	for _, r := range c.rules {
+	for i := range c.rules {
+		r := &c.rules[i]
 		if r.upstream != upstream {
 			continue
 		}
@@ -160,6 +167,11 @@ func (id Identity) Allow(a Action) Decision {
 			continue
 		}
 		methodSeen = true
+		if r.documented() && (a.Operation == "" ||
+			(r.operations != nil && !slices.Contains(r.operations, a.Operation)) ||
+			(r.tiers != nil && !slices.Contains(r.tiers, a.Tier))) {
+			continue
+		}
 		if r.paths == nil {
 			return Decision{Allowed: true}
 		}
@@ -172,6 +184,9 @@ func (id Identity) Allow(a Action) Decision {
 	switch {
 	case !upstreamSeen:
 		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for upstream %q", c.name, upstream)}
+	case a.Operation != "":
+		// In the vendor's terms: what the call is, and its risk.
+		return Decision{Reason: fmt.Sprintf("operation %s (%s) is not allowed for caller %s", a.Operation, a.Tier, c.name)}
 	case !methodSeen:
 		return Decision{Reason: fmt.Sprintf("caller %q has no allow rule for %s on upstream %q", c.name, method, upstream)}
 	default:

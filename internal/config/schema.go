@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v4"
+
+	"github.com/keybroker/keybroker/internal/operations"
 )
 
 // Config is keybroker's whole configuration, as read from one YAML file.
@@ -47,7 +49,23 @@ type Config struct {
 	// OAuth configures keybroker's own token endpoint for drop-in OAuth
 	// clients of oauth2_client_credentials upstreams.
 	OAuth OAuth `yaml:"oauth"`
+
+	// catalogues are the upstreams' operation catalogues, by upstream
+	// name, built at validation (Catalogue); warnings are what validation
+	// found worth saying but not wrong (Warnings).
+	catalogues map[string]*operations.Catalogue
+	warnings   []string
 }
+
+// Catalogue returns the operation catalogue of the upstream named name:
+// its operations.openapi file's, else its preset's (huntress, infocyte);
+// nil for none.
+func (c *Config) Catalogue(name string) *operations.Catalogue { return c.catalogues[name] }
+
+// Warnings are what validation found worth saying but not wrong (an allow
+// rule that matches no documented operation); validate prints them, and
+// start and reload log them.
+func (c *Config) Warnings() []string { return c.warnings }
 
 // OAuth configures the tokens keybroker issues to drop-in OAuth clients.
 type OAuth struct {
@@ -177,6 +195,21 @@ type Upstream struct {
 	// before it is served (the huntress preset: GET /v1/account). None by
 	// default for other upstreams.
 	Probe *Probe `yaml:"probe"`
+	// Operations names the vendor's operations and their risk tiers from
+	// its API spec, for policy, audit and report. The huntress and
+	// infocyte presets have theirs; this replaces a preset's.
+	Operations *Operations `yaml:"operations"`
+}
+
+// Operations reads an upstream's operation catalogue from a Swagger 2.0 or
+// OpenAPI 3.x file (JSON or YAML).
+type Operations struct {
+	// OpenAPI is the spec file. Paths are taken below the upstream URL's
+	// path (the spec's basePath or first server must agree with it).
+	OpenAPI string `yaml:"openapi"`
+	// Tiers set operations' tiers by name (read, respond, admin). Default:
+	// GET and HEAD read, every other method admin.
+	Tiers map[string]string `yaml:"tiers"`
 }
 
 // Probe is the request that proves a credential: method and path below
@@ -388,6 +421,12 @@ type AllowRule struct {
 	Upstream string   `yaml:"upstream"`
 	Methods  []string `yaml:"methods"`
 	Paths    []string `yaml:"paths"`
+	// Operations and Tiers name the upstream's documented operations
+	// (keybroker operations UPSTREAM) and their tiers (read, respond,
+	// admin). A rule with either matches documented calls only; the
+	// rule's fields must all hold.
+	Operations []string `yaml:"operations"`
+	Tiers      []string `yaml:"tiers"`
 }
 
 // RateLimitBackend chooses where upstream quotas are kept.

@@ -72,6 +72,7 @@ func (c *Config) complete(env LookupEnv, skipFiles bool) *errs {
 	c.completeTLS(e)
 	c.completeSecrets(e)
 	c.completeUpstreams(e)
+	c.completeOperations(e)
 	c.completeEgress(e)
 	if c.UsesVault() {
 		c.completeVault(e, env)
@@ -503,6 +504,7 @@ func (c *Config) checkAllow(e *errs, path string, a *AllowRule) {
 			e.add(fmt.Sprintf("%s.paths[%d]", path, i), "%v", err)
 		}
 	}
+	c.checkAllowOperations(e, path, a)
 }
 
 func (c *Config) completeRest(e *errs) {

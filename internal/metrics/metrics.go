@@ -106,7 +106,7 @@ type upstreamSeries struct {
 }
 
 // requestKey is one keybroker_requests_total series.
-type requestKey struct{ upstream, caller, class, outcome string }
+type requestKey struct{ upstream, caller, class, outcome, tier string }
 
 // New registers every metric. upstreams and callers are the configured
 // names (SetNames changes them on reload).
@@ -114,7 +114,8 @@ func New(upstreams, callers []string, st State) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keybroker_requests_total",
-		Help: "Calls by upstream, caller, status class and outcome."}, []string{"upstream", "caller", "status_class", "outcome"})
+		Help: "Calls by upstream, caller, status class, outcome and the operation's risk tier (read, respond, admin; empty: undocumented or no catalogue)."},
+		[]string{"upstream", "caller", "status_class", "outcome", "tier"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybroker_request_duration_seconds",
 		Help: "Whole call duration, as the caller sees it.", Buckets: buckets}, []string{"upstream"})
 	m.upstreamTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keybroker_upstream_duration_seconds",
@@ -195,7 +196,7 @@ func (m *Metrics) CallFinished(rec *audit.Record) {
 	default:
 		caller = bounded(caller, n.callers)
 	}
-	m.requestCounter(requestKey{up, caller, statusClass(rec.Status), rec.Outcome}).Inc()
+	m.requestCounter(requestKey{up, caller, statusClass(rec.Status), rec.Outcome, tierLabel(rec.Tier)}).Inc()
 	series := n.children[up]
 	if series == nil { // "other": exported once a call for it was seen
 		if series = m.other.Load(); series == nil {
@@ -231,6 +232,15 @@ func (m *Metrics) seriesOf(upstream string) *upstreamSeries {
 	}
 }
 
+// tierLabel bounds the tier label to its three values and empty.
+func tierLabel(t string) string {
+	switch t {
+	case "read", "respond", "admin":
+		return t
+	}
+	return ""
+}
+
 // requestCounter returns the requests_total series for k.
 func (m *Metrics) requestCounter(k requestKey) prometheus.Counter {
 	if cur := m.requestSeries.Load(); cur != nil {
@@ -246,7 +256,7 @@ func (m *Metrics) requestCounter(k requestKey) prometheus.Counter {
 			next[key] = c
 		}
 	}
-	c := m.requests.WithLabelValues(k.upstream, k.caller, k.class, k.outcome)
+	c := m.requests.WithLabelValues(k.upstream, k.caller, k.class, k.outcome, k.tier)
 	next[k] = c
 	m.requestSeries.Store(&next)
 	return c

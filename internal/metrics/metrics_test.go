@@ -16,8 +16,9 @@ import (
 func TestCallFinished_CountsIntoTheRightSeries(t *testing.T) {
 	m := New([]string{"huntress"}, []string{"soar"}, State{})
 	calls := []audit.Record{
-		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 20, UpstreamMS: 15},
-		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 30, UpstreamMS: 25},
+		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 20, UpstreamMS: 15, Tier: "respond"},
+		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 30, UpstreamMS: 25, Tier: "respond"},
+		{Upstream: "huntress", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, Tier: "made-up"},
 		{Upstream: "huntress", Caller: "soar", Status: http.StatusTooManyRequests, Outcome: audit.OutcomeForwarded},
 		{Upstream: "huntress", Caller: "soar", Status: http.StatusTooManyRequests, Outcome: audit.OutcomeRefused, RateLimitedBy: "upstream"},
 		{Upstream: "unknown-x", Caller: "intruder", Status: 401, Outcome: audit.OutcomeRefused},
@@ -31,10 +32,11 @@ func TestCallFinished_CountsIntoTheRightSeries(t *testing.T) {
 		got  float64
 		want float64
 	}{
-		{"2xx forwarded", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "2xx", audit.OutcomeForwarded)), 2},
-		{"4xx forwarded", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "4xx", audit.OutcomeForwarded)), 1},
-		{"4xx refused", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "4xx", audit.OutcomeRefused)), 1},
-		{"unknown names as other", testutil.ToFloat64(m.requests.WithLabelValues("other", "other", "4xx", audit.OutcomeRefused)), 1},
+		{"2xx forwarded, respond", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "2xx", audit.OutcomeForwarded, "respond")), 2},
+		{"a tier outside the three is empty", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "2xx", audit.OutcomeForwarded, "")), 1},
+		{"4xx forwarded", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "4xx", audit.OutcomeForwarded, "")), 1},
+		{"4xx refused", testutil.ToFloat64(m.requests.WithLabelValues("huntress", "soar", "4xx", audit.OutcomeRefused, "")), 1},
+		{"unknown names as other", testutil.ToFloat64(m.requests.WithLabelValues("other", "other", "4xx", audit.OutcomeRefused, "")), 1},
 		{"vendor 429", testutil.ToFloat64(m.vendor429.WithLabelValues("huntress")), 1},
 		{"refusals", testutil.ToFloat64(m.refusals.WithLabelValues("huntress", "upstream")), 1},
 		{"in flight", testutil.ToFloat64(m.inflight), 0},
@@ -57,10 +59,10 @@ func TestCallFinished_CountsIntoTheRightSeries(t *testing.T) {
 	m.SetNames([]string{"huntress", "infocyte"}, []string{"soar"})
 	m.CallStarted()
 	m.CallFinished(&audit.Record{Upstream: "infocyte", Caller: "soar", Status: 200, Outcome: audit.OutcomeForwarded, DurationMS: 5})
-	if got := testutil.ToFloat64(m.requests.WithLabelValues("infocyte", "soar", "2xx", audit.OutcomeForwarded)); got != 1 {
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("infocyte", "soar", "2xx", audit.OutcomeForwarded, "")); got != 1 {
 		t.Errorf("infocyte after reload: %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.requests.WithLabelValues("other", "soar", "2xx", audit.OutcomeForwarded)); got != 0 {
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("other", "soar", "2xx", audit.OutcomeForwarded, "")); got != 0 {
 		t.Errorf("infocyte counted as other: %v", got)
 	}
 }

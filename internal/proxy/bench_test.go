@@ -25,6 +25,7 @@ import (
 	"github.com/keybroker/keybroker/internal/config"
 	"github.com/keybroker/keybroker/internal/metrics"
 	"github.com/keybroker/keybroker/internal/oauth"
+	"github.com/keybroker/keybroker/internal/operations"
 	"github.com/keybroker/keybroker/internal/proxy"
 	"github.com/keybroker/keybroker/internal/secrets"
 	"github.com/keybroker/keybroker/internal/vendortest"
@@ -281,4 +282,36 @@ func heapBytes() float64 {
 func benchHooks(m *metrics.Metrics) proxy.Hooks {
 	return proxy.Hooks{CallStarted: m.CallStarted, CallFinished: m.CallFinished, LinkDropped: m.LinkDropped,
 		TLSHandshakeFailed: m.TLSHandshakeFailed, TokenRequested: m.TokenRequested, RefusalUnrecorded: m.RefusalUnrecorded}
+}
+
+// BenchmarkDecision is a call's policy decision in the vendor's terms:
+// its operation found in the Huntress table (both path forms), then a
+// tier rule with paths judged.
+func BenchmarkDecision(b *testing.B) {
+	cat := operations.Huntress()
+	reg, err := callers.NewRegistry([]callers.Caller{{Name: "soar", KeySHA256: make([]byte, 32), Allow: []callers.Rule{
+		{Upstream: "huntress", Tiers: []string{"read", "respond"}, Paths: []string{"/v1/**"}},
+	}}}, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	id, _ := reg.Named("soar")
+	calls := []struct{ method, path string }{
+		{"GET", "/v1/agents"},
+		{"POST", "/v1/accounts/42/agents/7/isolation"},
+		{"GET", "/v1/incident_reports/5/remediations/9"},
+		{"POST", "/v1/siem/query"},
+		{"DELETE", "/v1/accounts/42/agents/7"}, // refused: admin
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c := calls[i%len(calls)]
+		a := callers.Action{Upstream: "huntress", Method: c.method, Path: c.path}
+		if op := cat.Match(c.method, c.path); op != nil {
+			a.Operation, a.Tier = op.Name, string(op.Tier)
+		}
+		if d := id.Allow(a); d.Allowed == (c.method == "DELETE") {
+			b.Fatalf("%s %s: %+v", c.method, c.path, d)
+		}
+	}
 }

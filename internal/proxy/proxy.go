@@ -25,6 +25,7 @@ import (
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/jwtauth"
+	"github.com/keybroker/keybroker/internal/operations"
 	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
@@ -147,6 +148,9 @@ type Upstream struct {
 	// TokenPath is where, below /{upstream}, keybroker's own token
 	// endpoint answers drop-in OAuth clients (token.go); "": none.
 	TokenPath string
+	// Operations is the vendor's operation catalogue: each call's
+	// operation and tier go to the policy and the audit. nil: none.
+	Operations *operations.Catalogue
 	// DefaultHeaders are sent when the caller sent none of that name
 	// (the huntress-sat preset: the JSON:API media type). Content-Type
 	// only on a request with a body.

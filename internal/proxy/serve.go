@@ -127,7 +127,12 @@ func (p *Proxy) check(w http.ResponseWriter, r *http.Request, c *call, st *state
 		return &refusal{CodeUnknownUpstream, "no upstream named " + quoteName(name)}
 	}
 
-	if d := id.Allow(callers.Action{Upstream: name, Method: r.Method, Path: c.rest}); d.Allowed {
+	act := callers.Action{Upstream: name, Method: r.Method, Path: c.rest}
+	if op := up.spec.Operations.Match(r.Method, c.rest); op != nil {
+		act.Operation, act.Tier = op.Name, string(op.Tier)
+		c.rec.Operation, c.rec.Tier = act.Operation, act.Tier
+	}
+	if d := id.Allow(act); d.Allowed {
 		c.rec.Policy = audit.PolicyAllowed
 	} else if st.reportOnly {
 		c.rec.Policy = audit.PolicyWouldDeny

@@ -137,10 +137,39 @@ func (r *Report) table(w io.Writer) error {
 			fmt.Fprintf(w, "\ndenied %s on %s: %s", row.Caller, row.Upstream, strings.Join(ps, ", "))
 		}
 	}
+	if len(r.Operations) > 0 {
+		fmt.Fprint(w, "\n\noperations (admin and respond first; undocumented calls by method and path):\n")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CALLER\tUPSTREAM\tOPERATION\tTIER\tCALLS\tFORWARDED\tREFUSED")
+		for _, o := range r.Operations {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", o.Caller, orNone(o.Upstream), o.Label(), orNone(o.Tier), o.Calls, o.Forwarded, o.Refused)
+		}
+		tw.Flush()
+	}
 	e := r.Events
 	fmt.Fprintf(w, "\n\nevents: %d rotation(s), %d reload(s) (%d rejected), %d refresh failure(s), %d stale-serving,\n        %d audit outage(s), %d signed checkpoint(s), %d keybroker token(s) issued\n",
 		e.Rotations, e.Reloads, e.ReloadsRejected, e.RefreshFailures, e.StaleServing, e.AuditOutages, e.Checkpoints, e.TokensIssued)
 	return nil
+}
+
+// label is the operation's name, or an undocumented call's method and path.
+func (o OperationRow) Label() string {
+	if o.Undocumented {
+		return "(undocumented) " + o.Operation
+	}
+	return o.Operation
+}
+
+// operationsOf lists a caller's operations on an upstream, for the CSV's
+// operations column.
+func (r *Report) operationsOf(caller, upstream string) string {
+	var s []string
+	for _, o := range r.Operations {
+		if o.Caller == caller && o.Upstream == upstream {
+			s = append(s, fmt.Sprintf("%s (%s) %d", o.Label(), orNone(o.Tier), o.Calls))
+		}
+	}
+	return strings.Join(s, "; ")
 }
 
 // line is an interrupted call in one line.
@@ -159,7 +188,7 @@ func orNone(s string) string {
 // csvHeader is the CSV's first line.
 var csvHeader = []string{"caller", "upstream", "calls", "forwarded", "refused", "failed", "cancelled", "interrupted",
 	"status_2xx", "status_3xx", "status_4xx", "status_5xx", "denied", "ratelimit_refusals",
-	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths", "interrupted_calls"}
+	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths", "interrupted_calls", "operations"}
 
 // interruptedOf lists the interrupted calls of a caller on an upstream,
 // for the CSV's last column.
@@ -188,7 +217,7 @@ func (r *Report) csv(w io.Writer) error {
 			strconv.Itoa(c2), strconv.Itoa(c3), strconv.Itoa(c4), strconv.Itoa(c5),
 			strconv.Itoa(row.Denied), strconv.Itoa(row.RateLimited),
 			strconv.FormatFloat(row.WaitMSTotal, 'f', 1, 64), strconv.FormatFloat(row.WaitMSMax, 'f', 1, 64),
-			versions(row.CredentialVersions), strings.Join(denied, "; "), r.interruptedOf(row.Caller, row.Upstream)})
+			versions(row.CredentialVersions), strings.Join(denied, "; "), r.interruptedOf(row.Caller, row.Upstream), r.operationsOf(row.Caller, row.Upstream)})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -250,6 +279,15 @@ th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#ee
 <tr><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td>{{.Calls}}</td><td>{{outcome . "forwarded"}}</td><td>{{outcome . "refused"}}</td><td>{{outcome . "failed" "cancelled"}}</td><td>{{.Interrupted}}</td><td>{{.Denied}}</td><td>{{.RateLimited}}</td><td>{{printf "%.0f" .WaitMSMax}}</td><td class="l">{{versions .CredentialVersions}}</td><td class="l">{{denied .DeniedPaths}}</td></tr>
 {{- end}}
 </tbody></table>
+{{- if .Operations}}
+<h2>Operations</h2>
+<p>Calls by caller and the vendor's operation, the riskiest tiers first; an undocumented call (no operation of the vendor's catalogue) is named by its method and path.</p>
+<table id="operations"><thead><tr><th class="l">Caller</th><th class="l">Upstream</th><th class="l">Operation</th><th class="l">Tier</th><th>Calls</th><th>Forwarded</th><th>Refused</th></tr></thead><tbody>
+{{- range .Operations}}
+<tr><td class="l">{{.Caller}}</td><td class="l">{{.Upstream}}</td><td class="l">{{.Label}}</td><td class="l">{{.Tier}}</td><td>{{.Calls}}</td><td>{{.Forwarded}}</td><td>{{.Refused}}</td></tr>
+{{- end}}
+</tbody></table>
+{{- end}}
 <h2>Calls over time</h2>
 {{with .Plot}}<svg xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="calls per {{.Bucket}} per caller">
 {{- if not .Series}}<text x="20" y="40">no calls</text>

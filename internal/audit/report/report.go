@@ -39,6 +39,10 @@ type Report struct {
 	Interrupted []Interrupted `json:"interrupted"`
 	// InterruptedUnlisted counts those past maxInterrupted.
 	InterruptedUnlisted int `json:"interrupted_unlisted,omitempty"`
+	// Operations count the calls by caller and vendor operation, on the
+	// upstreams whose records name operations: admin first, then respond,
+	// read, and the undocumented calls (each named by method and path).
+	Operations []OperationRow `json:"operations"`
 	// Chain says which files were read and whether they chain.
 	Chain Chain `json:"chain"`
 	// BucketSeconds is the chart's bucket: the smallest of a fixed ladder
@@ -53,7 +57,34 @@ type Report struct {
 	chain   audit.Chain
 	// begun are the begin lines read whose end is yet to come, by seq.
 	begun map[uint64]Interrupted
+	// ops counts calls by caller, upstream and operation (undocumented:
+	// "METHOD path"); catalogued are the upstreams whose records named
+	// an operation, the ones whose empty operation means undocumented.
+	ops        map[opKey]*OperationRow
+	opsPerRow  map[[2]string]int
+	catalogued map[string]bool
 }
+
+// opKey is one row of the operations table.
+type opKey struct{ caller, upstream, operation string }
+
+// OperationRow is a caller's calls of one operation.
+type OperationRow struct {
+	Caller    string `json:"caller"`
+	Upstream  string `json:"upstream"`
+	Operation string `json:"operation"`
+	// Tier is read, respond or admin; "" for an undocumented call, whose
+	// Operation is then "METHOD path" ("(other)" past maxOpsPerRow).
+	Tier         string `json:"tier"`
+	Undocumented bool   `json:"undocumented,omitempty"`
+	Calls        int    `json:"calls"`
+	Forwarded    int    `json:"forwarded"`
+	Refused      int    `json:"refused"`
+}
+
+// maxOpsPerRow bounds the undocumented method-and-path rows a caller's
+// upstream keeps; the rest count as "(other)".
+const maxOpsPerRow = 1000
 
 // Interrupted is a call with no end record.
 type Interrupted struct {
@@ -153,6 +184,7 @@ const (
 func New(f Filter) *Report {
 	return &Report{filter: f, rows: map[[2]string]*Row{}, denied: map[[2]string]map[string]int{},
 		buckets: map[string]map[int64]*[2]int{}, Events: EventCounts{ByName: map[string]int{}}, begun: map[uint64]Interrupted{},
+		ops: map[opKey]*OperationRow{}, opsPerRow: map[[2]string]int{}, catalogued: map[string]bool{},
 		BucketSeconds: ladder[0], Chain: Chain{Intact: true}}
 }
 
@@ -164,6 +196,8 @@ type line struct {
 	Time            string               `json:"time"`
 	RequestID       string               `json:"request_id"`
 	Method          string               `json:"method"`
+	Operation       string               `json:"operation"`
+	Tier            string               `json:"tier"`
 	BeginSeq        uint64               `json:"begin_seq"`
 	Caller          string               `json:"caller"`
 	CallerAuth      string               `json:"caller_auth"`
@@ -247,6 +281,7 @@ func (r *Report) AddLine(raw []byte) error {
 	if l.Outcome == audit.OutcomeRefused {
 		refusedCall = 1
 	}
+	r.countOperation(caller, &l)
 	r.count(caller, at, 1, refusedCall)
 	return nil
 }
@@ -386,6 +421,50 @@ func (r *Report) listInterrupted(c Interrupted) {
 	r.Interrupted = append(r.Interrupted, c)
 }
 
+// countOperation counts a call in the operations table.
+func (r *Report) countOperation(caller string, l *line) {
+	k := opKey{caller, l.Upstream, l.Operation}
+	if l.Operation != "" {
+		r.catalogued[l.Upstream] = true
+	} else {
+		k.operation = l.Method + " " + l.Path
+	}
+	row := r.ops[k]
+	if row == nil {
+		rk := [2]string{caller, l.Upstream}
+		if l.Operation == "" && r.opsPerRow[rk] >= maxOpsPerRow {
+			k.operation = "(other)"
+			row = r.ops[k]
+		} else if l.Operation == "" {
+			r.opsPerRow[rk]++
+		}
+		if row == nil {
+			row = &OperationRow{Caller: caller, Upstream: l.Upstream, Operation: k.operation, Tier: l.Tier, Undocumented: l.Operation == ""}
+			r.ops[k] = row
+		}
+	}
+	row.Calls++
+	switch l.Outcome {
+	case audit.OutcomeForwarded:
+		row.Forwarded++
+	case audit.OutcomeRefused:
+		row.Refused++
+	}
+}
+
+// tierRank orders the operations table: admin, respond, read, undocumented.
+func tierRank(row OperationRow) int {
+	switch row.Tier {
+	case "admin":
+		return 0
+	case "respond":
+		return 1
+	case "read":
+		return 2
+	}
+	return 3
+}
+
 // row is caller's row on upstream, made when first needed.
 func (r *Report) row(caller, upstream string) *Row {
 	key := [2]string{caller, upstream}
@@ -425,6 +504,29 @@ func (r *Report) Finish() {
 		r.listInterrupted(c)
 	}
 	r.begun = map[uint64]Interrupted{}
+	r.Operations = r.Operations[:0]
+	for _, row := range r.ops {
+		if row.Undocumented && !r.catalogued[row.Upstream] {
+			continue // an upstream without a catalogue: nothing is documented
+		}
+		r.Operations = append(r.Operations, *row)
+	}
+	sort.Slice(r.Operations, func(i, j int) bool {
+		a, b := r.Operations[i], r.Operations[j]
+		if ra, rb := tierRank(a), tierRank(b); ra != rb {
+			return ra < rb
+		}
+		if a.Caller != b.Caller {
+			return a.Caller < b.Caller
+		}
+		if a.Upstream != b.Upstream {
+			return a.Upstream < b.Upstream
+		}
+		return a.Operation < b.Operation
+	})
+	if r.Operations == nil {
+		r.Operations = []OperationRow{}
+	}
 	sort.SliceStable(r.Interrupted, func(i, j int) bool { return r.Interrupted[i].BeginSeq < r.Interrupted[j].BeginSeq })
 	if r.Interrupted == nil {
 		r.Interrupted = []Interrupted{}

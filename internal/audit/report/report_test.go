@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -505,5 +506,57 @@ func TestReport_ListsInterruptedCalls(t *testing.T) {
 	}
 	if i, j := strings.Index(page, `id="interrupted"`), strings.Index(page, `id="rows"`); i < 0 || i > j {
 		t.Errorf("HTML: the interrupted calls do not come before the calls (%d, %d)", i, j)
+	}
+}
+
+// TestReport_TableByCallerAndOperation: calls counted by caller and
+// operation, admin and respond first, undocumented calls on a catalogued
+// upstream named by method and path, none on an upstream without a
+// catalogue; in every format.
+func TestReport_TableByCallerAndOperation(t *testing.T) {
+	var buf bytes.Buffer
+	w := audit.NewWriter(&buf)
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	call := func(caller, upstream, method, path, op, tier, outcome string) {
+		if err := w.Write(&audit.Record{Type: audit.TypeCall, Time: audit.Time(at), Caller: caller, CallerAuth: "key", Method: method,
+			Upstream: upstream, Path: path, Operation: op, Tier: tier, Outcome: outcome, Status: 200}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		call("siem", "huntress", "GET", "/v1/agents", "list_agents", "read", audit.OutcomeForwarded)
+	}
+	call("soar", "huntress", "POST", "/v1/agents/7/isolation", "isolate_agent", "respond", audit.OutcomeForwarded)
+	call("soar", "huntress", "DELETE", "/v1/agents/7", "uninstall_agent", "admin", audit.OutcomeRefused)
+	call("soar", "huntress", "GET", "/v1/undocumented/9", "", "", audit.OutcomeForwarded)
+	call("soar", "rogue", "GET", "/items", "", "", audit.OutcomeForwarded) // no catalogue there
+	srcs := func() []audit.Source { return []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}} }
+
+	r, _ := render(t, srcs(), FormatJSON)
+	var got []string
+	for _, o := range r.Operations {
+		got = append(got, fmt.Sprintf("%s %s %s %s %d/%d/%d", o.Caller, o.Upstream, o.Label(), o.Tier, o.Calls, o.Forwarded, o.Refused))
+	}
+	want := []string{
+		"soar huntress uninstall_agent admin 1/0/1",
+		"soar huntress isolate_agent respond 1/1/0",
+		"siem huntress list_agents read 3/3/0",
+		"soar huntress (undocumented) GET /v1/undocumented/9  1/1/0",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("operations:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	_, table := render(t, srcs(), FormatTable)
+	_, csvText := render(t, srcs(), FormatCSV)
+	_, page := render(t, srcs(), FormatHTML)
+	for format, text := range map[string]string{"table": table, "csv": csvText, "html": page} {
+		for _, s := range []string{"uninstall_agent", "isolate_agent", "list_agents", "(undocumented) GET /v1/undocumented/9"} {
+			if !strings.Contains(text, s) {
+				t.Errorf("%s report lacks %q", format, s)
+			}
+		}
+	}
+	if i, j := strings.Index(table, "uninstall_agent"), strings.Index(table, "list_agents"); i < 0 || i > j {
+		t.Errorf("table: admin not before read:\n%s", table)
 	}
 }
