@@ -141,13 +141,13 @@ func judge(id callers.Identity, rules []config.AllowRule, upstream string, cat *
 	for _, tmpl := range forms {
 		n := 0
 		for _, v := range []string{"kb-sample-1", "kb-sample-2"} {
-			if allows(fillTemplate(tmpl, v)) {
+			if allows(operations.Fill(tmpl, v)) {
 				n++
 			}
 		}
 		named := false
 		for _, v := range namedValues(rules, upstream, tmpl) {
-			named = named || allows(fillTemplate(tmpl, v))
+			named = named || allows(operations.Fill(tmpl, v))
 		}
 		switch {
 		case n == 2:
@@ -186,17 +186,6 @@ func namedValues(rules []config.AllowRule, upstream, tmpl string) []string {
 		}
 	}
 	return out
-}
-
-// fillTemplate puts v in each {parameter} of a path template.
-func fillTemplate(t, v string) string {
-	segs := strings.Split(t, "/")
-	for i, s := range segs {
-		if strings.Contains(s, "{") {
-			segs[i] = v
-		}
-	}
-	return strings.Join(segs, "/")
 }
 
 // rulesOf are the allow rules of the caller named name.

@@ -53,6 +53,20 @@ func (s *syncCounter) state() (int, int64) {
 	return s.n, s.covered
 }
 
+// openCounted opens a trail in a temporary directory with a counted
+// syncer; the test's cleanup closes it.
+func openCounted(t *testing.T, mode Sync) (*Writer, *syncCounter, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "audit.log")
+	sc := &syncCounter{}
+	w, err := OpenWith(path, Options{Sync: mode, Syncer: sc.sync})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w, sc, path
+}
+
 func beginRec(method, id string) *Record {
 	return &Record{Type: TypeCall, Time: Time(time.Now()), RequestID: id, Caller: "soar", Method: method,
 		Upstream: "huntress", Path: "/v1/agents/7/isolation", Policy: PolicyAllowed}
@@ -71,13 +85,7 @@ func TestBegin_SyncedBeforeItReturnsAsAuditSyncSays(t *testing.T) {
 		{SyncNone, false, false},
 	} {
 		t.Run(tc.mode.String(), func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "audit.log")
-			sc := &syncCounter{}
-			w, err := OpenWith(path, Options{Sync: tc.mode, Syncer: sc.sync})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
+			w, sc, path := openCounted(t, tc.mode)
 			for _, m := range []struct {
 				method string
 				want   bool
@@ -110,13 +118,7 @@ func fileSize(t *testing.T, path string) int64 {
 // begins that arrive are written (write(2) is not blocked by the sync) and
 // then share the next sync: never two at once, fewer syncs than calls.
 func TestBegin_ConcurrentWritesShareOneSync(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	sc := &syncCounter{}
-	w, err := OpenWith(path, Options{Syncer: sc.sync})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w, sc, path := openCounted(t, SyncWrites)
 	sc.hold = make(chan struct{})
 	const n = 32
 	var wg sync.WaitGroup
@@ -164,13 +166,7 @@ func readFile(t *testing.T, path string) []byte {
 // TestWriter_ReadsAreSyncedWithinASecond: a GET's begin under writes waits
 // for no sync, but is on stable storage soon after, by the timer.
 func TestWriter_ReadsAreSyncedWithinASecond(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	sc := &syncCounter{}
-	w, err := OpenWith(path, Options{Syncer: sc.sync})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w, sc, path := openCounted(t, SyncWrites)
 	opened, _ := sc.state()
 	if _, err := w.Begin(beginRec("GET", "r1")); err != nil {
 		t.Fatal(err)
@@ -192,13 +188,7 @@ func TestWriter_ReadsAreSyncedWithinASecond(t *testing.T) {
 // fails the begin (the call is refused) and keeps the trail failed, even
 // through later successful writes, until a reopen syncs again.
 func TestBegin_FailedSyncRefusesUntilTheTrailIsProvenAgain(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	sc := &syncCounter{}
-	w, err := OpenWith(path, Options{Syncer: sc.sync})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w, sc, path := openCounted(t, SyncWrites)
 	sc.fail = errors.New("EIO")
 	seq, err := w.Begin(beginRec("POST", "r1"))
 	if !errors.Is(err, ErrUnavailable) || seq == 0 {

@@ -143,7 +143,7 @@ func RuleCovers(patterns []string, template string) Coverage {
 	}
 	hits := 0
 	for _, v := range sampleValues {
-		path := fill(template, v)
+		path := operations.Fill(template, v)
 		for _, p := range patterns {
 			if callers.Match(p, path) {
 				hits++
@@ -181,15 +181,4 @@ func literalCovered(patterns []string, template string) bool {
 		}
 	}
 	return false
-}
-
-// fill puts v in each {parameter} of template.
-func fill(template, v string) string {
-	segs := strings.Split(template, "/")
-	for i, s := range segs {
-		if strings.Contains(s, "{") {
-			segs[i] = v
-		}
-	}
-	return strings.Join(segs, "/")
 }

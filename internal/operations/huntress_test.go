@@ -142,7 +142,7 @@ func TestHuntressTable(t *testing.T) {
 	for p, item := range spec.Paths {
 		for m, op := range item {
 			seen++
-			path := sample(p, "42")
+			path := Fill(p, "42")
 			got := Huntress().Match(strings.ToUpper(m), path)
 			if got == nil || got.Name != Name(op.Summary) || !slices.Contains(got.Paths, p) {
 				t.Errorf("%s %s (%s): matched %+v", strings.ToUpper(m), path, op.Summary, got)
@@ -152,15 +152,4 @@ func TestHuntressTable(t *testing.T) {
 	if seen != 92 {
 		t.Errorf("the spec has %d operations; want 92", seen)
 	}
-}
-
-// sample fills every {parameter} of template with v.
-func sample(template, v string) string {
-	segs := strings.Split(template, "/")
-	for i, s := range segs {
-		if strings.HasPrefix(s, "{") {
-			segs[i] = v
-		}
-	}
-	return strings.Join(segs, "/")
 }

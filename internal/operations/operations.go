@@ -310,6 +310,18 @@ func (c *Catalogue) Fallback(op Operation) bool {
 	return c != nil && ((c.readAll != 0 && c.ops[c.readAll-1].Name == op.Name) || (c.writeAll != 0 && c.ops[c.writeAll-1].Name == op.Name))
 }
 
+// Fill puts v in each {parameter} of a path template: a sample call of
+// the operation, to ask a policy or a matcher about it.
+func Fill(template, v string) string {
+	segs := strings.Split(template, "/")
+	for i, s := range segs {
+		if strings.Contains(s, "{") {
+			segs[i] = v
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
 // Name turns a spec's summary into an operation name: apostrophes
 // dropped, each run of other characters that are not letters or digits
 // replaced by "_", lower case ("Update a User's membership":
