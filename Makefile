@@ -13,15 +13,19 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/keybroker ./cmd/proxy
 
 ## run: keybroker on the dev config in front of stand-in vendors (offline, no Vault needed)
-run: build $(BIN)/standin
+run: build $(BIN)/standin $(BIN)/jwtcaller
 	@bash scripts/dev-run.sh
 
 ## run-vendors: the same in front of the real vendors (credentials in dev/secrets/)
-run-vendors: build $(BIN)/standin
+run-vendors: build $(BIN)/standin $(BIN)/jwtcaller
 	@bash scripts/dev-run.sh --real
 
 $(BIN)/standin: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/standin ./tools/standin
+
+# jwtcaller makes the dev JWT caller's keys and token (bench/jwtcaller).
+$(BIN)/jwtcaller: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/jwtcaller ./bench/jwtcaller
 
 FORCE:
 

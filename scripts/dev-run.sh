@@ -8,6 +8,11 @@
 # each caller (soar-workflows.key, siem-collector.key), the audit signing
 # key, and, for --real, placeholder vendor credentials to fill in (keybroker
 # refuses to send a placeholder and picks the real value up within seconds).
+# Every dev/secrets/<caller>.key is hashed into <CALLER>_KEY_SHA256
+# (my-script.key: MY_SCRIPT_KEY_SHA256), so a caller is added with a key
+# file and an entry in dev/keybroker.yaml (README "Add a caller"). Each run
+# also makes the dev JWT caller's signing key (its JWKS in
+# dev/secrets/dev-jwt.jwks.json) and an hour's token (dev-jwt.token).
 # Ctrl-C stops keybroker (it signs a last checkpoint) and the stand-ins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +23,7 @@ case "${1:-}" in
 --real) mode=real ;;
 *) echo "usage: $0 [--real]" >&2; exit 2 ;;
 esac
-for b in keybroker standin; do
+for b in keybroker standin jwtcaller; do
   [ -x "$BIN/$b" ] || { echo "$BIN/$b is missing: run 'make run' (it builds both)" >&2; exit 1; }
 done
 
@@ -33,6 +38,18 @@ sum() { "$BIN/keybroker" hash-key -stdin < "dev/secrets/$1.key" | awk '{print $2
 SOAR_KEY_SHA256=$(sum soar-workflows)
 SIEM_KEY_SHA256=$(sum siem-collector)
 export SOAR_KEY_SHA256 SIEM_KEY_SHA256
+callers=""
+for f in dev/secrets/*.key; do
+  caller=$(basename "$f" .key)
+  [ "$caller" = audit-public ] && continue
+  var=$(printf '%s' "$caller" | tr 'a-z-' 'A-Z_')_KEY_SHA256
+  export "$var=$(sum "$caller")"
+  callers="$callers $caller"
+done
+
+# The dev JWT caller: a fresh signing key and an hour's token each run.
+"$BIN/jwtcaller" -jwks dev/secrets/dev-jwt.jwks.json -iss https://dev.issuer.example \
+  -sub system:serviceaccount:dev:script -aud keybroker > dev/secrets/dev-jwt.token
 
 if [ ! -s dev/secrets/audit-signing.json ]; then
   keys=$("$BIN/keybroker" audit keygen)
@@ -70,7 +87,7 @@ admin=${KEYBROKER_ADMIN:-127.0.0.1:9090}
 cat <<MSG
 keybroker on http://$listen (admin http://$admin), in front of
   $vendors
-callers (config.example.yaml's): soar-workflows, siem-collector; keys in dev/secrets/<caller>.key
+callers:$callers (keys in dev/secrets/<caller>.key), dev-jwt-script (token in dev/secrets/dev-jwt.token)
 try, in another shell:
   export KEY=\$(cat dev/secrets/soar-workflows.key)
   curl -s -u "soar-workflows:\$KEY" "http://$listen/huntress/v1/agents?limit=2"

@@ -38,6 +38,7 @@ func TestREADME_TryItOffline(t *testing.T) {
 	}
 	build(t, filepath.Join(root, ".run/bin/keybroker"), "../../cmd/proxy")
 	build(t, filepath.Join(root, ".run/bin/standin"), ".")
+	build(t, filepath.Join(root, ".run/bin/jwtcaller"), "../../bench/jwtcaller")
 
 	listen, admin := freeAddr(t), freeAddr(t)
 	// The README's addresses, moved to free ports.
@@ -85,6 +86,12 @@ func TestREADME_TryItOffline(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("Try it: output lacks %s\n%s", want, out)
 		}
+	}
+
+	// "Add a caller": the dev JWT caller, with the token make run made.
+	jwt := shell(t, root, nil, local(block(t, readme, "add-caller:jwt", "sh")))
+	if !strings.Contains(jwt, `"hostname":"host-1"`) || !strings.Contains(jwt, `operation isolate_agent (respond) is not allowed for caller dev-jwt-script`) {
+		t.Errorf("Add a caller, the JWT caller: output\n%s", jwt)
 	}
 
 	env := []string{"KEY=" + key}
@@ -151,7 +158,7 @@ func TestREADME_TryItOffline(t *testing.T) {
 	if len(secrets) != 5 {
 		t.Fatalf("found %d planted secrets, want 5", len(secrets))
 	}
-	all := runOut.String() + out + curl + py + ph + audit + readFile(t, filepath.Join(root, ".run/audit.log")) + html
+	all := runOut.String() + out + jwt + curl + py + ph + audit + readFile(t, filepath.Join(root, ".run/audit.log")) + html
 	for _, s := range secrets {
 		if strings.Contains(all, s) {
 			t.Error("a secret (caller key or vendor credential) appeared in the output, the log or the audit trail")
