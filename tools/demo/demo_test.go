@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/keybroker/keybroker/internal/vaulttest"
 )
@@ -87,4 +91,79 @@ func TestIsTerminal_DevNullIsNoTerminal(t *testing.T) {
 	if !isTerminal(ptmx) {
 		t.Error("a pseudo-terminal's master not taken for a terminal")
 	}
+}
+
+// TestDemo_CtrlCUnderMakeEndsCleanly: `make demo` waiting for Ctrl-C gets
+// SIGINT, as a terminal sends it to the whole foreground group (make, the
+// demo, its keybroker and Vault): the demo finishes its auditor's steps and
+// make reports no error.
+func TestDemo_CtrlCUnderMakeEndsCleanly(t *testing.T) {
+	makeBin, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("no make here")
+	}
+	vs := vaulttest.Start(t)
+	vaultBin := os.Getenv("KEYBROKER_VAULTDEV")
+	if vaultBin == "" {
+		vaultBin, _ = filepath.Abs("../../.run/bin/vaultdev")
+	}
+	vs.Stop()
+	tmp := t.TempDir()
+	cmd := exec.Command(makeBin, "-s", "-C", "../..", "demo", "BIN="+tmp, "VAULTDEV="+vaultBin, "DEMO_FLAGS=-wait -dir "+filepath.Join(tmp, "demo"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }()
+	deadline := time.After(3 * time.Minute)
+	for !strings.Contains(out.String(), "Ctrl-C stops everything") {
+		select {
+		case err := <-done:
+			t.Fatalf("make demo ended before waiting: %v\n%s", err, out.String())
+		case <-deadline:
+			t.Fatalf("make demo never waited for Ctrl-C\n%s", out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("make demo did not end on Ctrl-C\n%s", out.String())
+	}
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && !ee.Exited()) { // make may end by the signal itself
+		t.Errorf("make demo after Ctrl-C: %v", err)
+	}
+	s := out.String()
+	if strings.Contains(s, "make: ***") || strings.Contains(s, "Error 1") {
+		t.Errorf("make reported an error on Ctrl-C:\n%s", s)
+	}
+	if !strings.Contains(s, "every signature valid") {
+		t.Errorf("the demo did not finish its auditor's steps after Ctrl-C:\n%s", s)
+	}
+}
+
+// lockedBuffer is an output both of make's streams write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -40,9 +40,10 @@ func main() {
 	proxyBin := flag.String("keybroker", ".run/bin/keybroker", "keybroker binary")
 	vaultBin := flag.String("vaultdev", ".run/bin/vaultdev", "Vault test server binary")
 	once := flag.Bool("once", false, "stop after the scripted calls")
+	wait := flag.Bool("wait", false, "after the scripted calls, wait for Ctrl-C (SIGINT) or SIGTERM even when standard input is not a terminal")
 	dir := flag.String("dir", ".run/demo", "where the demo keeps its audit trail, public key and config (emptied first)")
 	flag.Parse()
-	interactive := !*once && os.Getenv("CI") == "" && isTerminal(os.Stdin)
+	interactive := *wait || (!*once && os.Getenv("CI") == "" && isTerminal(os.Stdin))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Stdout, *dir, *proxyBin, *vaultBin, interactive); err != nil {
@@ -271,7 +272,18 @@ func summarize(line string) string {
 		return line
 	}
 	if ev, ok := r["event"].(map[string]any); ok {
-		return fmt.Sprintf("#%v event %v %v v%v", r["seq"], ev["name"], orEmpty(ev["upstream"]), orEmpty(ev["version"]))
+		s := fmt.Sprintf("#%v event %v", r["seq"], ev["name"])
+		if u, ok := ev["upstream"]; ok {
+			s += fmt.Sprintf(" %v", u)
+		}
+		if v, ok := ev["version"]; ok {
+			s += fmt.Sprintf(" v%v", v)
+		}
+		return s
+	}
+	if r["type"] == "begin" {
+		// Written before the call left for the vendor; its record follows.
+		return fmt.Sprintf("#%v begin %v %v /%v%v", r["seq"], orEmpty(r["caller"]), r["method"], orEmpty(r["upstream"]), orEmpty(r["path"]))
 	}
 	ver := ""
 	if c, ok := r["credential"].(map[string]any); ok {
