@@ -266,6 +266,10 @@ func (d *Dialer) DialTLS(ctx context.Context, network, addr string) (net.Conn, e
 	return tc, nil
 }
 
+// TLSFailureReasons are every reason OnTLSFailure is given: a fixed
+// vocabulary, so that metrics can export each from the start.
+var TLSFailureReasons = []string{"timeout", "handshake", "unknown_authority", "expired", "invalid", "name_mismatch", "verification"}
+
 // tlsError names why the handshake with the vendor failed.
 func (d *Dialer) tlsError(err error, timedOut bool) *Error {
 	name := strconv.Quote(d.Upstream)

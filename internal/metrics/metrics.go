@@ -20,6 +20,7 @@ import (
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/egress"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -172,6 +173,28 @@ func (m *Metrics) SetNames(upstreams, callers []string) {
 		n.children[u] = m.seriesOf(u)
 	}
 	m.names.Store(n)
+	m.precreate(upstreams, callers)
+}
+
+// precreate exports, at zero, the series the shipped alerts and dashboard
+// read, for the configured names and the fixed reason vocabularies: a
+// panel shows 0 rather than "No data", and the first TLS failure is an
+// increase an alert sees. Never a caller × tier product.
+func (m *Metrics) precreate(upstreams, callers []string) {
+	for _, u := range upstreams {
+		for _, r := range egress.TLSFailureReasons {
+			m.tlsFailures.WithLabelValues(u, r)
+		}
+		for _, by := range []string{"caller", "upstream", "share"} {
+			m.refusals.WithLabelValues(u, by)
+		}
+		for _, c := range callers {
+			m.requestCounter(requestKey{u, c, "2xx", audit.OutcomeForwarded, ""})
+		}
+	}
+	for _, c := range callers {
+		m.unrecorded.WithLabelValues(c)
+	}
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/keybroker/keybroker/internal/audit"
@@ -102,5 +103,35 @@ keybroker_quota_share_in_use{caller="soar",class="shared",upstream="huntress"} 1
 	}
 	if n := testutil.CollectAndCount(m.callerWaits); n != 1 {
 		t.Errorf("%d caller wait series, want siem's only (soar never waited)", n)
+	}
+}
+
+// TestSetNames_AlertAndDashboardSeriesExistFromTheStart: before any call,
+// the series the shipped alerts and dashboard read are exported at zero
+// for the configured names: TLS failures by every reason, refusals by
+// every quota, calls per caller, unrecorded refusals per caller.
+func TestSetNames_AlertAndDashboardSeriesExistFromTheStart(t *testing.T) {
+	m := New([]string{"huntress", "infocyte"}, []string{"soar", "siem"}, State{})
+	for _, tc := range []struct {
+		name string
+		c    *prometheus.CounterVec
+		want int
+	}{
+		{"tls handshake failures", m.tlsFailures, 2 * 7},
+		{"ratelimit refusals", m.refusals, 2 * 3},
+		{"requests", m.requests, 2 * 2},
+		{"unrecorded refusals", m.unrecorded, 2},
+	} {
+		if n := testutil.CollectAndCount(tc.c); n != tc.want {
+			t.Errorf("%s: %d series before any call; want %d", tc.name, n, tc.want)
+		}
+	}
+	if v := testutil.ToFloat64(m.tlsFailures.WithLabelValues("infocyte", "expired")); v != 0 {
+		t.Errorf("a pre-created series is %v", v)
+	}
+	// A reload's new names get theirs too.
+	m.SetNames([]string{"huntress", "infocyte", "rogue"}, []string{"soar", "siem"})
+	if n := testutil.CollectAndCount(m.tlsFailures); n != 3*7 {
+		t.Errorf("after a reload: %d TLS series; want 21", n)
 	}
 }
