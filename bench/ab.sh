@@ -71,7 +71,7 @@ echo "keybroker: $("$bin/keybroker" version 2>/dev/null || echo unknown); $metho
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
 auth="Basic a2V5OnNlY3JldA=="
 key=$("$bin/keybroker" hash-key | awk '/^key:/ {print $2}')
-sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key -stdin | awk '{print $2}')
+sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key --stdin | awk '{print $2}')
 identity="key_sha256: $sum"
 if [ "${KB_BENCH_CALLER:-key}" = jwt ]; then
   # A platform token instead: a fresh key, its JWKS, one token (an hour).
@@ -150,7 +150,7 @@ trap cleanup EXIT
 "$bin/upstream" -addr "127.0.0.1:$vport" -want "$auth" "${upstream_args[@]}" & pids+=($!)
 "$bin/floor" -addr "127.0.0.1:$fport" -auth "$auth" -target "$vendor" "${floor_args[@]}" 2>/dev/null & floor=$!; pids+=($floor)
 nginx -c "$dir/nginx.conf" -p "$dir" & pids+=($!)
-"$bin/keybroker" serve -config "$dir/keybroker.yaml" >"$dir/kb.out" 2>"$dir/kb.err" & kb=$!; pids+=($kb)
+"$bin/keybroker" serve --config "$dir/keybroker.yaml" >"$dir/kb.out" 2>"$dir/kb.err" & kb=$!; pids+=($kb)
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null && break; sleep 0.2; done
 probe() { curl -s -o /dev/null -w "$1 probe: %{http_code}\n" "${@:2}"; }
 probe keybroker -H "Proxy-Authorization: Bearer $key" "http://127.0.0.1:$kport/huntress/v1/agents"

@@ -17,7 +17,7 @@ mkdir -p "$bin"
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
 auth="Basic a2V5OnNlY3JldA=="
 key=$("$bin/keybroker" hash-key | awk '/^key:/ {print $2}')
-sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key -stdin | awk '{print $2}')
+sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key --stdin | awk '{print $2}')
 cat > "$dir/rss.yaml" <<YAML
 listen: 127.0.0.1:18086
 admin: {listen: "127.0.0.1:19086"}
@@ -44,7 +44,7 @@ for i in $(seq "$rounds"); do
   echo "round $i floor:     $(mem $gp)(kB) at $rps req/s"
   kill $gp; wait $gp 2>/dev/null
   rm -f "$dir/audit.log"
-  "$bin/keybroker" serve -config "$dir/rss.yaml" >/dev/null 2>&1 & kb=$!
+  "$bin/keybroker" serve --config "$dir/rss.yaml" >/dev/null 2>&1 & kb=$!
   for _ in $(seq 50); do curl -sf http://127.0.0.1:19086/readyz >/dev/null && break; sleep 0.2; done
   idle=$(awk '/VmRSS/ {print $2}' "/proc/$kb/status")
   rps=$(wrk -t2 -c"$conns" -d"${secs}s" "${H[@]}" http://127.0.0.1:18086/huntress/v1/agents | awk '/Requests\/sec/ {print $2}')

@@ -34,7 +34,7 @@ umask 077
 for caller in soar-workflows siem-collector; do
   [ -s "dev/secrets/$caller.key" ] || "$BIN/keybroker" hash-key | awk '/^key:/ {print $2}' > "dev/secrets/$caller.key"
 done
-sum() { "$BIN/keybroker" hash-key -stdin < "dev/secrets/$1.key" | awk '{print $2}'; }
+sum() { "$BIN/keybroker" hash-key --stdin < "dev/secrets/$1.key" | awk '{print $2}'; }
 SOAR_KEY_SHA256=$(sum soar-workflows)
 SIEM_KEY_SHA256=$(sum siem-collector)
 export SOAR_KEY_SHA256 SIEM_KEY_SHA256
@@ -94,7 +94,7 @@ try, in another shell:
 audit trail: .run/audit.log (signed; public key .run/audit-public.key). Ctrl-C stops.
 MSG
 
-"$BIN/keybroker" serve -config dev/keybroker.yaml &
+"$BIN/keybroker" serve --config dev/keybroker.yaml &
 kb=$!
 trap 'kill -TERM $kb 2>/dev/null || true' INT TERM
 set +e

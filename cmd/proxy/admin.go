@@ -37,6 +37,8 @@ type readiness struct {
 	// IdentityUnavailable lists JWT issuers whose keys cannot be had: their
 	// callers get 503 identity_unavailable (the others are served).
 	IdentityUnavailable []tokenState `json:"identity_unavailable,omitempty"`
+	// AuditSigning is the checkpoint signing key's status (audit.signing).
+	AuditSigning *signingStatus `json:"audit_signing,omitempty"`
 }
 
 // tokenState names what fails (an upstream, or a JWT issuer) and why.
@@ -98,7 +100,7 @@ func (a *app) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /credentials", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(a.credentials())
+		_ = json.NewEncoder(w).Encode(credentialsDoc{Credentials: a.credentials(), AuditSigning: a.checkpoints.status(time.Now())})
 	})
 	if a.metrics != nil {
 		mux.Handle("GET /metrics", a.metrics.Handler())
@@ -118,6 +120,9 @@ func (a *app) readiness() readiness {
 	rd := readiness{Ready: ok, Audit: "ok"}
 	now := time.Now()
 	for _, s := range sts {
+		if !upstreamCredential(s.Name) {
+			continue // its own line: AuditSigning
+		}
 		cs := credentialState{Upstream: s.Name, Source: s.Source, Ref: s.Ref, Loaded: s.Loaded,
 			Version: s.Version, Stale: s.Stale, Expired: s.Expired, Error: s.LastErr, Reads: s.Reads}
 		if s.Loaded {
@@ -157,6 +162,7 @@ func (a *app) readiness() readiness {
 			rd.IdentityUnavailable = append(rd.IdentityUnavailable, tokenState{Issuer: st.Issuer, Error: msg})
 		}
 	}
+	rd.AuditSigning = a.checkpoints.status(now)
 	if err := a.auditor.Check(); err != nil {
 		rd.Ready = false
 		rd.Audit = err.Error()

@@ -116,26 +116,8 @@ func auditVerify(args []string, stdout io.Writer) error {
 		return usageError{errors.New("usage: keybroker audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]")}
 	}
 	opts := audit.VerifyOptions{}
-	if *keyFile != "" {
-		raw, err := os.ReadFile(*keyFile)
-		if err != nil {
-			return err
-		}
-		for _, l := range strings.Split(string(raw), "\n") {
-			if l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "public_key:")); l != "" && !strings.HasPrefix(l, "#") {
-				keys = append(keys, l)
-			}
-		}
-	}
-	if len(keys) > 0 {
-		opts.Keys = map[string]ed25519.PublicKey{}
-		for _, k := range keys {
-			pub, err := audit.ParsePublicKey(k)
-			if err != nil {
-				return usageError{fmt.Errorf("--public-key: %w", err)}
-			}
-			opts.Keys[audit.KeyID(pub)] = pub
-		}
+	if opts.Keys, err = publicKeys(keys, *keyFile); err != nil {
+		return err
 	}
 	if *cpFile != "" {
 		cp, err := readCheckpoint(*cpFile)
@@ -178,6 +160,35 @@ func auditVerify(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// publicKeys reads the keys of --public-key (repeated) and --public-keys
+// FILE (one per line, or public_key: lines; # comments), by key id; nil
+// when none is given.
+func publicKeys(keys []string, keyFile string) (map[string]ed25519.PublicKey, error) {
+	if keyFile != "" {
+		raw, err := os.ReadFile(keyFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			if l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "public_key:")); l != "" && !strings.HasPrefix(l, "#") {
+				keys = append(keys, l)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	out := map[string]ed25519.PublicKey{}
+	for _, k := range keys {
+		pub, err := audit.ParsePublicKey(k)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--public-key: %w", err)}
+		}
+		out[audit.KeyID(pub)] = pub
+	}
+	return out, nil
+}
+
 // readCheckpoint reads the auditor's copy of a checkpoint: the audit line
 // of the checkpoint event, or the operational log's entry for it.
 func readCheckpoint(path string) (*audit.Checkpoint, error) {
@@ -204,7 +215,10 @@ func readCheckpoint(path string) (*audit.Checkpoint, error) {
 }
 
 func auditReport(args []string, stdout io.Writer) error {
-	fs := newFlags("audit report", "audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format F]", stdout)
+	fs := newFlags("audit report", "audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format F] [--public-key K]... [--public-keys F]", stdout)
+	var keys stringList
+	fs.Var(&keys, "public-key", "a public key checkpoints may be signed with (base64; repeatable): the report checks every signature, as verify does")
+	keyFile := fs.String("public-keys", "", "a file of public keys, one per line (or public_key: lines)")
 	since := fs.String("since", "", "count records from this time (RFC 3339, or a date 2006-01-02)")
 	until := fs.String("until", "", "count records before this time (RFC 3339, or a date)")
 	caller := fs.String("caller", "", "only this caller")
@@ -215,7 +229,7 @@ func auditReport(args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(files) == 0 {
-		return usageError{errors.New("usage: keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format table|csv|json|html]")}
+		return usageError{errors.New("usage: keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U] [--format table|csv|json|html] [--public-key K]... [--public-keys F]")}
 	}
 	f := report.Filter{Caller: *caller, Upstream: *upstream}
 	for _, t := range []struct {
@@ -239,6 +253,10 @@ func auditReport(args []string, stdout io.Writer) error {
 	default:
 		return usageError{fmt.Errorf("--format %q: table, csv, json or html", *format)}
 	}
+	pubs, err := publicKeys(keys, *keyFile)
+	if err != nil {
+		return err
+	}
 	srcs, closeAll, err := openTrail(files)
 	if err != nil {
 		return err
@@ -248,13 +266,26 @@ func auditReport(args []string, stdout io.Writer) error {
 	if err := rep.ReadTrail(srcs); err != nil {
 		return err
 	}
+	if pubs != nil {
+		// The signatures, as verify checks them: a second pass.
+		again, closeAgain, err := openTrail(files)
+		if err != nil {
+			return err
+		}
+		defer closeAgain()
+		vr, verr := audit.VerifyTrail(again, audit.VerifyOptions{Keys: pubs})
+		rep.SetSignatures(vr, verr)
+	}
 	if err := rep.Render(stdout, *format); err != nil {
 		return err
 	}
-	if !rep.Chain.Intact {
+	switch {
+	case !rep.Chain.Intact:
 		// As verify: the report is written, and the exit status says the
 		// files are not one intact trail.
 		return fmt.Errorf("the files do not form one hash chain: %s", rep.Chain.Break)
+	case rep.Chain.Signatures != nil && !rep.Chain.Signatures.Valid:
+		return fmt.Errorf("the signatures do not hold: %s", rep.Chain.Signatures.Problem)
 	}
 	return nil
 }

@@ -94,6 +94,28 @@ audit_signing_placeholder: x
 			t.Fatal("no checkpoint with the rotated key")
 		}
 	}
+	// The signing key is not an upstream: it has its own line in /readyz,
+	// /credentials (keybroker credentials) and the metrics, with the key
+	// id of the last checkpoint and the age of the oldest unsigned record.
+	_, rd := s.readyz()
+	sg, _ := rd["audit_signing"].(map[string]any)
+	if sg == nil || sg["key_id"] != keyID(t, pub2) || sg["source"] != "file" || sg["loaded"] != true {
+		t.Errorf("/readyz audit_signing = %v", rd["audit_signing"])
+	}
+	if strings.Contains(fmt.Sprint(rd["credentials"]), "_audit_signing") {
+		t.Errorf("/readyz lists the signing key as a credential: %v", rd["credentials"])
+	}
+	var cl bytes.Buffer
+	if code := run([]string{"credentials", "--admin", "http://" + s.admin}, nil, &cl, &cl); code != 0 ||
+		!strings.Contains(cl.String(), "audit signing: file "+signing) || !strings.Contains(cl.String(), "key id "+keyID(t, pub2)) ||
+		strings.Contains(cl.String(), "_audit_signing") {
+		t.Errorf("keybroker credentials: exit %d\n%s", code, cl.String())
+	}
+	if m := s.metrics(); !strings.Contains(m, "keybroker_audit_signing_usable 1") || !strings.Contains(m, "keybroker_audit_oldest_unsigned_age_seconds") ||
+		strings.Contains(m, `upstream="_audit_signing"`) {
+		t.Errorf("metrics: signing usable/age missing, or _audit_signing as an upstream")
+	}
+
 	// The auditor keeps a copy of the latest checkpoint, from the log.
 	var auditorCopy string
 	for _, l := range strings.Split(s.stderr.String(), "\n") {
@@ -146,6 +168,25 @@ audit_signing_placeholder: x
 	if code := run([]string{"audit", "report", s.audit, "--caller", "soar", "--format", "json"}, nil, &rep, &rep); code != 0 ||
 		!strings.Contains(rep.String(), `"caller": "soar"`) || !strings.Contains(rep.String(), `"checkpoints":`) {
 		t.Errorf("audit report: exit %d\n%s", code, rep.String())
+	}
+	// With the keys, the report checks the signatures too, and says so
+	// in every format; a wrong key is a failed report (exit 1).
+	rep.Reset()
+	if code := run(append([]string{"audit", "report", s.audit, "--format", "html"}, both...), nil, &rep, &rep); code != 0 ||
+		!strings.Contains(rep.String(), "every signature valid") || !strings.Contains(rep.String(), `class="l intact" id="chain"`) {
+		t.Errorf("audit report --public-key, html: exit %d\n%s", code, rep.String())
+	}
+	for _, format := range []string{"table", "csv", "json"} {
+		rep.Reset()
+		code := run([]string{"audit", "report", s.audit, "--format", format, "--public-keys", keys}, nil, &rep, &rep)
+		if want := map[string]string{"table": "every signature valid", "csv": "caller", "json": `"valid": true`}[format]; code != 0 || !strings.Contains(rep.String(), want) {
+			t.Errorf("audit report --public-keys, %s: exit %d\n%s", format, code, rep.String())
+		}
+	}
+	rep.Reset()
+	if code := run([]string{"audit", "report", s.audit, "--format", "html", "--public-key", wrong}, nil, &rep, &rep); code != 1 ||
+		!strings.Contains(rep.String(), "signatures NOT valid") || !strings.Contains(rep.String(), `class="l broken" id="chain"`) {
+		t.Errorf("audit report with a wrong key: exit %d\n%s", code, rep.String())
 	}
 
 	// An edit with the whole hash chain recomputed.

@@ -38,11 +38,21 @@ type credentialRow struct {
 	Error        string     `json:"error,omitempty"`
 }
 
+// credentialsDoc is /credentials: the upstreams' credentials, and the
+// audit signing key's status on its own.
+type credentialsDoc struct {
+	Credentials  []credentialRow `json:"credentials"`
+	AuditSigning *signingStatus  `json:"audit_signing,omitempty"`
+}
+
 // credentials lists every credential's state for /credentials.
 func (a *app) credentials() []credentialRow {
 	refusals := a.proxy.LastVendorRefusals()
 	var rows []credentialRow
 	for _, s := range a.creds.current().Status() {
+		if !upstreamCredential(s.Name) {
+			continue // its own line: credentialsDoc.AuditSigning
+		}
 		r := credentialRow{Upstream: s.Name, Source: s.Source, Ref: s.Ref, Loaded: s.Loaded, Version: s.Version, Error: s.LastErr}
 		if s.Loaded {
 			t := s.ReadAt.UTC()
@@ -100,15 +110,16 @@ func credentialsCmd(args []string, stdout io.Writer) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("the admin listener at %s answered %s", *admin, resp.Status)
 	}
-	var rows []credentialRow
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&rows); err != nil {
+	var doc credentialsDoc
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&doc); err != nil {
 		return errors.New("the admin listener's /credentials is not what keybroker serves")
 	}
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return enc.Encode(doc)
 	}
+	rows := doc.Credentials
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "UPSTREAM\tSOURCE\tREF\tVERSION\tREAD\tEXPIRES (FROM)\tLAST PROBE\tLAST VENDOR 401\tSTATE")
 	day := func(t *time.Time) string {
@@ -136,5 +147,11 @@ func credentialsCmd(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.Upstream, r.Source, r.Ref, r.Version, day(r.ReadAt), exp, probe, last, state)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if sg := doc.AuditSigning; sg != nil {
+		fmt.Fprintln(stdout, "\n"+sg.line())
+	}
+	return nil
 }

@@ -2,9 +2,9 @@
 // keybroker; go install names it proxy, after this directory): a
 // credential-brokering reverse proxy for security vendors' APIs.
 //
-//	keybroker [serve] -config FILE             run the proxy (the default)
-//	keybroker validate -config FILE [--check-secrets] [--check-upstreams]
-//	keybroker hash-key [-stdin]                make a caller key and its SHA-256
+//	keybroker [serve] --config FILE             run the proxy (the default)
+//	keybroker validate --config FILE [--check-secrets] [--check-upstreams]
+//	keybroker hash-key [--stdin]                make a caller key and its SHA-256
 //	keybroker audit keygen|verify|report       sign, check and read the audit trail
 //	keybroker operations [UPSTREAM]            the vendors' operations and their tiers
 //	keybroker policy CALLER | --operation NAME what a caller may call, who may call an operation
@@ -53,7 +53,7 @@ func main() {
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		// Bare keybroker: say what it does rather than demand -config.
+		// Bare keybroker: say what it does rather than demand --config.
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
@@ -139,34 +139,53 @@ func newFlags(name, synopsis string, out io.Writer) *flag.FlagSet {
 		fs.VisitAll(func(*flag.Flag) { n++ })
 		if n > 0 {
 			fmt.Fprintln(out, "\nflags:")
-			fs.PrintDefaults()
+			printFlags(out, fs)
 		}
 	}
 	return fs
 }
 
+// printFlags lists fs's flags as the usage text spells them, with two
+// dashes (Go's flag package takes one or two): name, its value's kind,
+// what it does and its default.
+func printFlags(out io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if kind != "" {
+			line += " " + kind
+		}
+		line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			line += fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(out, line)
+	})
+}
+
 const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its flags)
 
-  keybroker [serve] -config FILE               run the proxy
+  keybroker [serve] --config FILE               run the proxy
   keybroker validate FILE [--check-secrets] [--check-upstreams] [--env-file F] [--skip-files]
                                                check a configuration (and read every credential;
                                                and open a TLS connection to every upstream)
-  keybroker hash-key [-stdin]                  make a new caller key and its key_sha256
-                                               (-stdin: hash a key read from standard input)
+  keybroker hash-key [--stdin]                  make a new caller key and its key_sha256
+                                               (--stdin: hash a key read from standard input)
   keybroker audit keygen                       make a checkpoint signing key (private_key, public_key)
   keybroker audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]
                                                check a trail's chain (rotated files oldest first,
                                                .gz too), its signed checkpoints, the auditor's copy
   keybroker audit report FILE... [--since T] [--until T] [--caller C] [--upstream U]
-                             [--format table|csv|json|html]
-                                               counts by caller and upstream, and lifecycle events
+                             [--format table|csv|json|html] [--public-key K]... [--public-keys F]
+                                               counts by caller, upstream and operation, interrupted
+                                               calls, lifecycle events; with keys, the signatures too
   keybroker credentials [--admin URL] [--format table|json]
                                                the running instance's credentials: source, version,
                                                expiry, the vendor's last 401 (never a value)
-  keybroker operations [UPSTREAM] [-config FILE] [--format table|json]
+  keybroker operations [UPSTREAM] [--config FILE] [--format table|json]
                                                the vendor's operations: name, tier, method, paths
-  keybroker policy CALLER -config FILE         what a caller may call, operation by operation
-  keybroker policy --operation NAME -config FILE
+  keybroker policy CALLER --config FILE         what a caller may call, operation by operation
+  keybroker policy --operation NAME --config FILE
                                                the callers that may call an operation
   keybroker version
   keybroker help [COMMAND]
@@ -206,21 +225,21 @@ func configArgs(fs *flag.FlagSet, args []string) (string, error) {
 		return "", flagError(err)
 	}
 	if fs.NArg() > 0 {
-		return "", usageError{fmt.Errorf("unexpected argument %q: give the configuration file once, as FILE or -config FILE", fs.Arg(0))}
+		return "", usageError{fmt.Errorf("unexpected argument %q: give the configuration file once, as FILE or --config FILE", fs.Arg(0))}
 	}
 	switch {
 	case positional != "" && *path != "" && positional != *path:
-		return "", usageError{errors.New("two configuration files given: FILE and -config FILE; give one")}
+		return "", usageError{errors.New("two configuration files given: FILE and --config FILE; give one")}
 	case positional != "":
 		*path = positional
 	case *path == "":
-		return "", usageError{errors.New("-config FILE is required")}
+		return "", usageError{errors.New("--config FILE is required")}
 	}
 	return *path, nil
 }
 
 func validateCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("validate", "validate FILE [--check-secrets] [--check-upstreams] [--env-file F] [--skip-files]   (or -config FILE)", stdout)
+	fs := newFlags("validate", "validate FILE [--check-secrets] [--check-upstreams] [--env-file F] [--skip-files]   (or --config FILE)", stdout)
 	check := fs.Bool("check-secrets", false, "also read every credential from its source and report its fields and version")
 	upstreams := fs.Bool("check-upstreams", false, "also open a TLS connection to every upstream (through the egress proxy) and report it; sends no credential")
 	envFile := fs.String("env-file", "", "take ${VAR}s from this file of NAME=value lines (a pod's environment) instead of this shell's")
@@ -303,7 +322,7 @@ func readEnvFile(path string) (config.LookupEnv, error) {
 }
 
 func hashKeyCmd(args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := newFlags("hash-key", "hash-key [-stdin]", stdout)
+	fs := newFlags("hash-key", "hash-key [--stdin]", stdout)
 	fromStdin := fs.Bool("stdin", false, "hash an existing key read from standard input instead of making one")
 	if err := fs.Parse(args); err != nil {
 		return flagError(err)

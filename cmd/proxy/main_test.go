@@ -60,7 +60,7 @@ func TestRun_ExitCodes(t *testing.T) {
 		{[]string{"validate", good, "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"validate", good, "-config", bad}, 2, "two configuration files"},
 		{[]string{"nonsense"}, 2, "unknown command"},
-		{[]string{"validate"}, 2, "-config FILE is required"},
+		{[]string{"validate"}, 2, "--config FILE is required"},
 		{[]string{"validate", "-config", bad}, 2, "colers: unknown field"},
 		{[]string{"validate", "-config", filepath.Join(dir, "none.yaml")}, 2, "no such file"},
 		{[]string{"serve", "-config", bad}, 2, "colers: unknown field"},
@@ -123,7 +123,7 @@ func TestHelp_ListsCommandsAndFlags(t *testing.T) {
 		{[]string{"help"}, []string{"keybroker validate"}},
 		{[]string{"help", "validate"}, []string{"usage: keybroker validate", "-check-secrets", "-check-upstreams", "-config"}},
 		{[]string{"help", "audit", "report"}, []string{"-since", "-format"}},
-		{[]string{"help", "hash-key"}, []string{"-stdin"}},
+		{[]string{"help", "hash-key"}, []string{"--stdin"}},
 		{[]string{"serve", "-h"}, []string{"-config"}},
 		{[]string{"audit", "verify", "--help"}, []string{"-public-key", "-checkpoint"}},
 	} {

@@ -55,7 +55,7 @@ type operationJSON struct {
 }
 
 func operationsCmd(args []string, stdout io.Writer) error {
-	fs := newFlags("operations", "operations [UPSTREAM] [-config FILE] [--format table|json]", stdout)
+	fs := newFlags("operations", "operations [UPSTREAM] [--config FILE] [--format table|json]", stdout)
 	path := fs.String("config", "", "configuration file: its upstreams' catalogues (default: the huntress and infocyte presets')")
 	format := fs.String("format", "table", "table or json")
 	var upstream string
@@ -199,7 +199,7 @@ func rulesOf(cfg *config.Config, name string) []config.AllowRule {
 }
 
 func policyCmd(args []string, stdout io.Writer) error {
-	fs := newFlags("policy", "policy CALLER -config FILE | policy --operation NAME [--upstream U] -config FILE", stdout)
+	fs := newFlags("policy", "policy CALLER --config FILE | policy --operation NAME [--upstream U] --config FILE", stdout)
 	opName := fs.String("operation", "", "list the callers that may call this operation")
 	only := fs.String("upstream", "", "only this upstream")
 	var callerName string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -139,5 +140,30 @@ callers:
 	}
 	if !strings.Contains(out.String(), `warning: callers[0].allow[0]: matches none of upstream "huntress"'s documented operations`) {
 		t.Errorf("validate:\n%s", out.String())
+	}
+}
+
+// TestUsage_SpellsFlagsOneWay: the usage text and every command's flag
+// list spell flags with two dashes.
+func TestUsage_SpellsFlagsOneWay(t *testing.T) {
+	single := regexp.MustCompile(`(^|[\s\[(|])-[a-z][a-z-]*`)
+	texts := map[string]string{"usage": usage}
+	for _, cmd := range []string{"serve", "validate", "hash-key", "audit", "credentials", "operations", "policy"} {
+		var out bytes.Buffer
+		_ = run([]string{"help", cmd}, nil, &out, &out)
+		texts[cmd] = out.String()
+	}
+	for _, sub := range []string{"keygen", "verify", "report"} {
+		var out bytes.Buffer
+		_ = run([]string{"audit", sub, "--help"}, nil, &out, &out)
+		texts["audit "+sub] = out.String()
+	}
+	for name, text := range texts {
+		if m := single.FindString(text); m != "" {
+			t.Errorf("%s spells a flag with one dash (%q):\n%s", name, strings.TrimSpace(m), text)
+		}
+		if !strings.Contains(text, "--") && name != "audit keygen" && name != "audit" {
+			t.Errorf("%s lists no flag:\n%s", name, text)
+		}
 	}
 }

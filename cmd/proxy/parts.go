@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,16 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		a.vault.Store(v)
 	}
 	a.metrics = metrics.New(nil, nil, metrics.State{
-		Credentials: func() []secrets.Status { return a.creds.current().Status() },
+		Credentials: func() []secrets.Status {
+			return slices.DeleteFunc(a.creds.current().Status(), func(s secrets.Status) bool { return !upstreamCredential(s.Name) })
+		},
+		Signing: func() (bool, time.Duration, bool) {
+			st := a.checkpoints.status(time.Now())
+			if st == nil {
+				return false, 0, false
+			}
+			return st.Loaded, time.Duration(st.OldestUnsignedS) * time.Second, true
+		},
 		VaultToken: func() (time.Time, bool) {
 			if v := a.vault.Load(); v != nil {
 				return v.TokenExpiry()

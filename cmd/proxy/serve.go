@@ -37,7 +37,7 @@ type readyFunc func(listen, admin net.Addr)
 // serveCmd runs the proxy. GOMAXPROCS is the runtime's default (the CPU
 // limit) or the operator's, never changed while serving.
 func serveCmd(ctx context.Context, args []string, stderr, stdout io.Writer, ready readyFunc) error {
-	fs := newFlags("serve", "[serve] -config FILE", stdout)
+	fs := newFlags("serve", "[serve] --config FILE", stdout)
 	cfg, err := loadConfig(fs, args)
 	if err != nil {
 		return err

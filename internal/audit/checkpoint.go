@@ -123,7 +123,19 @@ func (w *Writer) WriteCheckpoint(s *Signer, at time.Time) (Checkpoint, []byte, b
 		return Checkpoint{}, nil, false, err
 	}
 	w.checkpointSeq, w.lastSignature = cp.Seq+1, cp.Signature
+	w.unsignedSince = time.Time{}
+	if w.seq > w.checkpointSeq {
+		w.unsignedSince = at // records batched after the checkpoint's line
+	}
 	return cp, line, true, nil
+}
+
+// OldestUnsigned is when the oldest record that no checkpoint covers yet
+// was written; false when every record is covered (or none written).
+func (w *Writer) OldestUnsigned() (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.unsignedSince, !w.unsignedSince.IsZero()
 }
 
 // SinceCheckpoint is how many records were written since the last

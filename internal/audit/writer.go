@@ -65,6 +65,9 @@ type Writer struct {
 	checkpointSeq uint64
 	lastSignature string
 	scanned       bool
+	// unsignedSince is when the oldest record no checkpoint covers yet was
+	// written (zero: none).
+	unsignedSince time.Time
 
 	// Durability (sync.go): sync is audit.sync and syncer the call that
 	// puts the file on stable storage; synced is the last seq synced (the
@@ -394,6 +397,9 @@ func (w *Writer) flush() {
 		w.size += int64(len(batch))
 		w.durable, w.durablePrev = endSeq, endPrev
 		w.written.Add(n)
+		if w.unsignedSince.IsZero() {
+			w.unsignedSince = time.Now()
+		}
 		w.armSync()
 	}
 	w.spare = batch[:0]

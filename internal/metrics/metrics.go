@@ -51,6 +51,11 @@ type State struct {
 	// Shares returns, for an upstream whose quota has rate_limit.shares,
 	// the slots each caller holds, by class (nil without shares).
 	Shares func(upstream string) []ShareUse
+	// Signing returns the audit signing key's state: whether it is loaded
+	// and how old the oldest record no checkpoint covers is; ok false
+	// without audit.signing. (Its credential is not an upstream's: the
+	// Credentials func leaves it out.)
+	Signing func() (loaded bool, oldestUnsigned time.Duration, ok bool)
 }
 
 // ShareUse is one caller's slots of a shared upstream quota, by class.
@@ -335,11 +340,13 @@ var (
 	descCertExpiry  = prometheus.NewDesc("keybroker_upstream_cert_expiry_timestamp_seconds", "When the vendor's TLS certificate, as last seen, expires (Unix seconds).", []string{"upstream"}, nil)
 	descQuotaLeft   = prometheus.NewDesc("keybroker_quota_remaining", "Calls the upstream's quota window admits now.", []string{"upstream"}, nil)
 	descIssuerUp    = prometheus.NewDesc("keybroker_jwt_issuer_keys_available", "1 while a JWT issuer's keys are held (its callers get 503 identity_unavailable otherwise).", []string{"issuer"}, nil)
+	descSignUsable  = prometheus.NewDesc("keybroker_audit_signing_usable", "1 while the checkpoint signing key (audit.signing) is loaded.", nil, nil)
+	descUnsignedAge = prometheus.NewDesc("keybroker_audit_oldest_unsigned_age_seconds", "Age of the oldest audit record no signed checkpoint covers yet (0: every record is covered).", nil, nil)
 	descShareUse    = prometheus.NewDesc("keybroker_quota_share_in_use", "Slots of a shared upstream quota (rate_limit.shares) each caller holds, by class: reserved or shared.", []string{"upstream", "caller", "class"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry, descShareUse, descIssuerUp} {
+	for _, d := range []*prometheus.Desc{descCredRej, descCredMax, descCredExpiry, descCredAge, descCredVersion, descCredStale, descCredLoaded, descCredReads, descVaultTTL, descVaultLogin, descAuditOK, descAuditErr, descFallback, descDiskFree, descDiskLow, descQuotaUse, descQuotaLeft, descCertExpiry, descShareUse, descIssuerUp, descSignUsable, descUnsignedAge} {
 		ch <- d
 	}
 }
@@ -365,6 +372,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descCredRej, b2f(s.Rejected), s.Name)
 			gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)
 			ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
+		}
+	}
+	if c.st.Signing != nil {
+		if loaded, age, ok := c.st.Signing(); ok {
+			gauge(descSignUsable, b2f(loaded))
+			gauge(descUnsignedAge, age.Seconds())
 		}
 	}
 	if c.st.VaultToken != nil && (c.st.VaultUsed == nil || c.st.VaultUsed()) {

@@ -63,7 +63,17 @@ func (r *Report) chainStatus() string {
 	if r.Chain.Records == 0 {
 		return "no records"
 	}
-	return fmt.Sprintf("intact, seq %d to %d (hash chain only; `keybroker audit verify` with the public keys checks the signatures)", r.Chain.FirstSeq, r.Chain.LastSeq)
+	sg := r.Chain.Signatures
+	switch {
+	case sg == nil:
+		return fmt.Sprintf("intact, seq %d to %d (hash chain only: give --public-key to check the signatures)", r.Chain.FirstSeq, r.Chain.LastSeq)
+	case !sg.Valid:
+		return fmt.Sprintf("intact, seq %d to %d; signatures NOT valid: %s", r.Chain.FirstSeq, r.Chain.LastSeq, sg.Problem)
+	case sg.Uncovered > 0:
+		return fmt.Sprintf("intact, seq %d to %d; %d checkpoint(s), every signature valid, records up to seq %d signed (%d after it not yet)",
+			r.Chain.FirstSeq, r.Chain.LastSeq, sg.Checkpoints, sg.Covered, sg.Uncovered)
+	}
+	return fmt.Sprintf("intact, seq %d to %d; %d checkpoint(s), every signature valid, every record signed", r.Chain.FirstSeq, r.Chain.LastSeq, sg.Checkpoints)
 }
 
 // bucketName is the chart's bucket size in words ("5 seconds", "1 hour").
@@ -262,7 +272,7 @@ th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#ee
 <table id="scope">
 <tr><th class="l">Period</th><td class="l">{{.Period}}</td></tr>
 <tr><th class="l">Files</th><td class="l">{{.Files}}</td></tr>
-<tr><th class="l">Chain</th><td class="l {{if .Chain.Intact}}intact{{else}}broken{{end}}" id="chain">{{.ChainStatus}}</td></tr>
+<tr><th class="l">Chain</th><td class="l {{if and .Chain.Intact (or (not .Chain.Signatures) .Chain.Signatures.Valid)}}intact{{else}}broken{{end}}" id="chain">{{.ChainStatus}}</td></tr>
 </table>
 {{- if .Interrupted}}
 <h2 class="broken">Interrupted calls: the vendor may have acted on them</h2>

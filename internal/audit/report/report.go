@@ -118,6 +118,34 @@ type Chain struct {
 	// Break is the first place the chain breaks ("file: line N (seq S):
 	// reason"), empty when intact.
 	Break string `json:"break,omitempty"`
+	// Signatures is the check of the signed checkpoints with the public
+	// keys given (audit report --public-key); nil: not checked.
+	Signatures *Signatures `json:"signatures,omitempty"`
+}
+
+// Signatures is what the public keys said of the trail's checkpoints.
+type Signatures struct {
+	Valid       bool `json:"valid"`
+	Checkpoints int  `json:"checkpoints"`
+	// Covered is the last seq a valid signature covers; Uncovered the
+	// records after it.
+	Covered   uint64 `json:"covered_seq"`
+	Uncovered int    `json:"uncovered"`
+	// Problem says why they do not hold ("" when valid).
+	Problem string `json:"problem,omitempty"`
+}
+
+// SetSignatures records a signature check of the trail (audit.VerifyTrail
+// with the keys); err is what it found wrong.
+func (r *Report) SetSignatures(v audit.VerifyReport, err error) {
+	s := &Signatures{Valid: err == nil && v.Checkpoints > 0, Checkpoints: v.Checkpoints, Covered: v.Covered, Uncovered: v.Uncovered}
+	switch {
+	case err != nil:
+		s.Problem = err.Error()
+	case v.Checkpoints == 0:
+		s.Problem = "no signed checkpoint in the trail: nothing is covered by a signature"
+	}
+	r.Chain.Signatures = s
 }
 
 // FileCount is one file of the trail and how many records it held.
