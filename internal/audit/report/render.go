@@ -198,7 +198,7 @@ func orNone(s string) string {
 // csvHeader is the CSV's first line.
 var csvHeader = []string{"caller", "upstream", "calls", "forwarded", "refused", "failed", "cancelled", "interrupted",
 	"status_2xx", "status_3xx", "status_4xx", "status_5xx", "denied", "ratelimit_refusals",
-	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths", "interrupted_calls", "operations"}
+	"ratelimit_wait_ms_total", "ratelimit_wait_ms_max", "credential_versions", "top_denied_paths", "interrupted_calls", "operations", "tokens_issued"}
 
 // interruptedOf lists the interrupted calls of a caller on an upstream,
 // for the CSV's last column.
@@ -227,7 +227,8 @@ func (r *Report) csv(w io.Writer) error {
 			strconv.Itoa(c2), strconv.Itoa(c3), strconv.Itoa(c4), strconv.Itoa(c5),
 			strconv.Itoa(row.Denied), strconv.Itoa(row.RateLimited),
 			strconv.FormatFloat(row.WaitMSTotal, 'f', 1, 64), strconv.FormatFloat(row.WaitMSMax, 'f', 1, 64),
-			versions(row.CredentialVersions), strings.Join(denied, "; "), r.interruptedOf(row.Caller, row.Upstream), r.operationsOf(row.Caller, row.Upstream)})
+			versions(row.CredentialVersions), strings.Join(denied, "; "), r.interruptedOf(row.Caller, row.Upstream), r.operationsOf(row.Caller, row.Upstream),
+			strconv.FormatInt(row.TokensIssued, 10)})
 	}
 	cw.Flush()
 	return cw.Error()

@@ -156,10 +156,13 @@ type FileCount struct {
 
 // Row is one caller's use of one upstream.
 type Row struct {
-	Caller             string           `json:"caller"`
-	Upstream           string           `json:"upstream"`
-	Calls              int              `json:"calls"`
-	Interrupted        int              `json:"interrupted"`
+	Caller      string `json:"caller"`
+	Upstream    string `json:"upstream"`
+	Calls       int    `json:"calls"`
+	Interrupted int    `json:"interrupted"`
+	// TokensIssued are the keybroker tokens the upstream's token endpoint
+	// issued the caller (drop-in OAuth clients).
+	TokensIssued       int64            `json:"tokens_issued"`
 	Outcomes           map[string]int   `json:"outcomes"`
 	Statuses           map[string]int   `json:"statuses"`
 	CredentialVersions []int            `json:"credential_versions"`
@@ -409,6 +412,9 @@ func (r *Report) event(at time.Time, ev *audit.Event) {
 	case "token_issued":
 		if ev.Outcome == "issued" {
 			e.TokensIssued += max(ev.Count, 1)
+			if ev.Caller != "" {
+				r.row(ev.Caller, ev.Upstream).TokensIssued += max(ev.Count, 1)
+			}
 		}
 		notable = false
 	default:

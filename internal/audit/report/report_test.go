@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -446,6 +447,28 @@ func TestReport_SumsTokensIssued(t *testing.T) {
 	r, text := render(t, []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}}, FormatTable)
 	if r.Events.TokensIssued != 42 || !strings.Contains(text, "42 keybroker token(s) issued") {
 		t.Errorf("tokens issued %d, table:\n%s\nwant 42", r.Events.TokensIssued, text)
+	}
+	// In every format: the CSV by caller, the JSON by caller and in all.
+	_, csvText := render(t, []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}}, FormatCSV)
+	rows, err := csv.NewReader(strings.NewReader(csvText)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := slices.Index(rows[0], "tokens_issued")
+	got := map[string]string{}
+	for _, row := range rows[1:] {
+		got[row[0]] = row[col]
+	}
+	if col < 0 || got["soar"] != "41" || got["siem"] != "1" {
+		t.Errorf("csv tokens_issued by caller: %v\n%s", got, csvText)
+	}
+	_, js := render(t, []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}}, FormatJSON)
+	if !strings.Contains(js, `"tokens_issued": 41`) || !strings.Contains(js, `"tokens_issued": 42`) {
+		t.Errorf("json:\n%s", js)
+	}
+	_, page := render(t, []audit.Source{{Name: "audit.log", R: bytes.NewReader(buf.Bytes())}}, FormatHTML)
+	if !strings.Contains(page, "keybroker tokens issued</th><td>42") {
+		t.Errorf("html lacks the tokens issued")
 	}
 }
 
