@@ -216,7 +216,7 @@ func TestSystemd_Hardening(t *testing.T) {
 	s := string(raw)
 	for _, want := range []string{"DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n",
 		"AmbientCapabilities=\n", "PrivateTmp=yes", "ExecReload=/bin/kill -HUP $MAINPID", "TimeoutStopSec=40",
-		"serve -config /etc/keybroker/config.yaml"} {
+		"serve --config /etc/keybroker/config.yaml"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("unit lacks %q", strings.TrimSpace(want))
 		}

@@ -437,7 +437,7 @@ func TestSystemd_EveryReferenceResolves(t *testing.T) {
 		}
 	}
 	exec := unitLines(unit, "ExecStart")
-	if len(exec) != 1 || !strings.HasSuffix(exec[0], " -config /etc/keybroker/config.yaml") || !strings.Contains(list, "/etc/keybroker/config.yaml") {
+	if len(exec) != 1 || !strings.HasSuffix(exec[0], " --config /etc/keybroker/config.yaml") || !strings.Contains(list, "/etc/keybroker/config.yaml") {
 		t.Errorf("ExecStart %v: its config is not installed by the checklist", exec)
 	}
 	cfg, err := config.Parse(text, envOf(t))

@@ -106,8 +106,10 @@ audit: {path: %s}
 		t.Fatalf("credentials --format json: exit %d\n%s", code, js.String())
 	}
 	t.Logf("keybroker credentials:\n%s", table.String())
-	var rows []credentialRow
-	if err := json.Unmarshal([]byte(js.String()), &rows); err != nil || len(rows) != 2 {
+	var doc credentialsDoc
+	err = json.Unmarshal([]byte(js.String()), &doc)
+	rows := doc.Credentials
+	if err != nil || len(rows) != 2 {
 		t.Fatalf("credentials JSON: %v\n%s", err, js.String())
 	}
 	if h := rows[0]; h.Upstream != "huntress" || h.State != "expired" || h.Vendor401 == nil || h.Vendor401Version != 1 ||

@@ -75,8 +75,10 @@ func TestServe_RejectedRotationIsVisible(t *testing.T) {
 	if code := run([]string{"credentials", "--admin", "http://" + admin, "--format", "json"}, nil, &js, &js); code != 0 {
 		t.Fatalf("credentials: exit %d\n%s", code, js.String())
 	}
-	var rows []credentialRow
-	if err := json.Unmarshal([]byte(js.String()), &rows); err != nil || len(rows) != 1 {
+	var doc credentialsDoc
+	err := json.Unmarshal([]byte(js.String()), &doc)
+	rows := doc.Credentials
+	if err != nil || len(rows) != 1 {
 		t.Fatalf("credentials JSON: %v\n%s", err, js.String())
 	}
 	if r := rows[0]; r.State != "rotation rejected" || r.Version != 1 || r.ProbeResult != "refused" || r.ProbeVersion != 2 || r.ProbeAt == nil {
