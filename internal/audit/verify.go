@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,7 +96,9 @@ type VerifyReport struct {
 func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 	rep := VerifyReport{Signed: opts.Keys != nil}
 	var (
-		chain        Chain
+		records      int
+		lastSeq      uint64
+		lastHash     [32]byte
 		lastSig      string
 		cpLineSeq    uint64
 		auditorFound bool
@@ -106,55 +109,59 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 		}
 	}
 	for _, src := range srcs {
-		br := bufio.NewReaderSize(src.R, 64<<10)
-		line0 := 0
-		for {
-			line, complete, err := readLine(br)
-			if err != nil {
-				return rep, &VerifyError{File: src.Name, Line: line0 + 1, Reason: err.Error()}
+		err := ScanTrail(src.R, nil, func(n int, l *Line, _ *struct{}) error {
+			fail := func(seq uint64, reason string) error {
+				return &VerifyError{File: src.Name, Line: n, Seq: seq, Reason: reason}
 			}
-			if line == nil {
-				break
+			seq, prev, hasPrev := l.Seq, l.Prev, l.HasPrev
+			var event *struct {
+				Name       string      `json:"name"`
+				Checkpoint *Checkpoint `json:"checkpoint"`
 			}
-			line0++
-			var link struct {
-				Seq   uint64 `json:"seq"`
-				Prev  string `json:"prev"`
-				Type  string `json:"type"`
-				Event *struct {
-					Name       string      `json:"name"`
-					Checkpoint *Checkpoint `json:"checkpoint"`
-				} `json:"event"`
-			}
-			fail := func(reason string) error {
-				return &VerifyError{File: src.Name, Line: line0, Seq: link.Seq, Reason: reason}
-			}
-			if err := json.Unmarshal(line, &link); err != nil || link.Seq == 0 {
-				if !complete {
-					return rep, &VerifyError{File: src.Name, Line: line0, Seq: chain.LastSeq, After: true, Torn: true, Reason: fmt.Sprintf(
-						"torn final line: %d bytes with no newline, not a complete record (a write cut short by a full disk or a crash; keybroker cuts it off on its next start)", len(line))}
+			if !l.Fast || l.Checkpoint {
+				// No fixed prefix (an older writer, a hand-made line), or a
+				// checkpoint: decoded whole.
+				var link struct {
+					Seq   uint64 `json:"seq"`
+					Prev  string `json:"prev"`
+					Event *struct {
+						Name       string      `json:"name"`
+						Checkpoint *Checkpoint `json:"checkpoint"`
+					} `json:"event"`
 				}
-				return rep, &VerifyError{File: src.Name, Line: line0, Seq: chain.LastSeq, After: true, Reason: "not an audit record"}
+				if err := json.Unmarshal(l.Bytes, &link); err != nil || link.Seq == 0 {
+					if !l.Complete {
+						return &VerifyError{File: src.Name, Line: n, Seq: lastSeq, After: true, Torn: true, Reason: fmt.Sprintf(
+							"torn final line: %d bytes with no newline, not a complete record (a write cut short by a full disk or a crash; keybroker cuts it off on its next start)", len(l.Bytes))}
+					}
+					return &VerifyError{File: src.Name, Line: n, Seq: lastSeq, After: true, Reason: "not an audit record"}
+				}
+				seq, event = link.Seq, link.Event
+				prev, hasPrev = ParsePrev(link.Prev)
 			}
-			if reason := chain.Check(link.Seq, link.Prev); reason != "" {
-				return rep, fail(reason)
+			if records > 0 {
+				switch {
+				case seq != lastSeq+1:
+					return fail(seq, fmt.Sprintf("seq %d follows %d: records missing or out of order", seq, lastSeq))
+				case !hasPrev || prev != lastHash:
+					return fail(seq, "prev does not match the line before: it was altered, or a line was removed or inserted")
+				}
+			} else {
+				rep.FirstSeq = seq
 			}
-			if chain.Records == 0 {
-				rep.FirstSeq = link.Seq
-			}
-			if link.Event != nil && link.Event.Name == EventCheckpoint {
-				cp := link.Event.Checkpoint
+			if event != nil && event.Name == EventCheckpoint {
+				cp := event.Checkpoint
 				switch {
 				case cp == nil:
-					return rep, fail("a checkpoint without its signature")
-				case chain.Records == 0:
+					return fail(seq, "a checkpoint without its signature")
+				case records == 0:
 					// The trail given starts here: nothing before it to compare.
-				case cp.Seq != chain.LastSeq || cp.Hash != chain.LastHash:
-					return rep, fail("the checkpoint does not match the record before it: records it covers were altered")
+				case cp.Seq != lastSeq || cp.Hash != hex.EncodeToString(lastHash[:]):
+					return fail(seq, "the checkpoint does not match the record before it: records it covers were altered")
 				}
 				if opts.Keys != nil {
 					if err := cp.Verify(opts.Keys); err != nil {
-						return rep, fail("checkpoint " + err.Error())
+						return fail(seq, "checkpoint "+err.Error())
 					}
 				}
 				switch {
@@ -162,34 +169,43 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 				case cp.PrevSignature == "":
 					rep.Restarts++
 				default:
-					return rep, fail("the checkpoint does not follow the previous checkpoint: checkpoints were removed or replaced")
+					return fail(seq, "the checkpoint does not follow the previous checkpoint: checkpoints were removed or replaced")
 				}
-				lastSig, cpLineSeq = cp.Signature, link.Seq
+				lastSig, cpLineSeq = cp.Signature, seq
 				rep.Checkpoints++
 				rep.Covered = cp.Seq
 			}
-			chain.Advance(link.Seq, line)
-			if cp := opts.Checkpoint; cp != nil && link.Seq == cp.Seq {
-				if chain.LastHash != cp.Hash {
-					return rep, fail("this record is not the one the auditor's checkpoint signed: the trail was rewritten")
+			records++
+			lastSeq, lastHash = seq, l.Hash
+			if cp := opts.Checkpoint; cp != nil && seq == cp.Seq {
+				if hex.EncodeToString(lastHash[:]) != cp.Hash {
+					return fail(seq, "this record is not the one the auditor's checkpoint signed: the trail was rewritten")
 				}
 				auditorFound = true
 			}
-			rep.Records = chain.Records
-			rep.LastSeq = link.Seq
+			rep.Records = records
+			rep.LastSeq = seq
+			return nil
+		})
+		if err != nil {
+			var ve *VerifyError
+			if !errors.As(err, &ve) {
+				err = &VerifyError{File: src.Name, Line: records + 1, Seq: lastSeq, After: true, Reason: err.Error()}
+			}
+			return rep, err
 		}
 	}
 	if cp := opts.Checkpoint; cp != nil && !auditorFound {
 		reason := fmt.Sprintf("the trail ends at seq %d, before the auditor's checkpoint at seq %d: records were cut off", rep.LastSeq, cp.Seq)
-		if chain.Records == 0 || rep.FirstSeq > cp.Seq {
+		if records == 0 || rep.FirstSeq > cp.Seq {
 			reason = fmt.Sprintf("the trail given does not reach back to the auditor's checkpoint at seq %d (it starts at %d): give the older files too", cp.Seq, rep.FirstSeq)
 		}
-		return rep, &VerifyError{Line: chain.Records, Seq: rep.LastSeq, Reason: reason}
+		return rep, &VerifyError{Line: records, Seq: rep.LastSeq, Reason: reason}
 	}
 	if cpLineSeq > 0 {
 		rep.Uncovered = int(rep.LastSeq - cpLineSeq)
 	} else {
-		rep.Uncovered = chain.Records
+		rep.Uncovered = records
 	}
 	return rep, nil
 }

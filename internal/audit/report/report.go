@@ -6,11 +6,11 @@
 package report
 
 import (
-	"bufio"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keybroker/keybroker/internal/audit"
@@ -241,43 +241,47 @@ type line struct {
 	RateLimitWaitMS float64              `json:"ratelimit_wait_ms"`
 	Credential      *audit.CredentialRef `json:"credential"`
 	Event           *audit.Event         `json:"event"`
+	at              time.Time            // Time, parsed
 }
 
 // AddLine counts one record of the trail.
 func (r *Report) AddLine(raw []byte) error {
 	var l line
-	if err := json.Unmarshal(raw, &l); err != nil {
-		return fmt.Errorf("not an audit record: %w", err)
+	if err := decodeLine(raw, &l); err != nil {
+		return err
 	}
-	at, err := time.Parse(time.RFC3339Nano, l.Time)
-	if err != nil {
-		return fmt.Errorf("record time %q: %w", l.Time, err)
-	}
+	r.add(&l)
+	return nil
+}
+
+// add counts one decoded record.
+func (r *Report) add(lp *line) {
+	l, at := *lp, lp.at
 	f := r.filter
 	if (!f.Since.IsZero() && at.Before(f.Since)) || (!f.Until.IsZero() && !at.Before(f.Until)) {
-		return nil
+		return
 	}
 	if l.Type == audit.TypeEvent && l.Event != nil {
 		if l.Event.Name == audit.EventCallInterrupted {
 			r.interrupted(at, l.Event)
-			return nil
+			return
 		}
 		if f.Caller == "" && (f.Upstream == "" || l.Event.Upstream == "" || l.Event.Upstream == f.Upstream) {
 			r.span(at)
 			r.event(at, l.Event)
 		}
-		return nil
+		return
 	}
 	caller := callerLabel(l.Caller, l.CallerAuth)
 	if (f.Caller != "" && caller != f.Caller) || (f.Upstream != "" && l.Upstream != f.Upstream) {
-		return nil
+		return
 	}
 	if l.Type == audit.TypeBegin {
 		// Not a call: the call's record comes at its end. Kept until then,
 		// so that one that never comes is listed.
 		r.begun[l.Seq] = Interrupted{BeginSeq: l.Seq, Begun: at, RequestID: l.RequestID, Caller: caller,
 			Upstream: l.Upstream, Method: l.Method, Path: l.Path, State: StateOpen}
-		return nil
+		return
 	}
 	delete(r.begun, l.BeginSeq)
 	r.span(at)
@@ -314,7 +318,7 @@ func (r *Report) AddLine(raw []byte) error {
 	}
 	r.countOperation(caller, &l)
 	r.count(caller, at, 1, refusedCall)
-	return nil
+	return
 }
 
 // maxBuckets is the most buckets the chart draws.
@@ -597,36 +601,45 @@ func (r *Report) Finish() {
 // `keybroker audit verify` does without keys). A broken chain is stated in
 // Chain, not returned: the report still counts what it read.
 func (r *Report) ReadTrail(srcs []audit.Source) error {
+	// decoded is a line as the reader's workers leave it.
+	type decoded struct {
+		l   line
+		err error
+	}
+	decode := func(l *audit.Line, out *decoded) {
+		out.err = decodeLine(l.Bytes, &out.l)
+	}
 	for _, src := range srcs {
-		br := bufio.NewReaderSize(src.R, 64<<10)
 		fc := FileCount{Name: src.Name}
-		for n := 1; ; n++ {
-			raw, complete, err := audit.NextLine(br)
-			if err != nil {
-				return fmt.Errorf("%s: line %d: %w", src.Name, n, err)
+		err := audit.ScanTrail(src.R, decode, func(n int, al *audit.Line, d *decoded) error {
+			seq, prev, hasPrev := al.Seq, al.Prev, al.HasPrev
+			if !al.Fast {
+				seq = d.l.Seq
+				prev, hasPrev = audit.ParsePrev(d.l.Prev)
 			}
-			if raw == nil {
-				break
-			}
-			var link struct {
-				Seq  uint64 `json:"seq"`
-				Prev string `json:"prev"`
-			}
-			if err := json.Unmarshal(raw, &link); err != nil || link.Seq == 0 {
-				if !complete {
+			if seq == 0 || (d.err == errNotRecord) {
+				if !al.Complete {
 					r.broken(fmt.Sprintf("%s: line %d (after seq %d): torn final line, not a complete record", src.Name, n, r.chain.LastSeq))
-					break // nothing to count
+					return errTorn // nothing to count
 				}
 				return fmt.Errorf("%s: line %d (after seq %d): not an audit record", src.Name, n, r.chain.LastSeq)
 			}
-			if reason := r.chain.Check(link.Seq, link.Prev); reason != "" {
-				r.broken(fmt.Sprintf("%s: line %d (seq %d): %s", src.Name, n, link.Seq, reason))
+			if reason := r.chain.Check(seq, prev, hasPrev); reason != "" {
+				r.broken(fmt.Sprintf("%s: line %d (seq %d): %s", src.Name, n, seq, reason))
 			}
-			r.chain.Advance(link.Seq, raw)
-			if err := r.AddLine(raw); err != nil {
-				return fmt.Errorf("%s: line %d (seq %d): %w", src.Name, n, link.Seq, err)
+			r.chain.Advance(seq, al.Hash)
+			if d.err != nil {
+				return fmt.Errorf("%s: line %d (seq %d): %w", src.Name, n, seq, d.err)
 			}
+			r.add(&d.l)
 			fc.Records++
+			return nil
+		})
+		if err != nil && !errors.Is(err, errTorn) {
+			if !strings.HasPrefix(err.Error(), src.Name+": ") {
+				err = fmt.Errorf("%s: %w", src.Name, err) // a read error, or a line too long
+			}
+			return err
 		}
 		r.Chain.Files = append(r.Chain.Files, fc)
 	}
@@ -634,6 +647,9 @@ func (r *Report) ReadTrail(srcs []audit.Source) error {
 	r.Finish()
 	return nil
 }
+
+// errTorn ends the reading of a file at a torn final line.
+var errTorn = errors.New("torn final line")
 
 // broken records the first break of the chain.
 func (r *Report) broken(where string) {
