@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"compress/gzip"
+	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/audit/report"
+	"github.com/keybroker/keybroker/internal/secrets"
 )
 
 func auditCmd(args []string, stdout io.Writer) error {
@@ -23,7 +26,7 @@ func auditCmd(args []string, stdout io.Writer) error {
 			fmt.Fprint(stdout, auditUsage)
 			return flag.ErrHelp
 		}
-		return usageError{errors.New("usage: keybroker audit keygen | verify FILE... | report FILE...")}
+		return usageError{errors.New("usage: keybroker audit keygen | keys --vault-transit MOUNT/KEY | verify FILE... | report FILE...")}
 	}
 	switch args[0] {
 	case "keygen":
@@ -36,15 +39,60 @@ func auditCmd(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "private_key: %s\npublic_key: %s\n", seed, pub)
 		return nil
+	case "keys":
+		return auditKeys(args[1:], stdout, os.Stderr)
 	case "verify":
 		return auditVerify(args[1:], stdout)
 	case "report":
 		return auditReport(args[1:], stdout)
 	}
-	return usageError{fmt.Errorf("unknown audit command %q: keygen, verify or report", args[0])}
+	return usageError{fmt.Errorf("unknown audit command %q: keygen, keys, verify or report", args[0])}
 }
 
-const auditUsage = `usage: keybroker audit keygen | verify FILE... | report FILE...
+// auditKeys writes the public keys of every version of a Vault transit
+// key in the file format audit verify --public-keys reads, with a
+// "# version N" comment before each. It reads VAULT_ADDR and VAULT_TOKEN
+// as the vault CLI does.
+func auditKeys(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("audit keys", "audit keys --vault-transit MOUNT/KEY   (VAULT_ADDR and VAULT_TOKEN from the environment)", stdout)
+	ref := fs.String("vault-transit", "", "the transit key: its mount, then its name (transit/keybroker-audit)")
+	if err := fs.Parse(args); err != nil {
+		return flagError(err)
+	}
+	i := strings.LastIndexByte(*ref, '/')
+	if i <= 0 || i == len(*ref)-1 {
+		return usageError{errors.New("--vault-transit MOUNT/KEY is required (transit/keybroker-audit)")}
+	}
+	addr, token := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
+	if addr == "" || token == "" {
+		return usageError{errors.New("set VAULT_ADDR and VAULT_TOKEN (a token that may read " + (*ref)[:i] + "/keys/" + (*ref)[i+1:] + ")")}
+	}
+	v, err := secrets.NewVault(secrets.VaultOptions{Address: addr, Method: "token", Token: token})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := v.Login(ctx); err != nil {
+		return err
+	}
+	k, err := v.Transit((*ref)[:i], (*ref)[i+1:]).Read(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "# the public keys of Vault transit key %s, for keybroker audit verify --public-keys\n", *ref)
+	for ver := 1; ver <= k.Latest; ver++ {
+		pub, ok := k.Public[ver]
+		if !ok {
+			fmt.Fprintf(stderr, "keybroker: version %d of %s is trimmed in Vault: its public key cannot be read; keep the file you wrote before the trim\n", ver, *ref)
+			continue
+		}
+		fmt.Fprintf(stdout, "# version %d (key id %s)\n%s\n", ver, audit.KeyID(pub), base64.StdEncoding.EncodeToString(pub))
+	}
+	return nil
+}
+
+const auditUsage = `usage: keybroker audit keygen | keys --vault-transit MOUNT/KEY | verify FILE... | report FILE...
   (keybroker help audit verify, keybroker help audit report: their flags)
 `
 

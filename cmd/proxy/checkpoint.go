@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -11,13 +12,19 @@ import (
 	"github.com/keybroker/keybroker/internal/assemble"
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/config"
+	"github.com/keybroker/keybroker/internal/secrets"
 )
 
 // checkpointer writes signed checkpoints into the audit trail: every
 // checkpoint_interval, after checkpoint_records records, and at shutdown.
 // Each is also written to the operational log, so that a copy lives
-// outside the audit file's storage. The key comes from the credential
-// cache, so a rotation is picked up by the next checkpoint.
+// outside the audit file's storage. The key is the seed of
+// audit.signing.credential (from the credential cache, so a rotation is
+// picked up by the next checkpoint), or a Vault transit key that never
+// leaves Vault. A checkpoint is taken under the writer's lock, signed
+// outside it (a Vault round trip holds no call), then appended; a failed
+// signature is retried with back-off, from a second up to the interval,
+// while calls go on.
 type checkpointer struct {
 	a   *app
 	cfg config.Signing
@@ -26,44 +33,114 @@ type checkpointer struct {
 	signer  *audit.Signer
 	version int
 	ref     string
+	// keyID, keyVersion: the last checkpoint's key; lastErr the last
+	// failure to sign ("" after a success).
+	keyID      string
+	keyVersion int
+	lastErr    string
 }
 
 func (c *checkpointer) run(ctx context.Context) error {
-	every := time.NewTicker(c.cfg.CheckpointInterval.D())
+	interval := c.cfg.CheckpointInterval.D()
+	every := time.NewTimer(interval)
 	defer every.Stop()
 	count := time.NewTicker(time.Second)
 	defer count.Stop()
+	backoff := time.Second
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-every.C:
-			c.write(ctx)
 		case <-count.C:
-			if c.a.auditor.SinceCheckpoint() >= uint64(c.cfg.CheckpointRecords) {
-				c.write(ctx)
+			if c.a.auditor.SinceCheckpoint() < uint64(c.cfg.CheckpointRecords) {
+				continue
 			}
 		}
+		if err := c.write(ctx); err != nil {
+			every.Reset(backoff)
+			backoff = min(2*backoff, interval)
+			continue
+		}
+		backoff = time.Second
+		every.Reset(interval)
 	}
 }
 
 // write signs and writes a checkpoint covering every record so far.
-func (c *checkpointer) write(ctx context.Context) {
-	s, err := c.currentSigner(ctx)
-	if err != nil {
-		c.a.log.Error("audit checkpoint not written: no usable signing key", zap.Error(err))
-		return
+func (c *checkpointer) write(ctx context.Context) error {
+	s, err := c.keySigner(ctx)
+	if err == nil {
+		cp, ok := c.a.auditor.NextCheckpoint()
+		if !ok {
+			return nil
+		}
+		if err = audit.SignCheckpoint(ctx, s, &cp); err == nil {
+			if _, err = c.a.auditor.AppendCheckpoint(cp, time.Now()); err != nil {
+				c.a.log.Error("audit checkpoint not written", zap.Error(err))
+				return err
+			}
+			c.mu.Lock()
+			c.keyID, c.keyVersion, c.lastErr = cp.KeyID, cp.KeyVersion, ""
+			c.mu.Unlock()
+			// The auditor's external copy: the checkpoint object (about 400
+			// bytes), which audit verify --checkpoint reads; not the whole
+			// audit line beside it.
+			c.a.log.Info("audit checkpoint", zap.Any("checkpoint", cp))
+			return nil
+		}
 	}
-	cp, _, ok, err := c.a.auditor.WriteCheckpoint(s, time.Now())
+	c.mu.Lock()
+	c.lastErr = err.Error()
+	c.mu.Unlock()
+	c.a.log.Error("audit checkpoint not signed: retrying; calls go on", zap.Error(err))
+	return err
+}
+
+// keySigner is what signs: the transit key, or the seed the cache holds.
+func (c *checkpointer) keySigner(ctx context.Context) (audit.KeySigner, error) {
+	if t := c.transit(); t != nil {
+		return t, nil
+	}
+	if c.cfg.VaultTransit != nil {
+		return nil, errors.New("no Vault client for audit.signing.vault_transit")
+	}
+	return c.currentSigner(ctx)
+}
+
+// transit is the transit key, through the Vault client in use (a reload
+// may replace it); nil without vault_transit.
+func (c *checkpointer) transit() *secrets.Transit {
+	vt := c.cfg.VaultTransit
+	if vt == nil {
+		return nil
+	}
+	v := c.a.vault.Load().client()
+	if v == nil {
+		return nil
+	}
+	return v.Transit(vt.Mount, vt.Key)
+}
+
+// checkTransit reads the transit key once at start: one that is not a
+// plain Ed25519 key is a start-up error; an exportable one a warning;
+// Vault away only a warning (the checkpoints retry).
+func (c *checkpointer) checkTransit(ctx context.Context) error {
+	t := c.transit()
+	if t == nil {
+		return nil
+	}
+	k, err := t.Read(ctx)
 	switch {
+	case errors.Is(err, secrets.ErrTransitKeyType):
+		return fmt.Errorf("audit.signing.vault_transit: %w", err)
 	case err != nil:
-		c.a.log.Error("audit checkpoint not written", zap.Error(err))
-	case ok:
-		// The auditor's external copy: the checkpoint object (about 400
-		// bytes), which audit verify --checkpoint reads; not the whole
-		// audit line beside it.
-		c.a.log.Info("audit checkpoint", zap.Any("checkpoint", cp))
+		c.a.log.Warn("audit signing key not read yet: checkpoints retry until Vault answers", zap.Error(err))
+	case k.Exportable:
+		c.a.log.Warn("the audit transit key is exportable: whoever may export it can sign a rewritten trail; make a key with exportable=false",
+			zap.String("key", t.Ref()))
 	}
+	return nil
 }
 
 // currentSigner is the signer for the key the cache holds now.
@@ -113,14 +190,26 @@ func (c *checkpointer) status(now time.Time) *signingStatus {
 		return nil
 	}
 	st := &signingStatus{}
-	for _, s := range c.a.creds.current().Status() {
-		if s.Name == assemble.AuditSigningCredential {
-			st.Source, st.Ref, st.Loaded, st.Version, st.Error = s.Source, s.Ref, s.Loaded, s.Version, s.LastErr
+	if t := c.transit(); t != nil || c.cfg.VaultTransit != nil {
+		st.Source, st.Ref, st.Loaded = "vault_transit", c.cfg.VaultTransit.Mount+"/"+c.cfg.VaultTransit.Key, true
+	} else {
+		for _, s := range c.a.creds.current().Status() {
+			if s.Name == assemble.AuditSigningCredential {
+				st.Source, st.Ref, st.Loaded, st.Version, st.Error = s.Source, s.Ref, s.Loaded, s.Version, s.LastErr
+			}
 		}
 	}
 	c.mu.Lock()
-	if c.signer != nil {
+	if c.keyID != "" {
+		st.KeyID = c.keyID
+	} else if c.signer != nil {
 		st.KeyID = c.signer.KeyID()
+	}
+	if c.cfg.VaultTransit != nil {
+		st.Version = c.keyVersion
+	}
+	if c.lastErr != "" {
+		st.Error = c.lastErr
 	}
 	c.mu.Unlock()
 	if at, ok := c.a.auditor.OldestUnsigned(); ok {

@@ -5,7 +5,7 @@
 //	keybroker [serve] --config FILE             run the proxy (the default)
 //	keybroker validate --config FILE [--check-secrets] [--check-upstreams]
 //	keybroker hash-key [--stdin]                make a caller key and its SHA-256
-//	keybroker audit keygen|verify|report       sign, check and read the audit trail
+//	keybroker audit keygen|keys|verify|report  sign, check and read the audit trail
 //	keybroker operations [UPSTREAM]            the vendors' operations and their tiers
 //	keybroker policy CALLER | --operation NAME what a caller may call, who may call an operation
 //	keybroker version
@@ -172,6 +172,8 @@ const usage = `usage: keybroker COMMAND [flags]   (keybroker help COMMAND: its f
   keybroker hash-key [--stdin]                  make a new caller key and its key_sha256
                                                (--stdin: hash a key read from standard input)
   keybroker audit keygen                       make a checkpoint signing key (private_key, public_key)
+  keybroker audit keys --vault-transit MOUNT/KEY
+                                               a Vault transit key's public keys, for --public-keys
   keybroker audit verify FILE... [--public-key K]... [--public-keys F] [--checkpoint CP]
                                                check a trail's chain (rotated files oldest first,
                                                .gz too), its signed checkpoints, the auditor's copy

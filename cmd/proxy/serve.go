@@ -182,6 +182,14 @@ func (a *app) run(ctx context.Context) error {
 	a.background(func(ctx context.Context) error { a.watchAuditSpace(ctx, 2*time.Second); return nil })
 	a.startVault(a.vault.Load())
 	if a.checkpoints != nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := a.checkpoints.checkTransit(cctx)
+		cancel()
+		if err != nil {
+			stopBG()
+			a.wg.Wait()
+			return err
+		}
 		a.background(a.checkpoints.run)
 	}
 	defer func() {
@@ -299,7 +307,7 @@ func (a *app) shutdown() error {
 	a.event(audit.Event{Name: "shutdown"})
 	if a.checkpoints != nil {
 		// The last checkpoint covers the shutdown record.
-		a.checkpoints.write(context.Background())
+		_ = a.checkpoints.write(context.Background())
 	}
 	return nil
 }

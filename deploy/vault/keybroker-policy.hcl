@@ -40,6 +40,16 @@ path "secret/metadata/keybroker/audit-signing" {
   capabilities = ["read"]
 }
 
+# Or, preferred, a transit key that never leaves Vault
+# (audit.signing.vault_transit: {mount: transit, key: keybroker-audit}):
+# signatures and the public keys only; no export, no backup.
+path "transit/sign/keybroker-audit" {
+  capabilities = ["update"]
+}
+path "transit/keys/keybroker-audit" {
+  capabilities = ["read"]
+}
+
 # keybroker renews and looks up its own token (granted by Vault's default
 # policy too; listed so the intent is explicit if default is not attached).
 path "auth/token/renew-self" {

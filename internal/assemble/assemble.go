@@ -99,9 +99,10 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		}
 		p.Specs = append(p.Specs, secrets.Spec{Name: EgressCredential, Source: src, Required: []string{"username", "password"}})
 	}
-	if sg := cfg.Audit.Signing; sg != nil {
+	if sg := cfg.Audit.Signing; sg != nil && sg.VaultTransit == nil {
 		// The checkpoint signing key is read, refreshed and rotated like a
-		// vendor credential.
+		// vendor credential (a transit key stays in Vault: cmd/proxy asks
+		// it for signatures).
 		src, err := source(sg.Credential, vault, env, "private_key")
 		if err != nil {
 			return Parts{}, fmt.Errorf("audit.signing.credential: %w", err)

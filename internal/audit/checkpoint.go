@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -27,6 +28,35 @@ type Checkpoint struct {
 	PrevSignature string `json:"prev_signature"`
 	// Signature is Ed25519 over SignedBytes, base64.
 	Signature string `json:"signature"`
+	// KeyName and KeyVersion name a key kept elsewhere (a Vault transit
+	// key) and the version that signed; not part of what is signed: the
+	// KeyID is.
+	KeyName    string `json:"key_name,omitempty"`
+	KeyVersion int    `json:"key_version,omitempty"`
+}
+
+// KeySigner signs with a key keybroker may not hold: Key says which key
+// (and version) the next signature will be made with; Sign makes it. The
+// Ed25519 seed of audit.signing.credential (Signer) and a Vault transit
+// key (package secrets) are both one.
+type KeySigner interface {
+	Key(ctx context.Context) (pub ed25519.PublicKey, name string, version int, err error)
+	Sign(ctx context.Context, version int, msg []byte) ([]byte, error)
+}
+
+// SignCheckpoint names the key in cp and signs it with s.
+func SignCheckpoint(ctx context.Context, s KeySigner, cp *Checkpoint) error {
+	pub, name, version, err := s.Key(ctx)
+	if err != nil {
+		return err
+	}
+	cp.KeyID, cp.KeyName, cp.KeyVersion = KeyID(pub), name, version
+	sig, err := s.Sign(ctx, version, cp.SignedBytes())
+	if err != nil {
+		return err
+	}
+	cp.Signature = base64.StdEncoding.EncodeToString(sig)
+	return nil
 }
 
 // SignedBytes is what a checkpoint's signature covers.
@@ -92,10 +122,38 @@ func NewSigner(seed string) (*Signer, error) {
 // KeyID is the signer's key id.
 func (s *Signer) KeyID() string { return s.keyID }
 
+// Key is the signer's public key (KeySigner); it has no name or version.
+func (s *Signer) Key(context.Context) (ed25519.PublicKey, string, int, error) {
+	return s.priv.Public().(ed25519.PublicKey), "", 0, nil
+}
+
+// Sign signs msg (KeySigner).
+func (s *Signer) Sign(_ context.Context, _ int, msg []byte) ([]byte, error) {
+	return ed25519.Sign(s.priv, msg), nil
+}
+
 // WriteCheckpoint appends a checkpoint covering every record written so
 // far, signed by s, and returns it with its exact line. It does nothing
 // (and returns false) when no record was written since the last one.
 func (w *Writer) WriteCheckpoint(s *Signer, at time.Time) (Checkpoint, []byte, bool, error) {
+	cp, ok := w.NextCheckpoint()
+	if !ok {
+		return Checkpoint{}, nil, false, nil
+	}
+	if err := SignCheckpoint(context.Background(), s, &cp); err != nil {
+		return Checkpoint{}, nil, false, err
+	}
+	line, err := w.AppendCheckpoint(cp, at)
+	return cp, line, err == nil, err
+}
+
+// NextCheckpoint returns the checkpoint to sign now, unsigned: the last
+// record's seq and hash and the previous checkpoint's signature; false
+// when no record was written since the last checkpoint. It is signed
+// outside the writer's lock (a Vault round trip must not hold calls), and
+// appended with AppendCheckpoint: it then covers a record a few lines
+// before it.
+func (w *Writer) NextCheckpoint() (Checkpoint, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.scanned {
@@ -108,26 +166,35 @@ func (w *Writer) WriteCheckpoint(s *Signer, at time.Time) (Checkpoint, []byte, b
 		}
 	}
 	if w.seq == 0 || w.seq == w.checkpointSeq {
-		return Checkpoint{}, nil, false, nil
+		return Checkpoint{}, false
 	}
-	cp := Checkpoint{Seq: w.seq, Hash: w.prev, KeyID: s.keyID, PrevSignature: w.lastSignature}
-	cp.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(s.priv, cp.SignedBytes()))
+	w.signingSince = time.Now()
+	return Checkpoint{Seq: w.seq, Hash: w.prev, PrevSignature: w.lastSignature}, true
+}
+
+// AppendCheckpoint appends cp, signed, as the event checkpoint and
+// returns its exact line.
+func (w *Writer) AppendCheckpoint(cp Checkpoint, at time.Time) ([]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	ev := Event{Name: EventCheckpoint, Checkpoint: &cp}
 	var line []byte
+	var lineSeq uint64
 	err := w.appendLocked(func(b []byte, seq uint64, prev string) ([]byte, error) {
 		out, err := eventAt(ev, at)(b, seq, prev)
-		line = append([]byte(nil), out[len(b):]...)
+		line, lineSeq = append([]byte(nil), out[len(b):]...), seq
 		return out, err
 	})
 	if err != nil {
-		return Checkpoint{}, nil, false, err
+		return nil, err
 	}
-	w.checkpointSeq, w.lastSignature = cp.Seq+1, cp.Signature
+	w.checkpointSeq, w.lastSignature = lineSeq, cp.Signature
 	w.unsignedSince = time.Time{}
-	if w.seq > w.checkpointSeq {
-		w.unsignedSince = at // records batched after the checkpoint's line
+	if w.seq > lineSeq || lineSeq > cp.Seq+1 {
+		// Records written while it was signed, before or after its line.
+		w.unsignedSince = w.signingSince
 	}
-	return cp, line, true, nil
+	return line, nil
 }
 
 // OldestUnsigned is when the oldest record that no checkpoint covers yet

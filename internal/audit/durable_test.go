@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"os"
@@ -376,4 +378,55 @@ func TestWriter_DiskFullAfterBeginNamesTheCall(t *testing.T) {
 			t.Errorf("verify after %d records: %v", n, err)
 		}
 	})
+}
+
+// TestCheckpoint_SignedOutsideTheLock: a checkpoint taken, then signed
+// while records go on being written, covers the record it was taken at:
+// it verifies, the records written meanwhile are not yet covered, and a
+// checkpoint whose hash is not its record's is refused.
+func TestCheckpoint_SignedOutsideTheLock(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	seed, pub, err := NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := NewSigner(seed)
+	writeN(t, w, 5)
+	cp, ok := w.NextCheckpoint()
+	if !ok || cp.Seq != 5 {
+		t.Fatalf("next checkpoint %+v %v", cp, ok)
+	}
+	writeN(t, w, 3) // while it is signed
+	if err := SignCheckpoint(context.Background(), s, &cp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.AppendCheckpoint(cp, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ParsePublicKey(pub)
+	keys := map[string]ed25519.PublicKey{KeyID(key): key}
+	rep, err := VerifyTrail([]Source{{R: bytes.NewReader(buf.Bytes())}}, VerifyOptions{Keys: keys})
+	if err != nil || rep.Checkpoints != 1 || rep.Covered != 5 || rep.Uncovered != 3 {
+		t.Errorf("verify %+v, %v; want one checkpoint covering seq 5, 3 records not yet covered", rep, err)
+	}
+	if _, ok := w.OldestUnsigned(); !ok {
+		t.Error("records written while the checkpoint was signed are not reported unsigned")
+	}
+	// The same, but the checkpoint names another record's hash.
+	var buf2 bytes.Buffer
+	w2 := NewWriter(&buf2)
+	writeN(t, w2, 5)
+	cp2, _ := w2.NextCheckpoint()
+	writeN(t, w2, 1)
+	cp2.Seq = 4 // not the record whose hash it holds
+	if err := SignCheckpoint(context.Background(), s, &cp2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.AppendCheckpoint(cp2, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyTrail([]Source{{R: bytes.NewReader(buf2.Bytes())}}, VerifyOptions{Keys: keys}); err == nil || !strings.Contains(err.Error(), "records it covers were altered") {
+		t.Errorf("a checkpoint on the wrong record: %v", err)
+	}
 }

@@ -37,6 +37,11 @@ func (e *VerifyError) Error() string {
 	return fmt.Sprintf("%sline %d (seq %d): %s", where, e.Line, e.Seq, e.Reason)
 }
 
+// coverWindow is how far back from its own line a checkpoint may cover:
+// it is signed outside the writer's lock, so records written meanwhile
+// come between the record it covers and its line.
+const coverWindow = 1 << 16
+
 // maxVerifyLine is the longest line Verify reads: far above MaxLine, the
 // longest the writer produces.
 const maxVerifyLine = 1 << 20
@@ -99,6 +104,8 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 		records      int
 		lastSeq      uint64
 		lastHash     [32]byte
+		recent       = make([][32]byte, coverWindow) // the hashes of the last records, by seq
+		covered      uint64
 		lastSig      string
 		cpLineSeq    uint64
 		auditorFound bool
@@ -154,10 +161,12 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 				switch {
 				case cp == nil:
 					return fail(seq, "a checkpoint without its signature")
-				case records == 0:
-					// The trail given starts here: nothing before it to compare.
-				case cp.Seq != lastSeq || cp.Hash != hex.EncodeToString(lastHash[:]):
-					return fail(seq, "the checkpoint does not match the record before it: records it covers were altered")
+				case records == 0 || cp.Seq < rep.FirstSeq:
+					// The trail given starts after what it covers: nothing to compare.
+				case cp.Seq > lastSeq || lastSeq-cp.Seq >= coverWindow || cp.Seq < covered:
+					return fail(seq, fmt.Sprintf("the checkpoint covers seq %d, which is not among the %d records before it", cp.Seq, coverWindow))
+				case cp.Hash != hex.EncodeToString(recent[cp.Seq%coverWindow][:]):
+					return fail(seq, "the checkpoint does not match the record it covers: records it covers were altered")
 				}
 				if opts.Keys != nil {
 					if err := cp.Verify(opts.Keys); err != nil {
@@ -171,12 +180,13 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 				default:
 					return fail(seq, "the checkpoint does not follow the previous checkpoint: checkpoints were removed or replaced")
 				}
-				lastSig, cpLineSeq = cp.Signature, seq
+				lastSig, cpLineSeq, covered = cp.Signature, seq, cp.Seq
 				rep.Checkpoints++
 				rep.Covered = cp.Seq
 			}
 			records++
 			lastSeq, lastHash = seq, l.Hash
+			recent[seq%coverWindow] = l.Hash
 			if cp := opts.Checkpoint; cp != nil && seq == cp.Seq {
 				if hex.EncodeToString(lastHash[:]) != cp.Hash {
 					return fail(seq, "this record is not the one the auditor's checkpoint signed: the trail was rewritten")
@@ -203,7 +213,9 @@ func VerifyTrail(srcs []Source, opts VerifyOptions) (VerifyReport, error) {
 		return rep, &VerifyError{Line: records, Seq: rep.LastSeq, Reason: reason}
 	}
 	if cpLineSeq > 0 {
-		rep.Uncovered = int(rep.LastSeq - cpLineSeq)
+		// Every record after the one the last checkpoint covers, but that
+		// checkpoint's own line.
+		rep.Uncovered = int(rep.LastSeq - rep.Covered - 1)
 	} else {
 		rep.Uncovered = records
 	}

@@ -66,8 +66,10 @@ type Writer struct {
 	lastSignature string
 	scanned       bool
 	// unsignedSince is when the oldest record no checkpoint covers yet was
-	// written (zero: none).
+	// written (zero: none); signingSince when the checkpoint being signed
+	// was taken (NextCheckpoint).
 	unsignedSince time.Time
+	signingSince  time.Time
 
 	// Durability (sync.go): sync is audit.sync and syncer the call that
 	// puts the file on stable storage; synced is the last seq synced (the

@@ -143,6 +143,8 @@ func TestLoad_ErrorsNameTheFieldPath(t *testing.T) {
 		{"bad rewrite_links", "    preset: infocyte\n", "    preset: infocyte\n    rewrite_links: [\"a..b\"]\n", "upstreams[1].rewrite_links[0]: must be dotted JSON object keys"},
 		{"negative min_free_bytes", "callers:", "audit: {min_free_bytes: -1}\ncallers:", "audit.min_free_bytes: must not be negative"},
 		{"unknown audit.sync", "callers:", "audit: {sync: always}\ncallers:", `audit.sync: must be writes, all or none, not "always"`},
+		{"transit without a key", "callers:", "audit: {signing: {vault_transit: {mount: transit}}}\ncallers:", "audit.signing.vault_transit.key: required"},
+		{"transit and a seed", "callers:", "audit: {signing: {vault_transit: {key: k}, credential: {env: {key: SEED}}}}\ncallers:", "audit.signing: set credential or vault_transit, not both"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -153,7 +153,7 @@ func (c *Config) UsesVault() bool {
 			return true
 		}
 	}
-	if s := c.Audit.Signing; s != nil && s.Credential.Vault != nil {
+	if s := c.Audit.Signing; s != nil && (s.Credential.Vault != nil || s.VaultTransit != nil) {
 		return true
 	}
 	if s := c.OAuth.TokenSigning; s != nil && s.Vault != nil {

@@ -470,14 +470,25 @@ type Audit struct {
 type Signing struct {
 	// Credential holds the Ed25519 key: field private_key, base64 of the
 	// 32-byte seed (keybroker audit keygen makes one). Read, refreshed and
-	// rotated like a vendor credential.
+	// rotated like a vendor credential. Or:
 	Credential Credential `yaml:"credential"`
+	// VaultTransit signs with an Ed25519 key of Vault's transit engine,
+	// which never leaves Vault (preferred: nobody who reads a KV path or
+	// keybroker's memory can sign). The Vault policy grants update on
+	// <mount>/sign/<key> and read on <mount>/keys/<key>.
+	VaultTransit *VaultTransit `yaml:"vault_transit"`
 	// CheckpointInterval is how often a checkpoint is written when records
 	// were added. Default 1m.
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 	// CheckpointRecords writes one sooner, after this many records.
 	// Default 10000.
 	CheckpointRecords int `yaml:"checkpoint_records"`
+}
+
+// VaultTransit names a key of Vault's transit engine.
+type VaultTransit struct {
+	Mount string `yaml:"mount"`
+	Key   string `yaml:"key"`
 }
 
 // Log configures the operational log.

@@ -599,7 +599,19 @@ func (c *Config) completeRest(e *errs) {
 		e.add("server.refusals.summary_interval", "must be at least 1s")
 	}
 	if sg := c.Audit.Signing; sg != nil {
-		checkCredential(e, "audit.signing.credential", &sg.Credential)
+		cr := sg.Credential
+		switch hasCred := cr.Vault != nil || cr.File != nil || cr.Env != nil; {
+		case sg.VaultTransit != nil && hasCred:
+			e.add("audit.signing", "set credential or vault_transit, not both")
+		case sg.VaultTransit != nil:
+			vt := sg.VaultTransit
+			def(&vt.Mount, "transit")
+			if vt.Key == "" {
+				e.add("audit.signing.vault_transit.key", "required: the name of an Ed25519 transit key")
+			}
+		default:
+			checkCredential(e, "audit.signing.credential", &sg.Credential)
+		}
 		defDur(&sg.CheckpointInterval, time.Minute)
 		if sg.CheckpointInterval.D() < time.Second {
 			e.add("audit.signing.checkpoint_interval", "must be at least 1s")

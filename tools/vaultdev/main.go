@@ -2,7 +2,8 @@
 // integration tests and demo. It is Vault's own server code imported as a
 // library (no Vault binary is packaged for this machine): an in-memory or
 // file-backed core, initialised and unsealed by itself, with KV v2 mounted at
-// secret/ and the AppRole auth method available.
+// secret/, the transit engine available (tests enable it) and the AppRole
+// auth method available.
 //
 // It lives in its own Go module so that keybroker's module and binary never
 // depend on Vault's server packages (about 300 modules, BUSL-licensed).
@@ -34,6 +35,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	kv "github.com/hashicorp/vault-plugin-secrets-kv"
 	credAppRole "github.com/hashicorp/vault/builtin/credential/approle"
+	"github.com/hashicorp/vault/builtin/logical/transit"
 	"github.com/hashicorp/vault/helper/namespace"
 	vaulthttp "github.com/hashicorp/vault/http"
 	"github.com/hashicorp/vault/internalshared/configutil"
@@ -93,7 +95,7 @@ func run(addr, dataDir, logLevel string) error {
 
 	core, err := vault.NewCore(&vault.CoreConfig{
 		Physical:           backend,
-		LogicalBackends:    map[string]logical.Factory{"kv": kv.Factory},
+		LogicalBackends:    map[string]logical.Factory{"kv": kv.Factory, "transit": transit.Factory},
 		CredentialBackends: map[string]logical.Factory{"approle": credAppRole.Factory},
 		BuiltinRegistry:    builtins,
 		DisableMlock:       true,
@@ -240,6 +242,7 @@ type registry map[string]struct {
 
 var builtins = registry{
 	"kv":      {consts.PluginTypeSecrets, kv.Factory},
+	"transit": {consts.PluginTypeSecrets, transit.Factory},
 	"approle": {consts.PluginTypeCredential, credAppRole.Factory},
 }
 
