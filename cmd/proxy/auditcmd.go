@@ -121,6 +121,11 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // openTrail opens the files of a trail in order; .gz files are read
 // through gzip. close closes them all.
 func openTrail(files []string) ([]audit.Source, func(), error) {
+	return openTrailShown(files, nil)
+}
+
+// openTrailShown is openTrail with the bytes read counted in p.
+func openTrailShown(files []string, p *progress) ([]audit.Source, func(), error) {
 	var srcs []audit.Source
 	var closers []io.Closer
 	closeAll := func() {
@@ -135,9 +140,9 @@ func openTrail(files []string) ([]audit.Source, func(), error) {
 			return nil, nil, err
 		}
 		closers = append(closers, f)
-		var r io.Reader = f
+		r := p.reader(len(srcs)+1, f)
 		if strings.HasSuffix(name, ".gz") {
-			zr, err := gzip.NewReader(bufio.NewReader(f))
+			zr, err := gzip.NewReader(bufio.NewReader(r))
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("%s: %w", name, err)
@@ -174,12 +179,15 @@ func auditVerify(args []string, stdout io.Writer) error {
 		}
 		opts.Checkpoint = cp
 	}
-	srcs, closeAll, err := openTrail(files)
+	shown := newProgress(files, os.Stderr)
+	srcs, closeAll, err := openTrailShown(files, shown)
 	if err != nil {
+		shown.Done()
 		return err
 	}
 	defer closeAll()
 	rep, err := audit.VerifyTrail(srcs, opts)
+	shown.Done()
 	var ve *audit.VerifyError
 	if errors.As(err, &ve) && ve.Torn {
 		return fmt.Errorf("%d record(s) intact, then a torn final line: %w", rep.Records, err)
@@ -305,13 +313,17 @@ func auditReport(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srcs, closeAll, err := openTrail(files)
+	shown := newProgress(files, os.Stderr)
+	srcs, closeAll, err := openTrailShown(files, shown)
 	if err != nil {
+		shown.Done()
 		return err
 	}
 	defer closeAll()
 	rep := report.New(f)
-	if err := rep.ReadTrail(srcs); err != nil {
+	err = rep.ReadTrail(srcs)
+	shown.Done()
+	if err != nil {
 		return err
 	}
 	if pubs != nil {

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOperationsCmd: the presets' catalogues as a table (both path forms
@@ -165,5 +167,24 @@ func TestUsage_SpellsFlagsOneWay(t *testing.T) {
 		if !strings.Contains(text, "--") && name != "audit keygen" && name != "audit" {
 			t.Errorf("%s lists no flag:\n%s", name, text)
 		}
+	}
+}
+
+// TestProgress_OnlyAtATerminal: no progress is shown when stderr is not a
+// terminal; the line says the file, the bytes, the speed and the time left.
+func TestProgress_OnlyAtATerminal(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if p := newProgress([]string{f.Name()}, f); p != nil {
+		t.Error("progress on a file that is not a terminal")
+	}
+	p := &progress{files: 3, total: 300 << 20, start: time.Now().Add(-2 * time.Second)}
+	p.read.Store(100 << 20)
+	p.file.Store(2)
+	if got := p.line(p.start.Add(2 * time.Second)); got != "file 2 of 3, 100 of 300 MiB, 52 MB/s, 4 s left" {
+		t.Errorf("progress line %q", got)
 	}
 }
