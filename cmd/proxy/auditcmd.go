@@ -179,6 +179,37 @@ func auditVerify(args []string, stdout io.Writer) error {
 		}
 		opts.Checkpoint = cp
 	}
+	chains, holes, err := trailFiles(files, os.Stderr)
+	if err != nil {
+		return err
+	}
+	var failed []error
+	for _, c := range chains {
+		o := opts
+		if cp := opts.Checkpoint; cp != nil && len(chains) > 1 && cp.Replica != c.replica {
+			o.Checkpoint = nil // the auditor's copy is another replica's
+		}
+		prefix := ""
+		if len(chains) > 1 {
+			prefix = "replica " + c.replica + ": "
+		}
+		if err := verifyChain(c.files, o, prefix, stdout); err != nil {
+			if len(chains) == 1 {
+				return err
+			}
+			fmt.Fprintf(stdout, "%sFAILED: %v\n", prefix, err)
+			failed = append(failed, fmt.Errorf("replica %s: %w", c.replica, err))
+		}
+	}
+	for _, h := range holes {
+		fmt.Fprintf(stdout, "FAILED: %v\n", h)
+		failed = append(failed, h)
+	}
+	return errors.Join(failed...)
+}
+
+// verifyChain verifies one chain of files and says what it found.
+func verifyChain(files []string, opts audit.VerifyOptions, prefix string, stdout io.Writer) error {
 	shown := newProgress(files, os.Stderr)
 	srcs, closeAll, err := openTrailShown(files, shown)
 	if err != nil {
@@ -195,23 +226,23 @@ func auditVerify(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("trail broken after %d good record(s): %w", rep.Records, err)
 	}
-	fmt.Fprintf(stdout, "%d record(s), seq %d to %d, chain intact\n", rep.Records, rep.FirstSeq, rep.LastSeq)
+	fmt.Fprintf(stdout, "%s%d record(s), seq %d to %d, chain intact\n", prefix, rep.Records, rep.FirstSeq, rep.LastSeq)
 	switch {
 	case !rep.Signed:
-		fmt.Fprintf(stdout, "signatures NOT checked (no --public-key): %d checkpoint(s) found\n", rep.Checkpoints)
+		fmt.Fprintf(stdout, "%ssignatures NOT checked (no --public-key): %d checkpoint(s) found\n", prefix, rep.Checkpoints)
 	case rep.Checkpoints == 0:
-		fmt.Fprintln(stdout, "WARNING: no signed checkpoint in the trail: nothing is covered by a signature")
+		fmt.Fprintf(stdout, "%sWARNING: no signed checkpoint in the trail: nothing is covered by a signature\n", prefix)
 	default:
-		fmt.Fprintf(stdout, "%d checkpoint(s), every signature valid; records up to seq %d are signed\n", rep.Checkpoints, rep.Covered)
+		fmt.Fprintf(stdout, "%s%d checkpoint(s), every signature valid; records up to seq %d are signed\n", prefix, rep.Checkpoints, rep.Covered)
 	}
 	if rep.Signed && rep.Checkpoints > 0 && rep.Uncovered > 0 {
-		fmt.Fprintf(stdout, "WARNING: %d record(s) after the last checkpoint are not yet covered by a signature\n", rep.Uncovered)
+		fmt.Fprintf(stdout, "%sWARNING: %d record(s) after the last checkpoint are not yet covered by a signature\n", prefix, rep.Uncovered)
 	}
 	if rep.Restarts > 0 {
-		fmt.Fprintf(stdout, "note: the checkpoint chain starts again %d time(s) (a restart that did not find the previous checkpoint)\n", rep.Restarts)
+		fmt.Fprintf(stdout, "%snote: the checkpoint chain starts again %d time(s) (a restart that did not find the previous checkpoint)\n", prefix, rep.Restarts)
 	}
 	if opts.Checkpoint != nil {
-		fmt.Fprintf(stdout, "the auditor's checkpoint (seq %d) is in the trail\n", opts.Checkpoint.Seq)
+		fmt.Fprintf(stdout, "%sthe auditor's checkpoint (seq %d) is in the trail\n", prefix, opts.Checkpoint.Seq)
 	}
 	return nil
 }
@@ -313,18 +344,36 @@ func auditReport(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	shown := newProgress(files, os.Stderr)
-	srcs, closeAll, err := openTrailShown(files, shown)
+	chains, holes, err := trailFiles(files, os.Stderr)
 	if err != nil {
-		shown.Done()
 		return err
 	}
-	defer closeAll()
+	var all []string
+	for _, c := range chains {
+		all = append(all, c.files...)
+	}
+	shown := newProgress(all, os.Stderr)
+	var trails []report.ReplicaTrail
+	for _, c := range chains {
+		srcs, closeAll, err := openTrailShown(c.files, shown)
+		if err != nil {
+			shown.Done()
+			return err
+		}
+		defer closeAll()
+		trails = append(trails, report.ReplicaTrail{Replica: c.replica, Sources: srcs})
+	}
 	rep := report.New(f)
-	err = rep.ReadTrail(srcs)
+	err = rep.ReadReplicas(trails)
 	shown.Done()
 	if err != nil {
 		return err
+	}
+	for _, h := range holes {
+		rep.Chain.Intact = false
+		if rep.Chain.Break == "" {
+			rep.Chain.Break = h.Error()
+		}
 	}
 	if pubs != nil {
 		// The signatures, as verify checks them: a second pass.

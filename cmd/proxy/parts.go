@@ -28,6 +28,18 @@ import (
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
+// replicaName is audit.replica, else the host name.
+func replicaName(cfg *config.Config) string {
+	if cfg.Audit.Replica != "" {
+		return cfg.Audit.Replica
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "keybroker"
+	}
+	return h
+}
+
 // build creates the long-lived parts, in one order: audit, Vault (when the
 // configuration uses it), metrics, limiter, then the assembled parts, the
 // credential cache and the proxy. It starts nothing; run does.
@@ -41,7 +53,7 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit.sync: %w", err)
 		}
-		if a.auditor, err = audit.OpenWith(cfg.Audit.Path, audit.Options{Sync: sync}); err != nil {
+		if a.auditor, err = audit.OpenWith(cfg.Audit.Path, audit.Options{Sync: sync, Replica: replicaName(cfg)}); err != nil {
 			return nil, err
 		}
 	}

@@ -174,7 +174,7 @@ func (a *app) run(ctx context.Context) error {
 	// before any call is accepted: an audit sink that cannot be written
 	// is found now, and calls get 503.
 	a.closeInterrupted()
-	a.event(audit.Event{Name: audit.EventStarted, Detail: "keybroker " + buildVersion()})
+	a.event(audit.Event{Name: audit.EventStarted, Detail: "keybroker " + buildVersion(), Replica: replicaName(a.cfg)})
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	a.bg = bg
 	a.stopCache = a.background(a.creds.current().Run)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keybroker/keybroker/internal/callers"
+	"github.com/keybroker/keybroker/internal/secrets"
 	"github.com/keybroker/keybroker/internal/vaulttest"
 	"github.com/keybroker/keybroker/internal/vendortest"
 )
@@ -123,6 +125,23 @@ audit:
 	if code := run([]string{"audit", "verify", trail, "--public-keys", keyFile}, nil, &out, &out); code != 0 || !strings.Contains(out.String(), "every signature valid") {
 		t.Errorf("audit verify with the transit keys: exit %d\n%s", code, out.String())
 	}
+	// Only a plain Ed25519 key signs: another type, or a derived key, is
+	// refused by name.
+	vs.Write("transit/keys/kb-aes", map[string]any{"type": "aes256-gcm96"})
+	vs.Write("transit/keys/kb-derived", map[string]any{"type": "ed25519", "derived": true})
+	v, err := secrets.NewVault(secrets.VaultOptions{Address: vs.Addr, Method: "token", Token: vs.RootToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Login(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"kb-aes", "kb-derived"} {
+		if _, err := v.Transit("transit", k).Read(t.Context()); !errors.Is(err, secrets.ErrTransitKeyType) {
+			t.Errorf("transit key %s: %v; want refused as not a plain Ed25519 key", k, err)
+		}
+	}
+
 	// No key material anywhere keybroker writes: only Vault holds it.
 	raw, _ := os.ReadFile(trail)
 	cfg, _ := os.ReadFile(cfgPath)

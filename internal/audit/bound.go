@@ -109,6 +109,7 @@ func (e *Event) bound() {
 	e.Begun = bound(e.Begun, maxShort)
 	e.Outcome = bound(e.Outcome, maxShort)
 	e.Detail = bound(e.Detail, MaxDetail)
+	e.Replica = bound(e.Replica, maxName)
 	for i := range e.Paths {
 		e.Paths[i].Path = bound(e.Paths[i].Path, MaxPath)
 	}

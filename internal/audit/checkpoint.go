@@ -33,6 +33,8 @@ type Checkpoint struct {
 	// KeyID is.
 	KeyName    string `json:"key_name,omitempty"`
 	KeyVersion int    `json:"key_version,omitempty"`
+	// Replica names the keybroker whose trail it signs (audit.replica).
+	Replica string `json:"replica,omitempty"`
 }
 
 // KeySigner signs with a key keybroker may not hold: Key says which key
@@ -169,7 +171,7 @@ func (w *Writer) NextCheckpoint() (Checkpoint, bool) {
 		return Checkpoint{}, false
 	}
 	w.signingSince = time.Now()
-	return Checkpoint{Seq: w.seq, Hash: w.prev, PrevSignature: w.lastSignature}, true
+	return Checkpoint{Seq: w.seq, Hash: w.prev, PrevSignature: w.lastSignature, Replica: w.replica}, true
 }
 
 // AppendCheckpoint appends cp, signed, as the event checkpoint and

@@ -135,6 +135,9 @@ type Event struct {
 	// Outcome is a token request's (event token_issued): issued, or the
 	// OAuth error it was refused with.
 	Outcome string `json:"outcome,omitempty"`
+	// Replica names the keybroker that wrote the file (audit_file_opened,
+	// started; audit.replica).
+	Replica string `json:"replica,omitempty"`
 	// Checkpoint is set on the event "checkpoint".
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }

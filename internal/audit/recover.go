@@ -20,6 +20,10 @@ const EventCallInterrupted = "call_interrupted"
 // recovery scans back to the one before.
 const EventStarted = "started"
 
+// EventFileOpened heads every new audit file of a named replica
+// (Options.Replica): whose file it is.
+const EventFileOpened = "audit_file_opened"
+
 // RecoveryLimit is how far back from its end CloseInterrupted reads the
 // file at most.
 const RecoveryLimit = 256 << 20

@@ -50,6 +50,11 @@ type Options struct {
 	// Syncer puts the file's written data on stable storage. Default
 	// fdatasync(2) (fsync where there is none); tests count calls.
 	Syncer func(f *os.File) error
+	// Replica names this keybroker among several writing their own
+	// trails (audit.replica): an audit_file_opened event naming it heads
+	// every new file, so that the files of several replicas can be told
+	// apart and put in order. "": none is written.
+	Replica string
 }
 
 // synced says whether a begin line of a call with this method must be on

@@ -65,6 +65,8 @@ type Writer struct {
 	checkpointSeq uint64
 	lastSignature string
 	scanned       bool
+	// replica heads every new file with audit_file_opened (Options).
+	replica string
 	// unsignedSince is when the oldest record no checkpoint covers yet was
 	// written (zero: none); signingSince when the checkpoint being signed
 	// was taken (NextCheckpoint).
@@ -103,7 +105,7 @@ func Open(path string) (*Writer, error) { return OpenWith(path, Options{}) }
 
 // OpenWith is Open with opts.
 func OpenWith(path string, opts Options) (*Writer, error) {
-	w := &Writer{path: path, sync: opts.Sync, syncer: opts.Syncer}
+	w := &Writer{path: path, sync: opts.Sync, syncer: opts.Syncer, replica: opts.Replica}
 	if w.syncer == nil {
 		w.syncer = fdatasync
 	}
@@ -180,6 +182,14 @@ func (w *Writer) open() error {
 		w.durable, w.durablePrev = seq, prev
 	}
 	w.synced, w.syncBroken = w.durable, false
+	if tail.size == 0 && tail.torn == 0 && w.replica != "" && !w.unsyncable {
+		// A new file (not a device or a pipe): its first line says whose
+		// it is.
+		ev := Event{Name: EventFileOpened, Replica: w.replica}
+		if err := w.appendLocked(eventAt(ev, time.Now())); err != nil {
+			return err
+		}
+	}
 	if tail.torn > 0 {
 		ev := Event{Name: "audit_torn_tail", Detail: fmt.Sprintf(
 			"cut off a torn trailing line (a write cut short by a full disk or a crash): %d bytes at offset %d", tail.torn, tail.size)}

@@ -453,6 +453,10 @@ type Redis struct {
 type Audit struct {
 	// Path is the audit file; empty means stdout.
 	Path string `yaml:"path"`
+	// Replica names this keybroker among several (each writes its own
+	// trail): checkpoints, the started event and an audit_file_opened
+	// event at the head of every file carry it. Default: the host name.
+	Replica string `yaml:"replica"`
 	// Sync is when begin lines reach stable storage before their call
 	// leaves: writes (default: calls other than GET, HEAD and OPTIONS),
 	// all, or none; everything else is synced within a second (not under

@@ -147,6 +147,15 @@ func (r *Report) table(w io.Writer) error {
 			fmt.Fprintf(w, "\ndenied %s on %s: %s", row.Caller, row.Upstream, strings.Join(ps, ", "))
 		}
 	}
+	if len(r.Replicas) > 0 {
+		fmt.Fprint(w, "\n\nreplicas:\n")
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REPLICA\tFILES\tRECORDS\tCALLS")
+		for _, rc := range r.Replicas {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", orNone(rc.Replica), rc.Files, rc.Records, rc.Calls)
+		}
+		tw.Flush()
+	}
 	if len(r.Operations) > 0 {
 		fmt.Fprint(w, "\n\noperations (admin and respond first; undocumented calls by method and path):\n")
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -333,10 +342,18 @@ th,td{border:1px solid #bbb;padding:.3em .6em;text-align:right}th{background:#ee
 <tr><th class="l">Signed checkpoints</th><td>{{.Events.Checkpoints}}</td></tr>
 <tr><th class="l">keybroker tokens issued</th><td>{{.Events.TokensIssued}}</td></tr>
 </table>
+{{- if .Replicas}}
+<h2>Replicas</h2>
+<table id="replicas"><tr><th class="l">Replica</th><th>Files</th><th>Records</th><th>Calls</th></tr>
+{{- range .Replicas}}
+<tr><td class="l">{{.Replica}}</td><td>{{.Files}}</td><td>{{.Records}}</td><td>{{.Calls}}</td></tr>
+{{- end}}
+</table>
+{{- end}}
 {{- if .Events.Notable}}
-<table id="notable"><tr><th class="l">Time (UTC)</th><th class="l">Event</th><th class="l">Upstream</th><th class="l">Detail</th></tr>
+<table id="notable"><tr><th class="l">Time (UTC)</th><th class="l">Replica</th><th class="l">Event</th><th class="l">Upstream</th><th class="l">Detail</th></tr>
 {{- range .Events.Notable}}
-<tr><td class="l">{{utc .Time}}</td><td class="l">{{.Name}}</td><td class="l">{{.Upstream}}</td><td class="l">{{.Detail}}</td></tr>
+<tr><td class="l">{{utc .Time}}</td><td class="l">{{.Replica}}</td><td class="l">{{.Name}}</td><td class="l">{{.Upstream}}</td><td class="l">{{.Detail}}</td></tr>
 {{- end}}
 </table>
 {{- end}}

@@ -39,6 +39,9 @@ type Report struct {
 	Interrupted []Interrupted `json:"interrupted"`
 	// InterruptedUnlisted counts those past maxInterrupted.
 	InterruptedUnlisted int `json:"interrupted_unlisted,omitempty"`
+	// Replicas count each replica's files, records and calls, when the
+	// trail is several replicas' (empty for one).
+	Replicas []ReplicaCount `json:"replicas,omitempty"`
 	// Operations count the calls by caller and vendor operation, on the
 	// upstreams whose records name operations: admin first, then respond,
 	// read, and the undocumented calls (each named by method and path).
@@ -57,6 +60,8 @@ type Report struct {
 	chain   audit.Chain
 	// begun are the begin lines read whose end is yet to come, by seq.
 	begun map[uint64]Interrupted
+	// replica is the replica whose files are being read.
+	replica string
 	// ops counts calls by caller, upstream and operation (undocumented:
 	// "METHOD path"); catalogued are the upstreams whose records named
 	// an operation, the ones whose empty operation means undocumented.
@@ -85,6 +90,20 @@ type OperationRow struct {
 // maxOpsPerRow bounds the undocumented method-and-path rows a caller's
 // upstream keeps; the rest count as "(other)".
 const maxOpsPerRow = 1000
+
+// ReplicaCount is one replica's part of the trail.
+type ReplicaCount struct {
+	Replica string `json:"replica"`
+	Files   int    `json:"files"`
+	Records int    `json:"records"`
+	Calls   int    `json:"calls"`
+}
+
+// ReplicaTrail is one replica's files, in order.
+type ReplicaTrail struct {
+	Replica string
+	Sources []audit.Source
+}
 
 // Interrupted is a call with no end record.
 type Interrupted struct {
@@ -200,6 +219,7 @@ type EventCounts struct {
 // EventLine is one notable event.
 type EventLine struct {
 	Time     time.Time `json:"time"`
+	Replica  string    `json:"replica,omitempty"`
 	Name     string    `json:"name"`
 	Upstream string    `json:"upstream,omitempty"`
 	Detail   string    `json:"detail,omitempty"`
@@ -425,7 +445,7 @@ func (r *Report) event(at time.Time, ev *audit.Event) {
 		notable = false
 	}
 	if notable && len(e.Notable) < maxNotable {
-		e.Notable = append(e.Notable, EventLine{Time: at, Name: ev.Name, Upstream: ev.Upstream, Detail: eventDetail(ev)})
+		e.Notable = append(e.Notable, EventLine{Time: at, Replica: r.replica, Name: ev.Name, Upstream: ev.Upstream, Detail: eventDetail(ev)})
 	}
 }
 
@@ -601,6 +621,14 @@ func (r *Report) Finish() {
 // `keybroker audit verify` does without keys). A broken chain is stated in
 // Chain, not returned: the report still counts what it read.
 func (r *Report) ReadTrail(srcs []audit.Source) error {
+	return r.ReadReplicas([]ReplicaTrail{{Sources: srcs}})
+}
+
+// ReadReplicas reads several replicas' trails as one report: each
+// replica's files form its own hash chain (checked as ReadTrail checks
+// one); the rows sum them; Replicas counts each; the notable events merge
+// in time order, each naming its replica.
+func (r *Report) ReadReplicas(trails []ReplicaTrail) error {
 	// decoded is a line as the reader's workers leave it.
 	type decoded struct {
 		l   line
@@ -609,41 +637,60 @@ func (r *Report) ReadTrail(srcs []audit.Source) error {
 	decode := func(l *audit.Line, out *decoded) {
 		out.err = decodeLine(l.Bytes, &out.l)
 	}
-	for _, src := range srcs {
-		fc := FileCount{Name: src.Name}
-		err := audit.ScanTrail(src.R, decode, func(n int, al *audit.Line, d *decoded) error {
-			seq, prev, hasPrev := al.Seq, al.Prev, al.HasPrev
-			if !al.Fast {
-				seq = d.l.Seq
-				prev, hasPrev = audit.ParsePrev(d.l.Prev)
-			}
-			if seq == 0 || (d.err == errNotRecord) {
-				if !al.Complete {
-					r.broken(fmt.Sprintf("%s: line %d (after seq %d): torn final line, not a complete record", src.Name, n, r.chain.LastSeq))
-					return errTorn // nothing to count
+	var total audit.Chain
+	for _, tr := range trails {
+		r.chain, r.replica = audit.Chain{}, tr.Replica
+		rc := ReplicaCount{Replica: tr.Replica}
+		for _, src := range tr.Sources {
+			fc := FileCount{Name: src.Name}
+			err := audit.ScanTrail(src.R, decode, func(n int, al *audit.Line, d *decoded) error {
+				seq, prev, hasPrev := al.Seq, al.Prev, al.HasPrev
+				if !al.Fast {
+					seq = d.l.Seq
+					prev, hasPrev = audit.ParsePrev(d.l.Prev)
 				}
-				return fmt.Errorf("%s: line %d (after seq %d): not an audit record", src.Name, n, r.chain.LastSeq)
+				if seq == 0 || (d.err == errNotRecord) {
+					if !al.Complete {
+						r.broken(fmt.Sprintf("%s: line %d (after seq %d): torn final line, not a complete record", src.Name, n, r.chain.LastSeq))
+						return errTorn // nothing to count
+					}
+					return fmt.Errorf("%s: line %d (after seq %d): not an audit record", src.Name, n, r.chain.LastSeq)
+				}
+				if reason := r.chain.Check(seq, prev, hasPrev); reason != "" {
+					r.broken(fmt.Sprintf("%s: line %d (seq %d): %s", src.Name, n, seq, reason))
+				}
+				r.chain.Advance(seq, al.Hash)
+				if d.err != nil {
+					return fmt.Errorf("%s: line %d (seq %d): %w", src.Name, n, seq, d.err)
+				}
+				if d.l.Type == audit.TypeCall {
+					rc.Calls++
+				}
+				r.add(&d.l)
+				fc.Records++
+				return nil
+			})
+			if err != nil && !errors.Is(err, errTorn) {
+				if !strings.HasPrefix(err.Error(), src.Name+": ") {
+					err = fmt.Errorf("%s: %w", src.Name, err) // a read error, or a line too long
+				}
+				return err
 			}
-			if reason := r.chain.Check(seq, prev, hasPrev); reason != "" {
-				r.broken(fmt.Sprintf("%s: line %d (seq %d): %s", src.Name, n, seq, reason))
-			}
-			r.chain.Advance(seq, al.Hash)
-			if d.err != nil {
-				return fmt.Errorf("%s: line %d (seq %d): %w", src.Name, n, seq, d.err)
-			}
-			r.add(&d.l)
-			fc.Records++
-			return nil
-		})
-		if err != nil && !errors.Is(err, errTorn) {
-			if !strings.HasPrefix(err.Error(), src.Name+": ") {
-				err = fmt.Errorf("%s: %w", src.Name, err) // a read error, or a line too long
-			}
-			return err
+			r.Chain.Files = append(r.Chain.Files, fc)
+			rc.Files++
+			rc.Records += fc.Records
 		}
-		r.Chain.Files = append(r.Chain.Files, fc)
+		if total.Records == 0 || (r.chain.Records > 0 && r.chain.FirstSeq < total.FirstSeq) {
+			total.FirstSeq = r.chain.FirstSeq
+		}
+		total.Records += r.chain.Records
+		total.LastSeq = max(total.LastSeq, r.chain.LastSeq)
+		if len(trails) > 1 {
+			r.Replicas = append(r.Replicas, rc)
+		}
 	}
-	r.Chain.Records, r.Chain.FirstSeq, r.Chain.LastSeq = r.chain.Records, r.chain.FirstSeq, r.chain.LastSeq
+	r.Chain.Records, r.Chain.FirstSeq, r.Chain.LastSeq = total.Records, total.FirstSeq, total.LastSeq
+	sort.SliceStable(r.Events.Notable, func(i, j int) bool { return r.Events.Notable[i].Time.Before(r.Events.Notable[j].Time) })
 	r.Finish()
 	return nil
 }
