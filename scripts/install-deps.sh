@@ -20,6 +20,10 @@ command -v tinyproxy >/dev/null 2>&1 || missing="$missing tinyproxy"
 # prometheus package, whose server must not start: it would take port 9090,
 # keybroker's admin default.
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+# rsyslog with TLS (rsyslog-gnutls): the audit-shipping test runs its own
+# rsyslogd as shipper and receiver (deploy/shipping), never the service.
+command -v rsyslogd >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] ||
+  [ -n "$(find /usr/lib -name lmnsd_gtls.so 2>/dev/null | head -n1)" ] || missing="$missing rsyslog rsyslog-gnutls"
 if [ -n "$missing" ]; then
   say "installing$missing (Debian)"
   if [ "$(id -u)" -ne 0 ]; then
@@ -37,7 +41,7 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $missing
   if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
-  for svc in redis-server tinyproxy prometheus; do
+  for svc in redis-server tinyproxy prometheus rsyslog; do
     (service "$svc" stop || systemctl stop "$svc" || true) >/dev/null 2>&1
     (systemctl disable "$svc" || true) >/dev/null 2>&1
   done
@@ -45,6 +49,7 @@ fi
 say "redis-server: $(redis-server --version | head -n1)"
 say "tinyproxy: $(tinyproxy -v 2>&1 | head -n1)"
 say "promtool: $(promtool --version 2>&1 | head -n1)"
+say "rsyslogd: $(rsyslogd -v 2>&1 | head -n1)"
 
 say "downloading Go modules"
 go mod download
