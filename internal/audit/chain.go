@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -44,9 +43,6 @@ func (c *Chain) Advance(seq uint64, hash [sha256.Size]byte) {
 	c.LastSeq, c.last = seq, hash
 }
 
-// LastHash is the SHA-256, in hex, of the last line followed.
-func (c *Chain) LastHash() string { return hex.EncodeToString(c.last[:]) }
-
 // ParsePrev reads a line's prev as the chain compares it: 64 lower-case
 // hex digits; false for anything else ("" for a chain's first record).
 func ParsePrev(prev string) ([sha256.Size]byte, bool) {
@@ -56,11 +52,4 @@ func ParsePrev(prev string) ([sha256.Size]byte, bool) {
 	}
 	_, err := hex.Decode(h[:], []byte(prev))
 	return h, err == nil
-}
-
-// NextLine returns the next line of a trail without its newline, whether it
-// had one (a final line without one may be torn), and nil at the end. A
-// line longer than any record keybroker writes is an error.
-func NextLine(br *bufio.Reader) (line []byte, complete bool, err error) {
-	return readLine(br)
 }

@@ -106,7 +106,6 @@ func (w *Writer) syncOnce() error {
 		w.writeErrors.Add(1)
 		return err
 	}
-	w.syncs.Add(1)
 	w.synced = max(w.synced, target)
 	return nil
 }

@@ -95,7 +95,6 @@ type Writer struct {
 
 	writeErrors atomic.Int64
 	written     atomic.Int64
-	syncs       atomic.Int64
 }
 
 // Open opens (creating it, mode 0600) the audit file at path for appending,
@@ -489,9 +488,6 @@ func (w *Writer) Close() error {
 
 // Stats returns records written and write (and sync) failures since start.
 func (w *Writer) Stats() (written, errs int64) { return w.written.Load(), w.writeErrors.Load() }
-
-// Syncs returns how many syncs put the trail on stable storage since start.
-func (w *Writer) Syncs() int64 { return w.syncs.Load() }
 
 // lastCheckpoint finds the newest checkpoint in the file, reading back
 // from end at most 16 MiB, so that a restarted keybroker chains its next
