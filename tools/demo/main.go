@@ -225,7 +225,16 @@ audit:
 
 	// The last record is written as the call ends, just after its reply.
 	raw, _ := os.ReadFile(auditPath)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(string(raw), lastID) && time.Now().Before(deadline); {
+	// Its begin line names the request too: wait for the record itself.
+	ended := func(raw []byte) bool {
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.Contains(l, `"type":"call"`) && strings.Contains(l, lastID) {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !ended(raw) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 		raw, _ = os.ReadFile(auditPath)
 	}
