@@ -265,6 +265,16 @@ func TestDiskFullAfterBegin_TheCallIsNamed(t *testing.T) {
 		if status := <-done; status == 0 {
 			t.Fatalf("%s: no answer", id)
 		}
+		// The reply goes out before the record is written: wait until its
+		// write has failed (the trail is unready) before the disk has room.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if code, _ := s.readyz(); code == http.StatusServiceUnavailable {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: its record was written on a full disk", id)
+			}
+		}
 		return filler
 	}
 	interrupted := func() map[string]int {
