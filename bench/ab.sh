@@ -27,7 +27,9 @@
 #                               process at 300/s whether or not earlier ones were
 #                               answered, latency from each call's intended start;
 #                               p50, p99, p99.9 of keybroker against the floor over
-#                               [rounds] interleaved rounds of [seconds] each
+#                               [rounds] rounds of [seconds] each, the two taking
+#                               turns every second (A B, B A, ...) so that the
+#                               machine's drift weighs on both alike
 #   KB_BENCH_METHOD=POST KB_BENCH_SYNC=none bench/ab-tls.sh 5 5 64
 #                               every call a POST with a small body (bench/post.lua),
 #                               keybroker's audit.sync set (writes, all, none; unset:

@@ -7,16 +7,21 @@
 // flaw of closed-loop tools such as wrk, which stop sending while they
 // wait).
 //
-// Targets are measured interleaved, like bench/ab.sh: each round runs every
-// target once, one after the other (each round starting one target further
-// on), with the same arrival schedule for all targets of a round. It prints,
+// Targets are measured interleaved, like bench/ab.sh, and finely: a round
+// gives each target -d of calls in slices of -slice, taken in turn and in
+// mirrored order (A B, B A, A B, ...), each pair of slices with the same
+// arrival schedule. A machine whose speed drifts during a round (another
+// tenant, the CPU's clock, a cache warming) then weighs on every target
+// alike, where one long run each would hand the drift to whichever target
+// came second. A slice starts when the previous one's calls have all been
+// answered. It prints,
 // per round, each target's p50, p99 and p99.9, and at the end the medians
 // over rounds of each target's figures and of the per-round ratios to the
 // first target, with their spread (min-max). The generator's own lag (how
 // late a call actually started) is printed too: when its p99 is not far
 // below the targets' latencies, the machine is too busy to judge.
 //
-//	open [-rate 300] [-d 10s] [-rounds 5] [-warmup 1s] [-H 'Name: value']... name=http://host:port/path...
+//	open [-rate 300] [-d 10s] [-slice 1s] [-rounds 5] [-warmup 1s] [-H 'Name: value']... name=http://host:port/path...
 //
 // bench/ab.sh runs it when KB_BENCH_RATE is set.
 package main
@@ -57,13 +62,14 @@ func main() {
 	rate := flag.Float64("rate", 300, "mean arrivals per second (Poisson)")
 	dur := flag.Duration("d", 10*time.Second, "measured time per target per round")
 	rounds := flag.Int("rounds", 5, "rounds (each runs every target once)")
-	warmup := flag.Duration("warmup", time.Second, "unmeasured time at the same rate before each run")
+	slice := flag.Duration("slice", time.Second, "the targets take turns every slice of this long")
+	warmup := flag.Duration("warmup", time.Second, "unmeasured time at the same rate for each target before each round")
 	timeout := flag.Duration("timeout", 10*time.Second, "a call not answered by then counts as failed")
 	var hdrs headers
 	flag.Var(&hdrs, "H", "request header (repeatable)")
 	flag.Parse()
-	if flag.NArg() == 0 || *rate <= 0 || *rounds < 1 {
-		fmt.Fprintln(os.Stderr, "usage: open [-rate R] [-d D] [-rounds N] [-H 'Name: value']... name=url...")
+	if flag.NArg() == 0 || *rate <= 0 || *rounds < 1 || *slice <= 0 || *slice > *dur {
+		fmt.Fprintln(os.Stderr, "usage: open [-rate R] [-d D] [-slice S] [-rounds N] [-H 'Name: value']... name=url...")
 		os.Exit(2)
 	}
 	var ts []*target
@@ -92,15 +98,26 @@ func main() {
 	// The dispatcher keeps its thread: its sleeps block the thread, not a
 	// processor another goroutine could use.
 	runtime.LockOSThread()
-	fmt.Printf("open loop, Poisson arrivals at %.0f calls/s, %s per target per round, %d rounds\n", *rate, *dur, *rounds)
+	slices := int(*dur / *slice)
+	fmt.Printf("open loop, Poisson arrivals at %.0f calls/s, %s per target per round in %d slices taken in turn, %d rounds\n",
+		*rate, *slice*time.Duration(slices), slices, *rounds)
 	for i := 0; i < *rounds; i++ {
 		seed := uint64(time.Now().UnixNano())
+		for _, t := range ts {
+			run(clients[t.name], t.url, h, *rate, *warmup, seed) // unmeasured
+		}
+		got := make([]sample, len(ts))
+		for k := 0; k < slices; k++ {
+			for j := range ts {
+				if (i+k)%2 == 1 {
+					j = len(ts) - 1 - j // mirrored: A B, B A, ...
+				}
+				got[j].add(run(clients[ts[j].name], ts[j].url, h, *rate, *slice, seed+uint64(k)+1))
+			}
+		}
 		line := fmt.Sprintf("round %d:", i+1)
-		for j := range ts {
-			t := ts[(i+j)%len(ts)]
-			c := clients[t.name]
-			run(c, t.url, h, *rate, *warmup, seed+1) // same warm-up for all
-			r := run(c, t.url, h, *rate, *dur, seed)
+		for j, t := range ts {
+			r := got[j].result()
 			t.runs = append(t.runs, r)
 			line += fmt.Sprintf("  %s p50 %s p99 %s p99.9 %s (lag p50 %s p99 %s, %d calls, %d failed)",
 				t.name, us(r.p50), us(r.p99), us(r.p999), us(r.lag50), us(r.lag99), r.calls, r.failed)
@@ -110,17 +127,36 @@ func main() {
 	summarize(ts)
 }
 
+// sample is one target's calls in a round: how long each took from its
+// intended start, how late each started, and how many failed.
+type sample struct {
+	lat, lag []time.Duration
+	failed   int
+}
+
+func (s *sample) add(o sample) {
+	s.lat = append(s.lat, o.lat...)
+	s.lag = append(s.lag, o.lag...)
+	s.failed += o.failed
+}
+
+func (s *sample) result() result {
+	slices.Sort(s.lat)
+	slices.Sort(s.lag)
+	return result{p50: pct(s.lat, 0.50), p99: pct(s.lat, 0.99), p999: pct(s.lat, 0.999), lag50: pct(s.lag, 0.50), lag99: pct(s.lag, 0.99),
+		calls: len(s.lat), failed: s.failed}
+}
+
 // run sends calls to url at Poisson arrivals of the given mean rate for
-// d, and returns the latency percentiles measured from each call's
-// intended start. The schedule is drawn from seed, so that every target
-// of a round gets the same one.
-func run(c *http.Client, url string, h http.Header, rate float64, d time.Duration, seed uint64) result {
+// d, and returns each call's latency measured from its intended start,
+// once all have been answered. The schedule is drawn from seed, so that
+// targets given the same seed get the same one.
+func run(c *http.Client, url string, h http.Header, rate float64, d time.Duration, seed uint64) sample {
 	rng := rand.New(rand.NewPCG(seed, 0x6b657962726f6b72))
 	var (
-		mu       sync.Mutex
-		lat, lag []time.Duration
-		failed   int
-		wg       sync.WaitGroup
+		mu sync.Mutex
+		s  sample
+		wg sync.WaitGroup
 	)
 	start := time.Now()
 	next := time.Duration(0)
@@ -139,18 +175,15 @@ func run(c *http.Client, url string, h http.Header, rate float64, d time.Duratio
 			took := time.Since(intended)
 			mu.Lock()
 			defer mu.Unlock()
-			lat = append(lat, took)
-			lag = append(lag, began.Sub(intended))
+			s.lat = append(s.lat, took)
+			s.lag = append(s.lag, began.Sub(intended))
 			if !ok {
-				failed++
+				s.failed++
 			}
 		}()
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	slices.Sort(lag)
-	return result{p50: pct(lat, 0.50), p99: pct(lat, 0.99), p999: pct(lat, 0.999), lag50: pct(lag, 0.50), lag99: pct(lag, 0.99),
-		calls: len(lat), failed: failed}
+	return s
 }
 
 // sleepUntil blocks until t. Go's timers wake about a millisecond late on

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	metrics2 "runtime/metrics"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,42 +90,7 @@ func benchmarkProxy(b *testing.B, https bool) {
 	})
 	defer bare.Close()
 
-	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	key := "kbk_bench_key"
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-upstreams:
-  - name: huntress
-    preset: huntress
-    url: %s
-    rate_limit: {requests: 1000000000, per: 1s, burst: 1000000}
-    credential: {file: {path: %q}}
-callers:
-  - name: soar
-    key_sha256: %s
-    allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
-`, vendorURL, filepath.Join(dir, "h.json"), callers.HashKey(key))+egressYAML), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	parts, err := assemble.Assemble(cfg, nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cache, _ := secrets.NewCache(parts.Specs, parts.Cache)
-	creds := oauth.NewCredentials(oauth.CredentialsOptions{Source: cache})
-	aud, err := audit.Open(filepath.Join(dir, "audit.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer aud.Close()
-	p, err := proxy.New(parts.Routes,
-		proxy.Options{Credentials: creds, Auditor: aud, Hooks: benchHooks(metrics.New(parts.Upstreams, parts.Callers, metrics.State{}))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	kb := httptest.NewServer(p)
+	kb, key := benchKeybroker(b, vendorURL, egressYAML)
 	defer kb.Close()
 
 	for _, conns := range []int{1, 64} {
@@ -159,6 +125,49 @@ callers:
 			})
 		}
 	}
+}
+
+// benchKeybroker is keybroker with every feature on (caller key, policy,
+// a limiter with room, audit to a file, metrics) in front of vendorURL,
+// and the caller's key; extraYAML is added to its configuration.
+func benchKeybroker(b *testing.B, vendorURL, extraYAML string) (*httptest.Server, string) {
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "h.json"), []byte(`{"api_key":"hk","api_secret":"hs"}`), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	key := "kbk_bench_key"
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+upstreams:
+  - name: huntress
+    preset: huntress
+    url: %s
+    rate_limit: {requests: 1000000000, per: 1s, burst: 1000000}
+    credential: {file: {path: %q}}
+callers:
+  - name: soar
+    key_sha256: %s
+    allow: [{upstream: huntress, methods: [GET], paths: [/v1/agents/**]}]
+`, vendorURL, filepath.Join(dir, "h.json"), callers.HashKey(key))+extraYAML), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	parts, err := assemble.Assemble(cfg, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cache, _ := secrets.NewCache(parts.Specs, parts.Cache)
+	creds := oauth.NewCredentials(oauth.CredentialsOptions{Source: cache})
+	aud, err := audit.Open(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { aud.Close() })
+	p, err := proxy.New(parts.Routes,
+		proxy.Options{Credentials: creds, Auditor: aud, Hooks: benchHooks(metrics.New(parts.Upstreams, parts.Callers, metrics.State{}))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return httptest.NewServer(p), key
 }
 
 // BenchmarkProxy_Stream512MiB streams a 512 MiB vendor reply through
@@ -314,4 +323,86 @@ func BenchmarkDecision(b *testing.B) {
 			b.Fatalf("%s %s: %+v", c.method, c.path, d)
 		}
 	}
+}
+
+// BenchmarkProxy_InFlight holds 500 calls in flight at once, through the
+// bare floor and through keybroker, against a vendor that answers only
+// when all have arrived, and reports what each call in flight costs in
+// goroutine stacks and in live heap (after a collection). The figures
+// include the client's and the vendor's share, the same for both proxies:
+// the difference between the two is keybroker's own. This is what
+// bench/rss.sh sees per busy connection.
+func BenchmarkProxy_InFlight(b *testing.B) {
+	const calls = 100
+	var arrived sync.WaitGroup
+	release := make(chan struct{})
+	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Done()
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"agents":[],"pagination":{}}`)
+	}))
+	defer vendor.Close()
+	target, _ := url.Parse(vendor.URL)
+	bare := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set("Authorization", "Basic aGs6aHM=")
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: calls},
+	})
+	defer bare.Close()
+	kb, key := benchKeybroker(b, vendor.URL, "")
+	defer kb.Close()
+	for _, s := range []struct{ name, url, hdr string }{
+		{"bare", bare.URL + "/v1/agents", ""}, {"keybroker", kb.URL + "/huntress/v1/agents", "Bearer " + key},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: calls}}
+			var stack, heap float64
+			for i := 0; i < b.N; i++ {
+				stack0, heap0 := inFlightMemory()
+				release = make(chan struct{})
+				arrived.Add(calls)
+				var done sync.WaitGroup
+				for range calls {
+					done.Add(1)
+					go func() {
+						defer done.Done()
+						req, _ := http.NewRequest("GET", s.url, nil)
+						if s.hdr != "" {
+							req.Header.Set("Proxy-Authorization", s.hdr)
+						}
+						resp, err := client.Do(req)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							b.Errorf("status %d", resp.StatusCode)
+						}
+					}()
+				}
+				arrived.Wait()
+				stack1, heap1 := inFlightMemory()
+				close(release)
+				done.Wait()
+				stack += stack1 - stack0
+				heap += heap1 - heap0
+			}
+			b.ReportMetric(stack/float64(b.N)/calls, "stack-B/call")
+			b.ReportMetric(heap/float64(b.N)/calls, "heap-B/call")
+		})
+	}
+}
+
+// inFlightMemory is the goroutine stacks' and the live heap's bytes, after
+// a collection.
+func inFlightMemory() (stack, heap float64) {
+	runtime.GC()
+	s := []metrics2.Sample{{Name: "/memory/classes/heap/stacks:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics2.Read(s)
+	return float64(s[0].Value.Uint64()), float64(s[1].Value.Uint64())
 }
