@@ -105,3 +105,56 @@ func niceStep(peak int) int {
 		}
 	}
 }
+
+// maxBuckets is the most buckets the chart draws.
+const maxBuckets = 120
+
+// ladder are the bucket sizes, in seconds, the chart chooses from.
+var ladder = []int64{1, 5, 15, 30, 60, 5 * 60, 15 * 60, 30 * 60, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400}
+
+// count adds calls and refusals to caller's bucket at at.
+func (r *Report) count(caller string, at time.Time, calls, refused int) {
+	r.fit()
+	series := r.buckets[caller]
+	if series == nil {
+		series = map[int64]*[2]int{}
+		r.buckets[caller] = series
+	}
+	b := at.Unix() / r.BucketSeconds
+	if series[b] == nil {
+		series[b] = &[2]int{}
+	}
+	series[b][0] += calls
+	series[b][1] += refused
+}
+
+// fit coarsens every series to the next bucket size while the period
+// (From to To) needs more than maxBuckets buckets.
+func (r *Report) fit() {
+	first, last := r.From.Unix(), r.To.Unix()
+	for (last/r.BucketSeconds - first/r.BucketSeconds + 1) > maxBuckets {
+		next := r.BucketSeconds
+		for _, b := range ladder {
+			if b > r.BucketSeconds {
+				next = b
+				break
+			}
+		}
+		if next == r.BucketSeconds {
+			break // a week a bucket: more than two years draw wider
+		}
+		for c, series := range r.buckets {
+			merged := map[int64]*[2]int{}
+			for b, n := range series {
+				nb := b * r.BucketSeconds / next
+				if merged[nb] == nil {
+					merged[nb] = &[2]int{}
+				}
+				merged[nb][0] += n[0]
+				merged[nb][1] += n[1]
+			}
+			r.buckets[c] = merged
+		}
+		r.BucketSeconds = next
+	}
+}

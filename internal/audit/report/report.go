@@ -6,11 +6,8 @@
 package report
 
 import (
-	"errors"
-	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/keybroker/keybroker/internal/audit"
@@ -70,109 +67,6 @@ type Report struct {
 	catalogued map[string]bool
 }
 
-// opKey is one row of the operations table.
-type opKey struct{ caller, upstream, operation string }
-
-// OperationRow is a caller's calls of one operation.
-type OperationRow struct {
-	Caller    string `json:"caller"`
-	Upstream  string `json:"upstream"`
-	Operation string `json:"operation"`
-	// Tier is read, respond or admin; "" for an undocumented call, whose
-	// Operation is then "METHOD path" ("(other)" past maxOpsPerRow).
-	Tier         string `json:"tier"`
-	Undocumented bool   `json:"undocumented,omitempty"`
-	Calls        int    `json:"calls"`
-	Forwarded    int    `json:"forwarded"`
-	Refused      int    `json:"refused"`
-}
-
-// maxOpsPerRow bounds the undocumented method-and-path rows a caller's
-// upstream keeps; the rest count as "(other)".
-const maxOpsPerRow = 1000
-
-// ReplicaCount is one replica's part of the trail.
-type ReplicaCount struct {
-	Replica string `json:"replica"`
-	Files   int    `json:"files"`
-	Records int    `json:"records"`
-	Calls   int    `json:"calls"`
-}
-
-// ReplicaTrail is one replica's files, in order.
-type ReplicaTrail struct {
-	Replica string
-	Sources []audit.Source
-}
-
-// Interrupted is a call with no end record.
-type Interrupted struct {
-	BeginSeq  uint64    `json:"begin_seq"`
-	Begun     time.Time `json:"begun"`
-	RequestID string    `json:"request_id"`
-	Caller    string    `json:"caller"`
-	Upstream  string    `json:"upstream"`
-	Method    string    `json:"method"`
-	Path      string    `json:"path"`
-	// State is "interrupted" (a call_interrupted event names it) or
-	// "open" (its begin line has no end in the files read).
-	State string `json:"state"`
-}
-
-// Interrupted states.
-const (
-	StateInterrupted = "interrupted"
-	StateOpen        = "open"
-)
-
-const maxInterrupted = 1000
-
-// Chain is the hash-chain check of the files a report read.
-type Chain struct {
-	Files    []FileCount `json:"files"`
-	Intact   bool        `json:"intact"`
-	Records  int         `json:"records"`
-	FirstSeq uint64      `json:"first_seq"`
-	LastSeq  uint64      `json:"last_seq"`
-	// Break is the first place the chain breaks ("file: line N (seq S):
-	// reason"), empty when intact.
-	Break string `json:"break,omitempty"`
-	// Signatures is the check of the signed checkpoints with the public
-	// keys given (audit report --public-key); nil: not checked.
-	Signatures *Signatures `json:"signatures,omitempty"`
-}
-
-// Signatures is what the public keys said of the trail's checkpoints.
-type Signatures struct {
-	Valid       bool `json:"valid"`
-	Checkpoints int  `json:"checkpoints"`
-	// Covered is the last seq a valid signature covers; Uncovered the
-	// records after it.
-	Covered   uint64 `json:"covered_seq"`
-	Uncovered int    `json:"uncovered"`
-	// Problem says why they do not hold ("" when valid).
-	Problem string `json:"problem,omitempty"`
-}
-
-// SetSignatures records a signature check of the trail (audit.VerifyTrail
-// with the keys); err is what it found wrong.
-func (r *Report) SetSignatures(v audit.VerifyReport, err error) {
-	s := &Signatures{Valid: err == nil && v.Checkpoints > 0, Checkpoints: v.Checkpoints, Covered: v.Covered, Uncovered: v.Uncovered}
-	switch {
-	case err != nil:
-		s.Problem = err.Error()
-	case v.Checkpoints == 0:
-		s.Problem = "no signed checkpoint in the trail: nothing is covered by a signature"
-	}
-	r.Chain.Signatures = s
-}
-
-// FileCount is one file of the trail and how many records it held.
-type FileCount struct {
-	Name    string `json:"name"`
-	Records int    `json:"records"`
-}
-
 // Row is one caller's use of one upstream.
 type Row struct {
 	Caller      string `json:"caller"`
@@ -197,32 +91,6 @@ type Row struct {
 type PathCount struct {
 	Path  string `json:"path"`
 	Count int    `json:"count"`
-}
-
-// EventCounts are the lifecycle events of the period.
-type EventCounts struct {
-	Rotations       int `json:"rotations"`
-	Reloads         int `json:"reloads"`
-	ReloadsRejected int `json:"reloads_rejected"`
-	RefreshFailures int `json:"refresh_failures"`
-	StaleServing    int `json:"stale_serving"`
-	AuditOutages    int `json:"audit_outages"`
-	Checkpoints     int `json:"checkpoints"`
-	// TokensIssued sums the tokens keybroker's token endpoint issued (an
-	// event's count; no count is one).
-	TokensIssued int64          `json:"tokens_issued"`
-	ByName       map[string]int `json:"by_name"`
-	// Notable lists the events above, first ones first (at most 200).
-	Notable []EventLine `json:"notable"`
-}
-
-// EventLine is one notable event.
-type EventLine struct {
-	Time     time.Time `json:"time"`
-	Replica  string    `json:"replica,omitempty"`
-	Name     string    `json:"name"`
-	Upstream string    `json:"upstream,omitempty"`
-	Detail   string    `json:"detail,omitempty"`
 }
 
 const (
@@ -341,59 +209,6 @@ func (r *Report) add(lp *line) {
 	return
 }
 
-// maxBuckets is the most buckets the chart draws.
-const maxBuckets = 120
-
-// ladder are the bucket sizes, in seconds, the chart chooses from.
-var ladder = []int64{1, 5, 15, 30, 60, 5 * 60, 15 * 60, 30 * 60, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400}
-
-// count adds calls and refusals to caller's bucket at at.
-func (r *Report) count(caller string, at time.Time, calls, refused int) {
-	r.fit()
-	series := r.buckets[caller]
-	if series == nil {
-		series = map[int64]*[2]int{}
-		r.buckets[caller] = series
-	}
-	b := at.Unix() / r.BucketSeconds
-	if series[b] == nil {
-		series[b] = &[2]int{}
-	}
-	series[b][0] += calls
-	series[b][1] += refused
-}
-
-// fit coarsens every series to the next bucket size while the period
-// (From to To) needs more than maxBuckets buckets.
-func (r *Report) fit() {
-	first, last := r.From.Unix(), r.To.Unix()
-	for (last/r.BucketSeconds - first/r.BucketSeconds + 1) > maxBuckets {
-		next := r.BucketSeconds
-		for _, b := range ladder {
-			if b > r.BucketSeconds {
-				next = b
-				break
-			}
-		}
-		if next == r.BucketSeconds {
-			break // a week a bucket: more than two years draw wider
-		}
-		for c, series := range r.buckets {
-			merged := map[int64]*[2]int{}
-			for b, n := range series {
-				nb := b * r.BucketSeconds / next
-				if merged[nb] == nil {
-					merged[nb] = &[2]int{}
-				}
-				merged[nb][0] += n[0]
-				merged[nb][1] += n[1]
-			}
-			r.buckets[c] = merged
-		}
-		r.BucketSeconds = next
-	}
-}
-
 func callerLabel(name, auth string) string {
 	switch {
 	case name != "":
@@ -413,116 +228,6 @@ func (r *Report) span(at time.Time) {
 	}
 }
 
-func (r *Report) event(at time.Time, ev *audit.Event) {
-	e := &r.Events
-	e.ByName[ev.Name]++
-	notable := true
-	switch ev.Name {
-	case "credential_rotated":
-		e.Rotations++
-	case "config_reloaded":
-		e.Reloads++
-	case "config_rejected":
-		e.ReloadsRejected++
-	case "credential_refresh_failed":
-		e.RefreshFailures++
-	case "credential_serving_stale":
-		e.StaleServing++
-	case "audit_recovered", "audit_torn_tail", "audit_disk_low":
-		e.AuditOutages++
-	case audit.EventCheckpoint:
-		e.Checkpoints++
-		notable = false
-	case "token_issued":
-		if ev.Outcome == "issued" {
-			e.TokensIssued += max(ev.Count, 1)
-			if ev.Caller != "" {
-				r.row(ev.Caller, ev.Upstream).TokensIssued += max(ev.Count, 1)
-			}
-		}
-		notable = false
-	default:
-		notable = false
-	}
-	if notable && len(e.Notable) < maxNotable {
-		e.Notable = append(e.Notable, EventLine{Time: at, Replica: r.replica, Name: ev.Name, Upstream: ev.Upstream, Detail: eventDetail(ev)})
-	}
-}
-
-// interrupted lists a call named by a call_interrupted event (at is when
-// the event was written; the call began at ev.Begun) and closes its begin.
-func (r *Report) interrupted(at time.Time, ev *audit.Event) {
-	delete(r.begun, ev.BeginSeq)
-	f := r.filter
-	if (f.Caller != "" && ev.Caller != f.Caller) || (f.Upstream != "" && ev.Upstream != f.Upstream) {
-		return
-	}
-	r.span(at)
-	r.Events.ByName[ev.Name]++
-	begun, err := time.Parse(time.RFC3339Nano, ev.Begun)
-	if err != nil {
-		begun = at
-	}
-	caller := callerLabel(ev.Caller, "")
-	r.listInterrupted(Interrupted{BeginSeq: ev.BeginSeq, Begun: begun, RequestID: ev.RequestID, Caller: caller,
-		Upstream: ev.Upstream, Method: ev.Method, Path: ev.Path, State: StateInterrupted})
-}
-
-// listInterrupted adds a call with no end record to the list and to its
-// row's count.
-func (r *Report) listInterrupted(c Interrupted) {
-	r.row(c.Caller, c.Upstream).Interrupted++
-	if len(r.Interrupted) >= maxInterrupted {
-		r.InterruptedUnlisted++
-		return
-	}
-	r.Interrupted = append(r.Interrupted, c)
-}
-
-// countOperation counts a call in the operations table.
-func (r *Report) countOperation(caller string, l *line) {
-	k := opKey{caller, l.Upstream, l.Operation}
-	if l.Operation != "" {
-		r.catalogued[l.Upstream] = true
-	} else {
-		k.operation = l.Method + " " + l.Path
-	}
-	row := r.ops[k]
-	if row == nil {
-		rk := [2]string{caller, l.Upstream}
-		if l.Operation == "" && r.opsPerRow[rk] >= maxOpsPerRow {
-			k.operation = "(other)"
-			row = r.ops[k]
-		} else if l.Operation == "" {
-			r.opsPerRow[rk]++
-		}
-		if row == nil {
-			row = &OperationRow{Caller: caller, Upstream: l.Upstream, Operation: k.operation, Tier: l.Tier, Undocumented: l.Operation == ""}
-			r.ops[k] = row
-		}
-	}
-	row.Calls++
-	switch l.Outcome {
-	case audit.OutcomeForwarded:
-		row.Forwarded++
-	case audit.OutcomeRefused:
-		row.Refused++
-	}
-}
-
-// tierRank orders the operations table: admin, respond, read, undocumented.
-func tierRank(row OperationRow) int {
-	switch row.Tier {
-	case "admin":
-		return 0
-	case "respond":
-		return 1
-	case "read":
-		return 2
-	}
-	return 3
-}
-
 // row is caller's row on upstream, made when first needed.
 func (r *Report) row(caller, upstream string) *Row {
 	key := [2]string{caller, upstream}
@@ -532,19 +237,6 @@ func (r *Report) row(caller, upstream string) *Row {
 		r.rows[key] = row
 	}
 	return row
-}
-
-// eventDetail is an event's detail, or what its versions say.
-func eventDetail(ev *audit.Event) string {
-	switch {
-	case ev.Detail != "":
-		return ev.Detail
-	case ev.OldVersion > 0 && ev.Version > 0:
-		return fmt.Sprintf("v%d → v%d", ev.OldVersion, ev.Version)
-	case ev.Version > 0:
-		return fmt.Sprintf("v%d", ev.Version)
-	}
-	return ""
 }
 
 // Finish sorts the rows, picks the top denied paths and fits the chart's
@@ -614,93 +306,4 @@ func (r *Report) Finish() {
 		a, b := r.Rows[i], r.Rows[j]
 		return a.Caller < b.Caller || (a.Caller == b.Caller && a.Upstream < b.Upstream)
 	})
-}
-
-// ReadTrail streams every record of the sources, oldest file first, into
-// the report, and checks as it goes that they form one hash chain (as
-// `keybroker audit verify` does without keys). A broken chain is stated in
-// Chain, not returned: the report still counts what it read.
-func (r *Report) ReadTrail(srcs []audit.Source) error {
-	return r.ReadReplicas([]ReplicaTrail{{Sources: srcs}})
-}
-
-// ReadReplicas reads several replicas' trails as one report: each
-// replica's files form its own hash chain (checked as ReadTrail checks
-// one); the rows sum them; Replicas counts each; the notable events merge
-// in time order, each naming its replica.
-func (r *Report) ReadReplicas(trails []ReplicaTrail) error {
-	// decoded is a line as the reader's workers leave it.
-	type decoded struct {
-		l   line
-		err error
-	}
-	decode := func(l *audit.Line, out *decoded) {
-		out.err = decodeLine(l.Bytes, &out.l)
-	}
-	var total audit.Chain
-	for _, tr := range trails {
-		r.chain, r.replica = audit.Chain{}, tr.Replica
-		rc := ReplicaCount{Replica: tr.Replica}
-		for _, src := range tr.Sources {
-			fc := FileCount{Name: src.Name}
-			err := audit.ScanTrail(src.R, decode, func(n int, al *audit.Line, d *decoded) error {
-				seq, prev, hasPrev := al.Seq, al.Prev, al.HasPrev
-				if !al.Fast {
-					seq = d.l.Seq
-					prev, hasPrev = audit.ParsePrev(d.l.Prev)
-				}
-				if seq == 0 || (d.err == errNotRecord) {
-					if !al.Complete {
-						r.broken(fmt.Sprintf("%s: line %d (after seq %d): torn final line, not a complete record", src.Name, n, r.chain.LastSeq))
-						return errTorn // nothing to count
-					}
-					return fmt.Errorf("%s: line %d (after seq %d): not an audit record", src.Name, n, r.chain.LastSeq)
-				}
-				if reason := r.chain.Check(seq, prev, hasPrev); reason != "" {
-					r.broken(fmt.Sprintf("%s: line %d (seq %d): %s", src.Name, n, seq, reason))
-				}
-				r.chain.Advance(seq, al.Hash)
-				if d.err != nil {
-					return fmt.Errorf("%s: line %d (seq %d): %w", src.Name, n, seq, d.err)
-				}
-				if d.l.Type == audit.TypeCall {
-					rc.Calls++
-				}
-				r.add(&d.l)
-				fc.Records++
-				return nil
-			})
-			if err != nil && !errors.Is(err, errTorn) {
-				if !strings.HasPrefix(err.Error(), src.Name+": ") {
-					err = fmt.Errorf("%s: %w", src.Name, err) // a read error, or a line too long
-				}
-				return err
-			}
-			r.Chain.Files = append(r.Chain.Files, fc)
-			rc.Files++
-			rc.Records += fc.Records
-		}
-		if total.Records == 0 || (r.chain.Records > 0 && r.chain.FirstSeq < total.FirstSeq) {
-			total.FirstSeq = r.chain.FirstSeq
-		}
-		total.Records += r.chain.Records
-		total.LastSeq = max(total.LastSeq, r.chain.LastSeq)
-		if len(trails) > 1 {
-			r.Replicas = append(r.Replicas, rc)
-		}
-	}
-	r.Chain.Records, r.Chain.FirstSeq, r.Chain.LastSeq = total.Records, total.FirstSeq, total.LastSeq
-	sort.SliceStable(r.Events.Notable, func(i, j int) bool { return r.Events.Notable[i].Time.Before(r.Events.Notable[j].Time) })
-	r.Finish()
-	return nil
-}
-
-// errTorn ends the reading of a file at a torn final line.
-var errTorn = errors.New("torn final line")
-
-// broken records the first break of the chain.
-func (r *Report) broken(where string) {
-	if r.Chain.Intact {
-		r.Chain.Intact, r.Chain.Break = false, where
-	}
 }
