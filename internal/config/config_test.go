@@ -4,12 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/keybroker/keybroker/internal/callers"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keybroker/keybroker/internal/callers"
 )
 
 func env(m map[string]string) LookupEnv {
