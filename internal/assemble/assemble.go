@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/config"
@@ -125,9 +126,9 @@ func Assemble(cfg *config.Config, vault *secrets.Vault, env Env) (Parts, error) 
 		p.Callers = append(p.Callers, c.Name)
 		if c.RateLimit != nil {
 			if p.Routes.CallerQuotas == nil {
-				p.Routes.CallerQuotas = map[string]ratelimit.Limit{}
+				p.Routes.CallerQuotas = map[string]proxy.CallerLimit{}
 			}
-			p.Routes.CallerQuotas[c.Name] = Limit(c.RateLimit)
+			p.Routes.CallerQuotas[c.Name] = proxy.CallerLimit{Quota: Quota(c.RateLimit), MaxWait: MaxWait(c.RateLimit)}
 		}
 	}
 	if p.JWTIssuers, err = jwtIssuers(cfg.Callers); err != nil {
@@ -164,12 +165,12 @@ func upstream(u config.Upstream, vault *secrets.Vault, env Env) (proxy.Upstream,
 		Auth:            scheme,
 		Timeout:         u.Timeout.D(),
 		MaxRequestBytes: u.MaxRequestBytes,
-		Quota:           ratelimit.Limit{MaxWait: config.DefaultMaxWait},
+		MaxWait:         config.DefaultMaxWait,
 		VendorPause:     u.VendorPause(),
 		RewriteLinks:    u.RewriteLinks,
 	}
 	if u.RateLimit != nil {
-		up.Quota = Limit(u.RateLimit)
+		up.Quota, up.MaxWait = Quota(u.RateLimit), MaxWait(u.RateLimit)
 	}
 	if u.Probe != nil {
 		up.Probe = &proxy.Probe{Method: u.Probe.Method, Path: u.Probe.Path}
@@ -275,12 +276,9 @@ func TokenUpstreams(p Parts, get func(ctx context.Context, name string) (secrets
 	return out
 }
 
-// Limit turns a configured quota into the limiter's.
-func Limit(rl *config.RateLimit) ratelimit.Limit {
-	l := ratelimit.Limit{Requests: rl.Requests, Per: rl.Per.D(), Burst: rl.Burst, MaxWait: config.DefaultMaxWait}
-	if rl.MaxWait != nil {
-		l.MaxWait = rl.MaxWait.D()
-	}
+// Quota turns a configured rate_limit into the limiter's quota.
+func Quota(rl *config.RateLimit) ratelimit.Quota {
+	l := ratelimit.Quota{Requests: rl.Requests, Per: rl.Per.D(), Burst: rl.Burst}
 	if rl.Shares != nil {
 		m := make(map[string]ratelimit.Share, len(rl.Shares))
 		for name, sh := range rl.Shares {
@@ -291,12 +289,21 @@ func Limit(rl *config.RateLimit) ratelimit.Limit {
 	return l
 }
 
-// halfAtOnce turns a quota into a limit of which half may come at once.
-func halfAtOnce(q *config.Quota) ratelimit.Limit {
-	if q == nil {
-		return ratelimit.Limit{}
+// MaxWait is how long a call may wait for a slot of a configured
+// rate_limit (max_wait, else the default).
+func MaxWait(rl *config.RateLimit) time.Duration {
+	if rl.MaxWait != nil {
+		return rl.MaxWait.D()
 	}
-	return ratelimit.Limit{Requests: q.Requests, Per: q.Per.D(), Burst: max(1, q.Requests/2)}
+	return config.DefaultMaxWait
+}
+
+// halfAtOnce turns a quota into a limit of which half may come at once.
+func halfAtOnce(q *config.Quota) ratelimit.Quota {
+	if q == nil {
+		return ratelimit.Quota{}
+	}
+	return ratelimit.Quota{Requests: q.Requests, Per: q.Per.D(), Burst: max(1, q.Requests/2)}
 }
 
 // jwtIssuers are the issuers JWT callers name, each with its callers'

@@ -37,9 +37,9 @@ const Other = "(other)"
 // counted instead. Requests 0 in Total means no total.
 type Limits struct {
 	// Each is the limit per party.
-	Each ratelimit.Limit
+	Each ratelimit.Quota
 	// Total is the limit over all parties.
-	Total ratelimit.Limit
+	Total ratelimit.Quota
 }
 
 // Refusal is what a refusal over the budget is counted as.
@@ -102,14 +102,14 @@ func New(name string, gate *ratelimit.Local, now func() time.Time) *Budget {
 func (b *Budget) Charge(ctx context.Context, party string, lim Limits, r Refusal) (retry time.Duration, over bool) {
 	steps := [2]struct {
 		key string
-		lim ratelimit.Limit
+		lim ratelimit.Quota
 	}{{b.name + ":" + party, lim.Each}, {b.name + ":*", lim.Total}}
 	for _, s := range steps {
 		if s.lim.Requests <= 0 {
 			continue
 		}
-		s.lim.MaxWait = 0 // over the budget is counted at once: a refusal never waits
-		_, err := b.gate.Wait(ctx, s.key, s.lim)
+		// Over the budget is counted at once: a refusal never waits.
+		_, err := b.gate.Wait(ctx, s.key, s.lim, ratelimit.Call{})
 		if err == nil {
 			continue
 		}

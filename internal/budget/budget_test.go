@@ -14,7 +14,7 @@ import (
 func TestBudget_RecordsWithinCountsBeyond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := budget.New("refusals", ratelimit.NewLocal(nil), nil)
-		lim := budget.Limits{Each: ratelimit.Limit{Requests: 60, Per: time.Minute, Burst: 3}}
+		lim := budget.Limits{Each: ratelimit.Quota{Requests: 60, Per: time.Minute, Burst: 3}}
 		ctx := context.Background()
 		for i := range 3 {
 			if _, over := b.Charge(ctx, "siem", lim, budget.Refusal{Code: "caller_forbidden", Path: "/v1/x"}); over {
@@ -50,8 +50,8 @@ func TestBudget_TotalBoundsAllParties(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := budget.New("unidentified", ratelimit.NewLocal(nil), nil)
 		lim := budget.Limits{
-			Each:  ratelimit.Limit{Requests: 60, Per: time.Minute, Burst: 30},
-			Total: ratelimit.Limit{Requests: 60, Per: time.Minute, Burst: 5},
+			Each:  ratelimit.Quota{Requests: 60, Per: time.Minute, Burst: 30},
+			Total: ratelimit.Quota{Requests: 60, Per: time.Minute, Burst: 5},
 		}
 		over := 0
 		for i := range 10 {
@@ -77,7 +77,7 @@ func TestBudget_TotalBoundsAllParties(t *testing.T) {
 
 func TestBudget_BoundsPartiesAndPaths(t *testing.T) {
 	b := budget.New("refusals", ratelimit.NewLocal(nil), nil)
-	none := budget.Limits{Each: ratelimit.Limit{Requests: 1, Per: time.Hour, Burst: 1}}
+	none := budget.Limits{Each: ratelimit.Quota{Requests: 1, Per: time.Hour, Burst: 1}}
 	ctx := context.Background()
 	for i := range budget.MaxParties + 10 {
 		p := fmt.Sprintf("caller-%d", i)

@@ -279,8 +279,8 @@ func TestAdversary_RecordsStaySmallWhateverTheRequest(t *testing.T) {
 // in one summary event; a caller with a key is not affected.
 func TestAdversary_UnidentifiedRequestsAreLimitedAndSummarised(t *testing.T) {
 	h := newHarness(t, harnessOpts{unidentified: proxy.UnidentifiedLimits{
-		PerSource: ratelimit.Limit{Requests: 10, Per: time.Hour, Burst: 5},
-		Total:     ratelimit.Limit{Requests: 1000, Per: time.Hour, Burst: 500},
+		PerSource: ratelimit.Quota{Requests: 10, Per: time.Hour, Burst: 5},
+		Total:     ratelimit.Quota{Requests: 1000, Per: time.Hour, Burst: 500},
 	}})
 	keyless := []string{
 		"GET /huntress/v1/agents HTTP/1.1\r\n",

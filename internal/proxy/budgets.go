@@ -32,17 +32,17 @@ import (
 type UnidentifiedLimits struct {
 	// PerSource is the limit per remote address (IPv6: per /64).
 	// Default 60 per minute, 30 at once.
-	PerSource ratelimit.Limit
+	PerSource ratelimit.Quota
 	// Total is the limit over all sources. Default 600 per minute, 300 at
 	// once.
-	Total ratelimit.Limit
+	Total ratelimit.Quota
 }
 
 // Default refusal budgets.
 var (
-	DefaultUnidentifiedPerSource = ratelimit.Limit{Requests: 60, Per: time.Minute, Burst: 30}
-	DefaultUnidentifiedTotal     = ratelimit.Limit{Requests: 600, Per: time.Minute, Burst: 300}
-	DefaultRefusalsPerCaller     = ratelimit.Limit{Requests: 60, Per: time.Minute, Burst: 30}
+	DefaultUnidentifiedPerSource = ratelimit.Quota{Requests: 60, Per: time.Minute, Burst: 30}
+	DefaultUnidentifiedTotal     = ratelimit.Quota{Requests: 600, Per: time.Minute, Burst: 300}
+	DefaultRefusalsPerCaller     = ratelimit.Quota{Requests: 60, Per: time.Minute, Burst: 30}
 )
 
 // chargedToCaller reports whether a refusal with this code is the caller's

@@ -204,7 +204,7 @@ callers:
     key_sha256: %s
 `, is.URL, soarSA, dead, siemSA, callers.HashKey(soarKey))
 	h := newHarness(t, harnessOpts{callersYAML: callersYAML, unidentified: proxy.UnidentifiedLimits{
-		PerSource: ratelimit.Limit{Requests: 50, Per: time.Minute, Burst: 50}, Total: ratelimit.Limit{Requests: 1000, Per: time.Minute, Burst: 1000}}})
+		PerSource: ratelimit.Quota{Requests: 50, Per: time.Minute, Burst: 50}, Total: ratelimit.Quota{Requests: 1000, Per: time.Minute, Burst: 1000}}})
 	deadline := time.Now().Add(5 * time.Second)
 	for is.Fetches() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

@@ -490,8 +490,8 @@ func TestOAuth_ForgedTokens(t *testing.T) {
 	h.checkSecretsAbsent(good, expired, spliced, signingSecret)
 }
 
-func ratelimitLimit(n int) ratelimit.Limit {
-	return ratelimit.Limit{Requests: n, Per: time.Minute, Burst: n}
+func ratelimitLimit(n int) ratelimit.Quota {
+	return ratelimit.Quota{Requests: n, Per: time.Minute, Burst: n}
 }
 
 // TestOAuth_OneLiveTokenVendor: a vendor that allows one live token per

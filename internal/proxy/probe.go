@@ -13,6 +13,7 @@ import (
 	"github.com/keybroker/keybroker/internal/audit"
 	"github.com/keybroker/keybroker/internal/callers"
 	"github.com/keybroker/keybroker/internal/egress"
+	"github.com/keybroker/keybroker/internal/ratelimit"
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
@@ -28,7 +29,7 @@ const (
 // unknown otherwise (vendor down, timeout, another status); Unprovable
 // for an upstream without one. It goes through the vendor's quota but
 // never waits in line behind callers: it takes the next free slot ahead
-// of them (ratelimit.Limit.Ahead; with Redis, where there is no line, it
+// of them (ratelimit.Call.Ahead; with Redis, where there is no line, it
 // tries like any call), and with none free within probeWait nothing is
 // sent and it says Busy. It is audited as a call of caller "keybroker"
 // (caller_auth internal). The second result says what happened, for
@@ -39,9 +40,7 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 	if u == nil || u.spec.Probe == nil {
 		return secrets.Unprovable, secrets.Verdict{}
 	}
-	lim := u.spec.Quota
-	lim.Ahead, lim.MaxWait = true, probeWait
-	_, ticket, err := p.opts.UpstreamLimiter.Acquire(ctx, u.limitKey, lim)
+	_, ticket, err := p.opts.UpstreamLimiter.Acquire(ctx, u.limitKey, u.spec.Quota, ratelimit.Call{Ahead: true, MaxWait: probeWait})
 	if err != nil {
 		return secrets.Busy, secrets.Verdict{Detail: "no quota slot free for the probe"}
 	}

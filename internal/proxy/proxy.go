@@ -44,10 +44,10 @@ type Credentials interface {
 	Refused(ctx context.Context, upstream string, used secrets.Credential) (next secrets.Credential, ok bool)
 }
 
-// Limiter admits calls under a quota, waiting up to the limit's MaxWait.
+// Limiter admits calls under a quota, waiting up to the call's MaxWait.
 // An admitted call holds its Ticket until its reply (or error) comes back.
 type Limiter interface {
-	Acquire(ctx context.Context, key string, lim ratelimit.Limit) (ratelimit.Result, ratelimit.Ticket, error)
+	Acquire(ctx context.Context, key string, q ratelimit.Quota, c ratelimit.Call) (ratelimit.Result, ratelimit.Ticket, error)
 	// Pause holds every call under key until until (a vendor said 429).
 	Pause(key string, until time.Time)
 }
@@ -130,7 +130,9 @@ type Upstream struct {
 	MaxRequestBytes int64
 	// Quota is the vendor's quota; Requests 0 means none (MaxWait still
 	// bounds the wait through a pause after a vendor 429).
-	Quota ratelimit.Limit
+	Quota ratelimit.Quota
+	// MaxWait is how long a call may wait for a slot of Quota.
+	MaxWait time.Duration
 	// VendorPause is how long to pause after a vendor 429 that carries no
 	// Retry-After. Default: the quota's Per, else 5s.
 	VendorPause time.Duration
@@ -167,7 +169,7 @@ type Routes struct {
 	Upstreams []Upstream
 	Callers   *callers.Registry
 	// CallerQuotas are callers' own limits, by caller name (per replica).
-	CallerQuotas map[string]ratelimit.Limit
+	CallerQuotas map[string]CallerLimit
 	// ReportOnly forwards calls the policy would refuse, marking them
 	// "would_deny" in the audit (policy_mode: report).
 	ReportOnly bool
@@ -183,7 +185,7 @@ type Routes struct {
 	Unidentified UnidentifiedLimits
 	// RefusalsPerCaller is each known caller's budget of recorded
 	// refusals (per replica). Default DefaultRefusalsPerCaller.
-	RefusalsPerCaller ratelimit.Limit
+	RefusalsPerCaller ratelimit.Quota
 	// JWT verifies the tokens of JWT callers (nil: none configured).
 	JWT *jwtauth.Verifier
 }
@@ -202,15 +204,22 @@ type Proxy struct {
 	idCounter atomic.Uint64
 }
 
+// CallerLimit is a caller's own rate_limit: its quota, and how long a
+// call may wait for a slot of it.
+type CallerLimit struct {
+	Quota   ratelimit.Quota
+	MaxWait time.Duration
+}
+
 type state struct {
 	upstreams       map[string]*upstream
 	callers         *callers.Registry
-	callerQuotas    map[string]ratelimit.Limit
+	callerQuotas    map[string]CallerLimit
 	reportOnly      bool
 	maxHeaderCount  int
 	readBodyTimeout time.Duration
 	unidentified    UnidentifiedLimits
-	refusals        ratelimit.Limit
+	refusals        ratelimit.Quota
 	clientCerts     bool
 	verifiers       callers.Verifiers
 }

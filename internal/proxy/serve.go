@@ -242,10 +242,11 @@ func (p *Proxy) credentialRefusal(ctx context.Context, name string, err error) *
 
 // quota is one limit a call must pass.
 type quota struct {
-	by  string // "caller" or "upstream", for the audit record
-	key string
-	lim ratelimit.Limit
-	l   Limiter
+	by   string // "caller" or "upstream", for the audit record
+	key  string
+	lim  ratelimit.Quota
+	call ratelimit.Call
+	l    Limiter
 }
 
 // admit applies the caller's own limit, then the upstream's quota (the
@@ -255,14 +256,12 @@ type quota struct {
 func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state, caller string, up *upstream) *refusal {
 	steps := make([]quota, 0, 2)
 	if own, ok := st.callerQuotas[caller]; ok {
-		steps = append(steps, quota{"caller", "caller:" + caller, own, p.opts.CallerLimiter})
+		steps = append(steps, quota{"caller", "caller:" + caller, own.Quota, ratelimit.Call{MaxWait: own.MaxWait}, p.opts.CallerLimiter})
 	}
-	ulim := up.spec.Quota
-	ulim.Caller = caller
-	steps = append(steps, quota{"upstream", up.limitKey, ulim, p.opts.UpstreamLimiter})
+	steps = append(steps, quota{"upstream", up.limitKey, up.spec.Quota, ratelimit.Call{MaxWait: up.spec.MaxWait, Caller: caller}, p.opts.UpstreamLimiter})
 	for _, s := range steps {
 		start := p.opts.Now()
-		res, ticket, err := s.l.Acquire(r.Context(), s.key, s.lim)
+		res, ticket, err := s.l.Acquire(r.Context(), s.key, s.lim, s.call)
 		c.rec.RateLimitWaitMS += ms(p.opts.Now().Sub(start))
 		if err == nil {
 			if s.by == "upstream" {
@@ -278,7 +277,7 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 		if ref, ok := ratelimit.IsRefused(err); ok {
 			limit := ref.Limit
 			if s.lim.Shares != nil {
-				limit = shareLimit(s.lim)
+				limit = shareLimit(s.lim, s.call.Caller)
 			}
 			setRetryHeaders(w.Header(), ref.RetryAfter, ref.Reset, limit, 0)
 			if s.lim.Requests > 0 && s.lim.Per > 0 {
@@ -309,10 +308,10 @@ func (p *Proxy) admit(w http.ResponseWriter, r *http.Request, c *call, st *state
 	return nil
 }
 
-// shareLimit is the most of a shared quota lim.Caller can ever hold: its
+// shareLimit is the most of a shared quota caller can ever hold: its
 // reserve and the shared slots, capped by its max.
-func shareLimit(lim ratelimit.Limit) int {
-	sh := lim.Shares.Of(lim.Caller)
+func shareLimit(lim ratelimit.Quota, caller string) int {
+	sh := lim.Shares.Of(caller)
 	n := sh.Reserve + lim.Requests - lim.Shares.Reserved()
 	if sh.Max > 0 {
 		n = min(n, sh.Max)
@@ -323,9 +322,8 @@ func shareLimit(lim ratelimit.Limit) int {
 // quotaHeaders tells a caller of an upstream with shares what it has left
 // of the quota (RateLimit-*, IETF draft): its unused reserve and the free
 // shared slots, capped by its max.
-func quotaHeaders(h http.Header, lim ratelimit.Limit, caller string, res *ratelimit.Result) {
-	lim.Caller = caller
-	limit := shareLimit(lim)
+func quotaHeaders(h http.Header, lim ratelimit.Quota, caller string, res *ratelimit.Result) {
+	limit := shareLimit(lim, caller)
 	h.Set("RateLimit-Limit", strconv.Itoa(limit))
 	h.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
 	h.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(res.Reset)))

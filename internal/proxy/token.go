@@ -73,8 +73,7 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, c *call, st *
 	if lim, ok := st.callerQuotas[id.Name]; ok {
 		// A token is a call's worth of the caller's own limit: no wait, and
 		// no slot of the vendor's quota (the vendor is not reached).
-		lim.MaxWait = 0
-		if _, _, err := p.opts.CallerLimiter.Acquire(r.Context(), "caller:"+id.Name, lim); err != nil {
+		if _, _, err := p.opts.CallerLimiter.Acquire(r.Context(), "caller:"+id.Name, lim.Quota, ratelimit.Call{}); err != nil {
 			retry := time.Second
 			if ref, ok := ratelimit.IsRefused(err); ok {
 				retry = ref.RetryAfter

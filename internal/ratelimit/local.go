@@ -1,6 +1,7 @@
 // Package ratelimit keeps calls under quotas: a caller's own limit and an
 // upstream vendor's quota, locally (golang.org/x/time/rate) or shared by
-// every replica through Redis. A call waits for its turn up to the limit's
+// every replica through Redis. A Quota is the limit as vendors state it; a
+// Call is what one call brings to it. A call waits for its turn up to its
 // MaxWait, else it is refused with the time after which to retry. It also
 // pauses an upstream that answered 429. It does not know about HTTP.
 package ratelimit
@@ -16,24 +17,29 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Limit is a quota as vendors state it: Requests per Per.
-type Limit struct {
+// Quota is a limit as vendors state it: Requests per Per.
+type Quota struct {
 	Requests int
 	Per      time.Duration
 	// Burst is how many calls may go back to back (at least 1).
 	Burst int
-	// MaxWait is how long a call may wait for its turn; 0 refuses at once.
-	MaxWait time.Duration
-	// Ahead puts the call ahead of the callers waiting in line (Window
-	// only; keybroker's credential probe): it takes the next free slot.
-	// Like MaxWait, it is the call's, not the quota's. It never takes a
-	// caller's reserve.
-	Ahead bool
 	// Shares split an upstream quota between callers (nil: first come,
 	// first served). Window and Redis only.
 	Shares *Shares
-	// Caller is who makes the call, for Shares; the call's, not the
-	// quota's.
+}
+
+// Call is what one call brings to a quota: how long it may wait, whether
+// it goes ahead of the line, and who makes it. They are the call's, not
+// the quota's: one quota serves calls that differ in all three.
+type Call struct {
+	// MaxWait is how long the call may wait for its turn; 0 refuses at
+	// once.
+	MaxWait time.Duration
+	// Ahead puts the call ahead of the callers waiting in line (Window
+	// only; keybroker's credential probe): it takes the next free slot.
+	// It never takes a caller's reserve.
+	Ahead bool
+	// Caller is who makes the call, for the quota's Shares.
 	Caller string
 }
 
@@ -43,9 +49,9 @@ type Limit struct {
 // B + r·Per = Requests gives r = (Requests − Burst) / Per. With the default
 // Burst of 1 that is (Requests−1)/Per: 59 per minute for Huntress's 60, 98%
 // of the quota, with the 60th slot as margin for network jitter. Requests 1
-// (so Burst 1) gives 1/Per: calls at least Per apart. A Limit without
+// (so Burst 1) gives 1/Per: calls at least Per apart. A Quota without
 // Requests is no quota: rate.Inf (vendor 429 pauses still apply to it).
-func (l Limit) Rate() rate.Limit {
+func (l Quota) Rate() rate.Limit {
 	if l.Per <= 0 || l.Requests <= 0 {
 		return rate.Inf
 	}
@@ -56,7 +62,7 @@ func (l Limit) Rate() rate.Limit {
 	return rate.Limit(float64(n) / l.Per.Seconds())
 }
 
-func (l Limit) burst() int {
+func (l Quota) burst() int {
 	if l.Burst < 1 {
 		return 1
 	}
@@ -122,7 +128,7 @@ type Local struct {
 
 type bucket struct {
 	lim         *rate.Limiter
-	limit       Limit
+	limit       Quota
 	lastUsed    time.Time
 	pausedUntil time.Time
 }
@@ -135,10 +141,10 @@ func NewLocal(now func() time.Time) *Local {
 	return &Local{now: now, buckets: map[string]*bucket{}}
 }
 
-// Wait admits one call under key's limit, waiting up to lim.MaxWait. The
+// Wait admits one call under key's quota, waiting up to c.MaxWait. The
 // wait ends early, giving the slot back, when ctx ends.
-func (l *Local) Wait(ctx context.Context, key string, lim Limit) (Result, error) {
-	res, cancel, err := l.reserve(key, lim)
+func (l *Local) Wait(ctx context.Context, key string, lim Quota, c Call) (Result, error) {
+	res, cancel, err := l.reserve(key, lim, c.MaxWait)
 	if err != nil {
 		return res, err
 	}
@@ -148,14 +154,14 @@ func (l *Local) Wait(ctx context.Context, key string, lim Limit) (Result, error)
 // Acquire is Wait for the Limiter interface the proxy shares with Window
 // and Redis: a token bucket holds nothing after admission, so its Ticket
 // is empty.
-func (l *Local) Acquire(ctx context.Context, key string, lim Limit) (Result, Ticket, error) {
-	res, err := l.Wait(ctx, key, lim)
+func (l *Local) Acquire(ctx context.Context, key string, lim Quota, c Call) (Result, Ticket, error) {
+	res, err := l.Wait(ctx, key, lim, c)
 	return res, Ticket{}, err
 }
 
 // reserve takes key's next slot and says how long until it; cancel gives
-// the slot back.
-func (l *Local) reserve(key string, lim Limit) (Result, func(), error) {
+// the slot back; a call may wait up to maxWait for it.
+func (l *Local) reserve(key string, lim Quota, maxWait time.Duration) (Result, func(), error) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -164,7 +170,7 @@ func (l *Local) reserve(key string, lim Limit) (Result, func(), error) {
 	if b.pausedUntil.After(now) {
 		pause = b.pausedUntil.Sub(now)
 	}
-	if pause > lim.MaxWait {
+	if pause > maxWait {
 		return Result{}, nil, &RefusedError{RetryAfter: pause, Limit: lim.Requests, Reset: pause, Paused: true}
 	}
 	// Reserve at the end of the pause, so that a paused bucket's calls are
@@ -172,7 +178,7 @@ func (l *Local) reserve(key string, lim Limit) (Result, func(), error) {
 	at := now.Add(pause)
 	r := b.lim.ReserveN(at, 1)
 	delay := pause + r.DelayFrom(at)
-	if !r.OK() || delay > lim.MaxWait {
+	if !r.OK() || delay > maxWait {
 		if r.OK() {
 			r.CancelAt(at)
 		}
@@ -223,7 +229,7 @@ func (l *Local) Len() int {
 	return len(l.buckets)
 }
 
-func (l *Local) bucketLocked(key string, lim Limit, now time.Time) *bucket {
+func (l *Local) bucketLocked(key string, lim Quota, now time.Time) *bucket {
 	if now.Sub(l.lastSweep) > time.Minute {
 		l.sweepLocked(now)
 	}

@@ -16,18 +16,18 @@ func TestLimit_NeverMoreThanRequestsInAnyWindow(t *testing.T) {
 }
 
 func testLimitNeverMoreThanRequests(t *testing.T) {
-	cases := []Limit{
-		{Requests: 60, Per: time.Minute, Burst: 1},
-		{Requests: 60, Per: time.Minute, Burst: 10},
-		{Requests: 10, Per: 2 * time.Second, Burst: 5},
-		{Requests: 1, Per: time.Second, Burst: 1},
+	cases := []qc{
+		{Quota: Quota{Requests: 60, Per: time.Minute, Burst: 1}},
+		{Quota: Quota{Requests: 60, Per: time.Minute, Burst: 10}},
+		{Quota: Quota{Requests: 10, Per: 2 * time.Second, Burst: 5}},
+		{Quota: Quota{Requests: 1, Per: time.Second, Burst: 1}},
 	}
 	for _, lim := range cases {
 		l := NewLocal(nil)
 		var admitted []time.Time
 		// Every 10 ms for 5 windows, try a call that may not wait.
 		for step := time.Duration(0); step < 5*lim.Per; step += 10 * time.Millisecond {
-			if _, err := l.Wait(context.Background(), "k", lim); err == nil {
+			if _, err := wait(l, context.Background(), "k", lim); err == nil {
 				admitted = append(admitted, time.Now())
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -50,18 +50,18 @@ func testLimitNeverMoreThanRequests(t *testing.T) {
 func TestLocal_WaitsUpToMaxWaitThenRefuses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal(nil)
-		lim := Limit{Requests: 2, Per: 10 * time.Second, Burst: 1, MaxWait: 0}
-		if _, err := l.Wait(context.Background(), "k", lim); err != nil {
+		lim := qc{Quota: Quota{Requests: 2, Per: 10 * time.Second, Burst: 1}, Call: Call{MaxWait: 0}}
+		if _, err := wait(l, context.Background(), "k", lim); err != nil {
 			t.Fatal(err)
 		}
-		_, err := l.Wait(context.Background(), "k", lim)
+		_, err := wait(l, context.Background(), "k", lim)
 		ref, ok := IsRefused(err)
 		if !ok || ref.RetryAfter < 9*time.Second || ref.RetryAfter > 10*time.Second || ref.Limit != 2 {
 			t.Fatalf("second call: %v (%+v), want refused with retry after ~10s", err, ref)
 		}
 		// A refused call gives its slot back: after the refill one call goes.
 		time.Sleep(10 * time.Second)
-		if _, err := l.Wait(context.Background(), "k", lim); err != nil {
+		if _, err := wait(l, context.Background(), "k", lim); err != nil {
 			t.Errorf("after refill: %v", err)
 		}
 	})
@@ -70,12 +70,12 @@ func TestLocal_WaitsUpToMaxWaitThenRefuses(t *testing.T) {
 func TestLocal_WaitEndsWhenCallerGoesAway(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal(nil)
-		lim := Limit{Requests: 2, Per: time.Hour, Burst: 1, MaxWait: time.Hour}
-		_, _ = l.Wait(context.Background(), "k", lim)
+		lim := qc{Quota: Quota{Requests: 2, Per: time.Hour, Burst: 1}, Call: Call{MaxWait: time.Hour}}
+		_, _ = wait(l, context.Background(), "k", lim)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		_, err := l.Wait(ctx, "k", lim)
+		_, err := wait(l, ctx, "k", lim)
 		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 50*time.Millisecond {
 			t.Errorf("wait did not end with the caller: %v after %v", err, time.Since(start))
 		}
@@ -85,17 +85,17 @@ func TestLocal_WaitEndsWhenCallerGoesAway(t *testing.T) {
 func TestLocal_PauseHoldsCalls(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal(nil)
-		lim := Limit{MaxWait: time.Second} // no quota, only pauses
-		if _, err := l.Wait(context.Background(), "u", lim); err != nil {
+		lim := qc{Call: Call{MaxWait: time.Second}} // no quota, only pauses
+		if _, err := wait(l, context.Background(), "u", lim); err != nil {
 			t.Fatal(err)
 		}
 		l.Pause("u", time.Now().Add(60*time.Second))
-		_, err := l.Wait(context.Background(), "u", lim)
+		_, err := wait(l, context.Background(), "u", lim)
 		if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter != 60*time.Second {
 			t.Fatalf("paused: %v", err)
 		}
 		time.Sleep(61 * time.Second)
-		if _, err := l.Wait(context.Background(), "u", lim); err != nil {
+		if _, err := wait(l, context.Background(), "u", lim); err != nil {
 			t.Errorf("after the pause: %v", err)
 		}
 	})
@@ -104,15 +104,15 @@ func TestLocal_PauseHoldsCalls(t *testing.T) {
 func TestLocal_EvictsIdleBuckets(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal(nil)
-		lim := Limit{Requests: 10, Per: time.Second, Burst: 1}
+		lim := qc{Quota: Quota{Requests: 10, Per: time.Second, Burst: 1}}
 		for i := range 1000 {
-			_, _ = l.Wait(context.Background(), "caller:"+string(rune('a'+i%26))+string(rune(i)), lim)
+			_, _ = wait(l, context.Background(), "caller:"+string(rune('a'+i%26))+string(rune(i)), lim)
 		}
 		if l.Len() != 1000 {
 			t.Fatalf("%d buckets", l.Len())
 		}
 		time.Sleep(5 * time.Minute)
-		_, _ = l.Wait(context.Background(), "caller:new", lim)
+		_, _ = wait(l, context.Background(), "caller:new", lim)
 		if l.Len() != 1 {
 			t.Errorf("%d buckets after idle sweep, want 1", l.Len())
 		}
@@ -120,21 +120,21 @@ func TestLocal_EvictsIdleBuckets(t *testing.T) {
 }
 
 func TestLimit_Rate(t *testing.T) {
-	if r := (Limit{Requests: 60, Per: time.Minute, Burst: 1}).Rate(); r < 0.983 || r > 0.984 {
+	if r := (qc{Quota: Quota{Requests: 60, Per: time.Minute, Burst: 1}}).Rate(); r < 0.983 || r > 0.984 {
 		t.Errorf("huntress rate %v, want 59/60", r)
 	}
-	if r := (Limit{Requests: 1, Per: time.Second, Burst: 1}).Rate(); r != 1 {
+	if r := (qc{Quota: Quota{Requests: 1, Per: time.Second, Burst: 1}}).Rate(); r != 1 {
 		t.Errorf("1/s rate %v", r)
 	}
 }
 
 func BenchmarkLocalDecision(b *testing.B) {
 	l := NewLocal(nil)
-	lim := Limit{Requests: 1 << 30, Per: time.Second, Burst: 1 << 20}
+	lim := qc{Quota: Quota{Requests: 1 << 30, Per: time.Second, Burst: 1 << 20}}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		_, _ = l.Wait(ctx, "upstream:huntress", lim)
+		_, _ = wait(l, ctx, "upstream:huntress", lim)
 	}
 }

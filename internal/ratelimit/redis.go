@@ -75,7 +75,7 @@ type Redis struct {
 // redisKey is a key's state in this replica.
 type redisKey struct {
 	gate    fairGate // only the gate's holder asks Redis; the others wait in (fair) order
-	lim     Limit
+	lim     Quota
 	callers map[string]bool // callers seen under Shares (metrics)
 	dualTil time.Time       // after a fallback: the local share applies too until then
 }
@@ -127,21 +127,21 @@ func (r *Redis) InFallback() bool { return r.fallback.Load() }
 // the quota shared through Redis. Under Shares, a call that can use its
 // caller's reserve asks Redis at once, past this replica's line; the
 // others take turns at the gate, by weight.
-func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Ticket, error) {
-	k := r.key(key, lim)
+func (r *Redis) Acquire(ctx context.Context, key string, lim Quota, c Call) (Result, Ticket, error) {
+	k := r.key(key, lim, c)
 	start := time.Now()
-	deadline := start.Add(lim.MaxWait)
-	if lim.Shares != nil && !lim.Ahead && lim.Shares.Of(lim.Caller).Reserve > 0 {
+	deadline := start.Add(c.MaxWait)
+	if lim.Shares != nil && !c.Ahead && lim.Shares.Of(c.Caller).Reserve > 0 {
 		if r.fallback.Load() && !r.probeDue() {
-			return r.acquireLocal(ctx, key, lim, deadline)
+			return r.acquireLocal(ctx, key, lim, c, deadline)
 		}
-		res, tk, wait, class, err := r.decide(ctx, key, k, lim, true)
+		res, tk, wait, class, err := r.decide(ctx, key, k, lim, c, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, Ticket{}, ctx.Err()
 			}
 			r.setFallback(true, err)
-			return r.acquireLocal(ctx, key, lim, deadline)
+			return r.acquireLocal(ctx, key, lim, c, deadline)
 		}
 		r.setFallback(false, nil)
 		if wait == 0 {
@@ -152,20 +152,20 @@ func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Tic
 			return Result{}, Ticket{}, &RefusedError{RetryAfter: max(wait, time.Millisecond), Limit: lim.Requests, Share: true}
 		}
 	}
-	weight := lim.Shares.Of(lim.Caller).Weight
+	weight := lim.Shares.Of(c.Caller).Weight
 	caller := ""
 	if lim.Shares != nil {
-		caller = lim.Caller
+		caller = c.Caller
 	}
 	atMax := false
 	for {
 		if err := k.gate.enter(ctx, caller, weight, deadline); err != nil {
 			if errors.Is(err, errGateTimeout) {
-				return Result{}, Ticket{}, &RefusedError{RetryAfter: max(lim.MaxWait, time.Second), Limit: lim.Requests, Share: atMax}
+				return Result{}, Ticket{}, &RefusedError{RetryAfter: max(c.MaxWait, time.Second), Limit: lim.Requests, Share: atMax}
 			}
 			return Result{}, Ticket{}, err
 		}
-		res, tk, again, err := r.atGate(ctx, key, k, lim, start, deadline)
+		res, tk, again, err := r.atGate(ctx, key, k, lim, c, start, deadline)
 		k.gate.leave()
 		if !again {
 			return res, tk, err
@@ -180,19 +180,19 @@ func (r *Redis) Acquire(ctx context.Context, key string, lim Limit) (Result, Tic
 
 // atGate asks Redis until the call is admitted or refused, holding the
 // gate. again: the caller is at its own max; let the others go first.
-func (r *Redis) atGate(ctx context.Context, key string, k *redisKey, lim Limit, start, deadline time.Time) (Result, Ticket, bool, error) {
+func (r *Redis) atGate(ctx context.Context, key string, k *redisKey, lim Quota, c Call, start, deadline time.Time) (Result, Ticket, bool, error) {
 	for {
 		if r.fallback.Load() && !r.probeDue() {
-			res, tk, err := r.acquireLocal(ctx, key, lim, deadline)
+			res, tk, err := r.acquireLocal(ctx, key, lim, c, deadline)
 			return res, tk, false, err
 		}
-		res, tk, wait, class, err := r.decide(ctx, key, k, lim, false)
+		res, tk, wait, class, err := r.decide(ctx, key, k, lim, c, false)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, Ticket{}, false, ctx.Err()
 			}
 			r.setFallback(true, err)
-			res, tk, err := r.acquireLocal(ctx, key, lim, deadline)
+			res, tk, err := r.acquireLocal(ctx, key, lim, c, deadline)
 			return res, tk, false, err
 		}
 		r.setFallback(false, nil)
@@ -231,7 +231,7 @@ type redisResult struct {
 // decide asks Redis once. wait is 0 when admitted, else how long until a
 // slot frees (-1: unknown); class says what decided (shareScript's).
 // reserveOnly: admit only into the caller's reserve.
-func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit, reserveOnly bool) (redisResult, Ticket, time.Duration, int, error) {
+func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Quota, c Call, reserveOnly bool) (redisResult, Ticket, time.Duration, int, error) {
 	member := r.memberOf()
 	interval := int64(0)
 	if b := lim.burst(); lim.Burst > 0 && b < lim.Requests && lim.Requests > 0 {
@@ -247,12 +247,12 @@ func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit, 
 	var vals []int64
 	var err error
 	if lim.Shares != nil && lim.Requests > 0 {
-		sh := lim.Shares.Of(lim.Caller)
+		sh := lim.Shares.Of(c.Caller)
 		only := 0
 		if reserveOnly {
 			only = 1
 		}
-		vals, err = r.share.Run(ctx, r.client, r.shareKeys(key, lim), requests, member, hold, interval, lim.burst(),
+		vals, err = r.share.Run(ctx, r.client, r.shareKeys(key, lim, c.Caller), requests, member, hold, interval, lim.burst(),
 			sh.Reserve, sh.Max, lim.Requests-lim.Shares.Reserved(), only).Int64Slice()
 	} else {
 		vals, err = r.acquire.Run(ctx, r.client, r.redisKeys(key), requests, member, hold, interval, lim.burst()).Int64Slice()
@@ -272,14 +272,14 @@ func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit, 
 		}
 		return res, Ticket{}, max(wait, -1), class, nil
 	}
-	tk := Ticket{r: r, key: ticketKey(key, member, lim)}
+	tk := Ticket{r: r, key: ticketKey(key, member, lim, c.Caller)}
 	if lim.Requests <= 0 {
 		tk = Ticket{}
 	}
 	// Back from the fallback (this very call may be the probe that finds
 	// Redis again): the local share must agree too.
 	if r.fallback.Load() || time.Now().Before(r.dualUntil(k)) {
-		_, ltk, lerr := r.local.Acquire(ctx, key, r.localShare(lim, 0))
+		_, ltk, lerr := r.local.Acquire(ctx, key, r.localShare(lim), Call{Ahead: c.Ahead, Caller: c.Caller})
 		if lerr != nil {
 			tk.Release(false)
 			if ref, ok := IsRefused(lerr); ok {
@@ -292,7 +292,7 @@ func (r *Redis) decide(ctx context.Context, key string, k *redisKey, lim Limit, 
 		// Under Shares the replica keeps a shadow of its own calls, so
 		// that in a fallback its callers' reserved calls (which the
 		// hand-off hold lets through) count what it already sent.
-		tk = Ticket{r: pair{tk, r.local.Record(key, r.localShare(lim, 0), class == classReserved)}, key: key}
+		tk = Ticket{r: pair{tk, r.local.Record(key, r.localShare(lim), c, class == classReserved)}, key: key}
 	}
 	return res, tk, 0, class, nil
 }
@@ -328,8 +328,9 @@ func (r *Redis) release(t Ticket, sent bool) {
 	}
 }
 
-func (r *Redis) acquireLocal(ctx context.Context, key string, lim Limit, deadline time.Time) (Result, Ticket, error) {
-	return r.local.Acquire(ctx, key, r.localShare(lim, max(0, time.Until(deadline))))
+func (r *Redis) acquireLocal(ctx context.Context, key string, lim Quota, c Call, deadline time.Time) (Result, Ticket, error) {
+	c.MaxWait = max(0, time.Until(deadline))
+	return r.local.Acquire(ctx, key, r.localShare(lim), c)
 }
 
 func (r *Redis) redisKeys(key string) []string {
@@ -337,7 +338,7 @@ func (r *Redis) redisKeys(key string) []string {
 	return []string{p + "done:" + key, p + "fly:" + key, p + "pause:" + key, p + "cell:" + key}
 }
 
-func (r *Redis) key(key string, lim Limit) *redisKey {
+func (r *Redis) key(key string, lim Quota, c Call) *redisKey {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, ok := r.keys[key]
@@ -350,24 +351,23 @@ func (r *Redis) key(key string, lim Limit) *redisKey {
 			r.local.Hold(key, r.fallbackAt.Add(lim.Per+r.opts.Margin+handoffSlack))
 		}
 	}
-	if lim.Shares != nil && !lim.Ahead && !k.callers[lim.Caller] && len(k.callers) < 1024 {
+	if lim.Shares != nil && !c.Ahead && !k.callers[c.Caller] && len(k.callers) < 1024 {
 		if k.callers == nil {
 			k.callers = map[string]bool{}
 		}
-		k.callers[lim.Caller] = true // for ShareUsage
+		k.callers[c.Caller] = true // for ShareUsage
 	}
-	lim.Caller, lim.MaxWait, lim.Ahead = "", 0, false
 	k.lim = lim
 	return k
 }
 
-func (r *Redis) limitOf(key string) Limit {
+func (r *Redis) limitOf(key string) Quota {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if k, ok := r.keys[key]; ok {
 		return k.lim
 	}
-	return Limit{}
+	return Quota{}
 }
 
 func (r *Redis) dualUntil(k *redisKey) time.Time {
@@ -411,9 +411,8 @@ func (r *Redis) Pause(key string, until time.Time) {
 // localShare is lim divided by the replicas, for the local fallback: each
 // replica keeps requests/replicas per window, and its part of each
 // caller's reserve and max (Shares.Scaled), so together they stay under.
-func (r *Redis) localShare(lim Limit, maxWait time.Duration) Limit {
+func (r *Redis) localShare(lim Quota) Quota {
 	l := lim
-	l.MaxWait = maxWait
 	if lim.Requests <= 0 || r.opts.Replicas <= 1 {
 		return l
 	}

@@ -104,8 +104,8 @@ const (
 )
 
 // shareKeys are shareScript's keys for caller under key.
-func (r *Redis) shareKeys(key string, lim Limit) []string {
-	keys := append(r.redisKeys(key), r.callerKeys(key, lim.Caller)...)
+func (r *Redis) shareKeys(key string, lim Quota, caller string) []string {
+	keys := append(r.redisKeys(key), r.callerKeys(key, caller)...)
 	for _, c := range lim.Shares.Callers() {
 		if lim.Shares.Of(c).Reserve > 0 {
 			ck := r.callerKeys(key, c)
@@ -231,11 +231,11 @@ func (g *fairGate) leave() {
 
 // ticketKey packs what a release needs: the key, the member and, under
 // Shares, the caller.
-func ticketKey(key, member string, lim Limit) string {
+func ticketKey(key, member string, lim Quota, caller string) string {
 	if lim.Shares == nil {
 		return key + "\x00" + member
 	}
-	return key + "\x00" + member + "\x00" + lim.Caller
+	return key + "\x00" + member + "\x00" + caller
 }
 
 // splitTicket unpacks ticketKey; shared says the call was under Shares.

@@ -18,7 +18,7 @@ import (
 // and nearly all of the quota is used.
 func TestRedis_ReplicasShareOneWindow(t *testing.T) {
 	rs := redistest.Start(t)
-	lim := Limit{Requests: 20, Per: 2 * time.Second, MaxWait: 3 * time.Second}
+	lim := qc{Quota: Quota{Requests: 20, Per: 2 * time.Second}, Call: Call{MaxWait: 3 * time.Second}}
 	var mu sync.Mutex
 	var arrived []time.Time
 	var wg sync.WaitGroup
@@ -34,7 +34,7 @@ func TestRedis_ReplicasShareOneWindow(t *testing.T) {
 				rng := rand.New(rand.NewSource(int64(w)))
 				for time.Now().Before(stop) {
 					ctx, cancel := context.WithDeadline(context.Background(), stop)
-					_, tk, err := r.Acquire(ctx, "upstream:huntress", lim)
+					_, tk, err := acquire(r, ctx, "upstream:huntress", lim)
 					cancel()
 					if err != nil {
 						continue
@@ -65,9 +65,9 @@ func TestRedis_PauseIsShared(t *testing.T) {
 	a, b := NewRedis(RedisOptions{Address: rs.Addr}), NewRedis(RedisOptions{Address: rs.Addr})
 	defer a.Close()
 	defer b.Close()
-	lim := Limit{MaxWait: time.Second}
+	lim := qc{Call: Call{MaxWait: time.Second}}
 	a.Pause("upstream:x", time.Now().Add(30*time.Second))
-	_, _, err := b.Acquire(context.Background(), "upstream:x", lim)
+	_, _, err := acquire(b, context.Background(), "upstream:x", lim)
 	if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter < 29*time.Second {
 		t.Fatalf("the other replica is not paused: %v", err)
 	}
@@ -87,10 +87,10 @@ func TestRedis_FallsBackAndReturns(t *testing.T) {
 	}})
 	defer r.Close()
 	// MaxWait covers the hand-off into the fallback: a window and the slack.
-	lim := Limit{Requests: 1000, Per: time.Second, Burst: 100, MaxWait: 3 * time.Second}
+	lim := qc{Quota: Quota{Requests: 1000, Per: time.Second, Burst: 100}, Call: Call{MaxWait: 3 * time.Second}}
 	ctx := context.Background()
 	acquire := func() error {
-		_, tk, err := r.Acquire(ctx, "k", lim)
+		_, tk, err := acquire(r, ctx, "k", lim)
 		tk.Release(true)
 		return err
 	}
@@ -107,7 +107,7 @@ func TestRedis_FallsBackAndReturns(t *testing.T) {
 	if failed.Load() != 0 || !r.InFallback() {
 		t.Fatalf("without redis: %d failures, fallback %v", failed.Load(), r.InFallback())
 	}
-	if got := r.localShare(lim, 0); got.Requests != 500 || got.Burst != 100 {
+	if got := r.localShare(lim.Quota); got.Requests != 500 || got.Burst != 100 {
 		t.Errorf("local share %+v, want half the quota", got)
 	}
 	rs.Restart()
@@ -129,12 +129,12 @@ func BenchmarkRedisDecision(b *testing.B) {
 	rs := redistest.Start(b)
 	r := NewRedis(RedisOptions{Address: rs.Addr})
 	defer r.Close()
-	lim := Limit{Requests: 1 << 30, Per: time.Second}
+	lim := qc{Quota: Quota{Requests: 1 << 30, Per: time.Second}}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, _, err := r.Acquire(ctx, "upstream:huntress", lim); err != nil {
+		if _, _, err := acquire(r, ctx, "upstream:huntress", lim); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -146,12 +146,12 @@ func BenchmarkRedisAcquireRelease(b *testing.B) {
 	rs := redistest.Start(b)
 	r := NewRedis(RedisOptions{Address: rs.Addr})
 	defer r.Close()
-	lim := Limit{Requests: 1 << 30, Per: time.Second}
+	lim := qc{Quota: Quota{Requests: 1 << 30, Per: time.Second}}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		_, tk, err := r.Acquire(ctx, "upstream:huntress", lim)
+		_, tk, err := acquire(r, ctx, "upstream:huntress", lim)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -169,12 +169,12 @@ func BenchmarkRedisDecisionShares(b *testing.B) {
 	shares := NewShares(map[string]Share{"ir": {Reserve: 5, Weight: 3}, "bulk": {Max: 30}})
 	for _, c := range []struct {
 		name   string
-		lim    Limit
+		lim    qc
 		caller string
 	}{
-		{"no shares", Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second}, ""},
-		{"reserve", Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second, Shares: shares}, "ir"},
-		{"shared", Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second, Shares: shares}, "bulk"},
+		{"no shares", qc{Quota: Quota{Requests: 60, Per: time.Minute}, Call: Call{MaxWait: time.Second}}, ""},
+		{"reserve", qc{Quota: Quota{Requests: 60, Per: time.Minute, Shares: shares}, Call: Call{MaxWait: time.Second}}, "ir"},
+		{"shared", qc{Quota: Quota{Requests: 60, Per: time.Minute, Shares: shares}, Call: Call{MaxWait: time.Second}}, "bulk"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			lim := c.lim
@@ -182,7 +182,7 @@ func BenchmarkRedisDecisionShares(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				_, tk, err := r.Acquire(ctx, "upstream:"+c.name, lim)
+				_, tk, err := acquire(r, ctx, "upstream:"+c.name, lim)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -12,11 +12,11 @@ import (
 )
 
 // sharedLimit is a quota of requests per Per with the shares given.
-func sharedLimit(requests int, per time.Duration, shares map[string]Share) Limit {
-	return Limit{Requests: requests, Per: per, MaxWait: 5 * time.Second, Shares: NewShares(shares)}
+func sharedLimit(requests int, per time.Duration, shares map[string]Share) qc {
+	return qc{Quota: Quota{Requests: requests, Per: per, Shares: NewShares(shares)}, Call: Call{MaxWait: 5 * time.Second}}
 }
 
-func as(lim Limit, caller string) Limit {
+func as(lim qc, caller string) qc {
 	lim.Caller = caller
 	return lim
 }
@@ -31,7 +31,7 @@ func TestShares_ReserveIsNeverTakenAndNeverWaits(t *testing.T) {
 		lim := sharedLimit(10, time.Minute, map[string]Share{"ir": {Reserve: 2}})
 		lim.MaxWait = 0
 		for i := range 8 {
-			res, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk"))
+			res, _, err := acquire(l, context.Background(), "k", as(lim, "bulk"))
 			if err != nil {
 				t.Fatalf("bulk call %d: %v", i+1, err)
 			}
@@ -39,18 +39,18 @@ func TestShares_ReserveIsNeverTakenAndNeverWaits(t *testing.T) {
 				t.Errorf("bulk call %d: %+v", i+1, res)
 			}
 		}
-		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk")); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(lim, "bulk")); err == nil {
 			t.Fatal("bulk took a reserved slot")
 		} else if ref, _ := IsRefused(err); ref.Share {
 			t.Errorf("bulk has no max; refusal says share: %+v", ref)
 		}
 		for i := range 2 {
-			res, _, err := l.Acquire(context.Background(), "k", as(lim, "ir"))
+			res, _, err := acquire(l, context.Background(), "k", as(lim, "ir"))
 			if err != nil || !res.Reserved || res.Remaining != 1-i {
 				t.Fatalf("ir call %d: %+v %v", i+1, res, err)
 			}
 		}
-		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "ir")); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(lim, "ir")); err == nil {
 			t.Fatal("a third ir call went past a full window")
 		}
 		usage := map[string]PartyUsage{}
@@ -73,7 +73,7 @@ func TestShares_ReservedCallGoesPastTheLine(t *testing.T) {
 		lim := sharedLimit(3, 50*time.Millisecond, map[string]Share{"ir": {Reserve: 1}})
 		var held []Ticket
 		for range 2 {
-			_, tk, err := l.Acquire(context.Background(), "k", as(lim, "bulk"))
+			_, tk, err := acquire(l, context.Background(), "k", as(lim, "bulk"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestShares_ReservedCallGoesPastTheLine(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, tk, err := l.Acquire(context.Background(), "k", as(lim, "bulk"))
+				_, tk, err := acquire(l, context.Background(), "k", as(lim, "bulk"))
 				if err == nil {
 					tk.Release(true)
 				}
@@ -96,11 +96,11 @@ func TestShares_ReservedCallGoesPastTheLine(t *testing.T) {
 		}
 		probe := lim
 		probe.Ahead, probe.MaxWait = true, 0
-		if _, _, err := l.Acquire(context.Background(), "k", probe); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", probe); err == nil {
 			t.Fatal("an Ahead call took the responder's idle reserve")
 		}
 		start := time.Now()
-		res, tk, err := l.Acquire(context.Background(), "k", as(lim, "ir"))
+		res, tk, err := acquire(l, context.Background(), "k", as(lim, "ir"))
 		if err != nil || !res.Reserved || time.Since(start) != 0 {
 			t.Fatalf("reserved call behind the line: %+v %v after %v", res, err, time.Since(start))
 		}
@@ -120,15 +120,15 @@ func TestShares_MaxCaps(t *testing.T) {
 		lim := sharedLimit(60, time.Minute, map[string]Share{"bulk": {Max: 30}})
 		lim.MaxWait = 0
 		for range 30 {
-			if _, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk")); err != nil {
+			if _, _, err := acquire(l, context.Background(), "k", as(lim, "bulk")); err != nil {
 				t.Fatal(err)
 			}
 		}
-		_, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk"))
+		_, _, err := acquire(l, context.Background(), "k", as(lim, "bulk"))
 		if ref, ok := IsRefused(err); !ok || !ref.Share {
 			t.Fatalf("31st bulk call: %v, want a refusal by its share", err)
 		}
-		if res, _, err := l.Acquire(context.Background(), "k", as(lim, "soar")); err != nil || res.Remaining != 29 {
+		if res, _, err := acquire(l, context.Background(), "k", as(lim, "soar")); err != nil || res.Remaining != 29 {
 			t.Fatalf("another caller: %+v %v", res, err)
 		}
 	})
@@ -141,7 +141,7 @@ func TestShares_WeightedFairQueuing(t *testing.T) {
 		l := NewWindow(nil, time.Millisecond)
 		lim := sharedLimit(1, time.Hour, map[string]Share{"a": {Weight: 3}, "b": {Weight: 1}})
 		lim.MaxWait = time.Minute
-		_, first, err := l.Acquire(context.Background(), "k", as(lim, "x"))
+		_, first, err := acquire(l, context.Background(), "k", as(lim, "x"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,7 +157,7 @@ func TestShares_WeightedFairQueuing(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, tk, err := l.Acquire(context.Background(), "k", as(lim, caller))
+					_, tk, err := acquire(l, context.Background(), "k", as(lim, caller))
 					if err != nil {
 						t.Errorf("%s %d: %v", caller, i, err)
 						return
@@ -197,14 +197,14 @@ func TestShares_HoldLetsReservedCallsThrough(t *testing.T) {
 		lim := sharedLimit(10, time.Second, map[string]Share{"ir": {Reserve: 1}})
 		lim.MaxWait = 0
 		l.Hold("k", time.Now().Add(time.Second))
-		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk")); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(lim, "bulk")); err == nil {
 			t.Fatal("a shared call went through the hold")
 		}
-		if res, _, err := l.Acquire(context.Background(), "k", as(lim, "ir")); err != nil || !res.Reserved {
+		if res, _, err := acquire(l, context.Background(), "k", as(lim, "ir")); err != nil || !res.Reserved {
 			t.Fatalf("a reserved call was held: %v", err)
 		}
 		time.Sleep(time.Second)
-		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk")); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(lim, "bulk")); err != nil {
 			t.Fatalf("after the hold: %v", err)
 		}
 	})
@@ -238,7 +238,7 @@ func BenchmarkWindowDecisionShares(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				_, tk, err := l.Acquire(ctx, "upstream:huntress", lim)
+				_, tk, err := acquire(l, ctx, "upstream:huntress", lim)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -260,7 +260,7 @@ func TestShares_RedisFallbackKeepsTheReserve(t *testing.T) {
 	lim.MaxWait = 0
 	ctx := context.Background()
 	for i := range 3 {
-		res, tk, err := r.Acquire(ctx, "k", as(lim, "ir"))
+		res, tk, err := acquire(r, ctx, "k", as(lim, "ir"))
 		if err != nil || !res.Reserved {
 			t.Fatalf("reserved call %d through redis: %+v %v", i, res, err)
 		}
@@ -269,21 +269,21 @@ func TestShares_RedisFallbackKeepsTheReserve(t *testing.T) {
 	rs.Stop()
 	// This replica sent 3 reserved calls in the window: more than its
 	// part of 2, so none goes until they leave it.
-	if _, _, err := r.Acquire(ctx, "k", as(lim, "ir")); err == nil {
+	if _, _, err := acquire(r, ctx, "k", as(lim, "ir")); err == nil {
 		t.Fatal("a reserved call went beyond the replica's part of the reserve")
 	}
 	if !r.InFallback() {
 		t.Fatal("not in the fallback")
 	}
-	if _, _, err := r.Acquire(ctx, "k", as(lim, "bulk")); err == nil {
+	if _, _, err := acquire(r, ctx, "k", as(lim, "bulk")); err == nil {
 		t.Fatal("a shared call went through the hand-off hold")
 	}
 	time.Sleep(2*time.Second + 100*time.Millisecond)
-	res, _, err := r.Acquire(ctx, "k", as(lim, "ir"))
+	res, _, err := acquire(r, ctx, "k", as(lim, "ir"))
 	if err != nil || !res.Reserved {
 		t.Fatalf("after the window, within its part: %+v %v", res, err)
 	}
-	if _, _, err := r.Acquire(ctx, "k", as(lim, "bulk")); err == nil {
+	if _, _, err := acquire(r, ctx, "k", as(lim, "bulk")); err == nil {
 		t.Fatal("a shared call went through the hand-off hold (a window and a second)")
 	}
 }
@@ -296,14 +296,14 @@ func TestShares_Reload(t *testing.T) {
 		lim := sharedLimit(4, time.Minute, map[string]Share{"ir": {Reserve: 1}})
 		lim.MaxWait = 0
 		for range 3 {
-			if _, _, err := l.Acquire(context.Background(), "k", as(lim, "bulk")); err != nil {
+			if _, _, err := acquire(l, context.Background(), "k", as(lim, "bulk")); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "ir")); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(lim, "ir")); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := l.Acquire(context.Background(), "k", as(lim, "ir")); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(lim, "ir")); err == nil {
 			t.Fatal("ir went past its reserve of 1 on a full window")
 		}
 		// Reloaded: bulk capped at 2, ir's reserve 2. The window is full
@@ -311,11 +311,11 @@ func TestShares_Reload(t *testing.T) {
 		// holds 3, over its new max, so it gets nothing until it is under.
 		grown := sharedLimit(4, time.Minute, map[string]Share{"ir": {Reserve: 2}, "bulk": {Max: 2}})
 		grown.MaxWait = 0
-		_, _, err := l.Acquire(context.Background(), "k", as(grown, "bulk"))
+		_, _, err := acquire(l, context.Background(), "k", as(grown, "bulk"))
 		if ref, ok := IsRefused(err); !ok || !ref.Share {
 			t.Errorf("bulk over its reloaded max: %v, want a share refusal", err)
 		}
-		if _, _, err := l.Acquire(context.Background(), "k", as(grown, "ir")); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", as(grown, "ir")); err == nil {
 			t.Error("ir's grown reserve took a fifth slot of a 4-slot window")
 		}
 		if in, _ := l.Usage("k"); in != 4 {
@@ -335,15 +335,15 @@ func TestShares_RedisMaxRefusalSaysShare(t *testing.T) {
 	lim.MaxWait = 300 * time.Millisecond
 	ctx := context.Background()
 	for _, r := range []*Redis{a, b} {
-		if _, _, err := r.Acquire(ctx, "k", as(lim, "bulk")); err != nil {
+		if _, _, err := acquire(r, ctx, "k", as(lim, "bulk")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, _, err := a.Acquire(ctx, "k", as(lim, "bulk"))
+	_, _, err := acquire(a, ctx, "k", as(lim, "bulk"))
 	if ref, ok := IsRefused(err); !ok || !ref.Share {
 		t.Fatalf("bulk's third slot across two replicas: %v, want a refusal by its share", err)
 	}
-	if res, _, err := b.Acquire(ctx, "k", as(lim, "soar")); err != nil || res.Remaining != 7 {
+	if res, _, err := acquire(b, ctx, "k", as(lim, "soar")); err != nil || res.Remaining != 7 {
 		t.Errorf("another caller: %+v %v", res, err)
 	}
 }

@@ -45,7 +45,7 @@ func (t Ticket) Release(sent bool) {
 // late, with the real time until a slot frees. Memory is O(Requests) per
 // key. A pause (after a vendor 429) holds every call under the key.
 //
-// With Shares, a quota is split between callers (Limit.Caller): a caller
+// With Shares, a quota is split between callers (Call.Caller): a caller
 // with a Reserve holds up to that many slots no other caller can take, and
 // a call that can use one is admitted at once, past the line, the pause for
 // a hand-off (Hold) and the smoothing; the other slots are shared. A
@@ -79,43 +79,43 @@ func NewWindow(now func() time.Time, margin time.Duration) *Window {
 	return &Window{now: now, margin: margin, keys: map[string]*window{}}
 }
 
-// Acquire admits one call under key's limit, waiting up to lim.MaxWait
+// Acquire admits one call under key's quota, waiting up to c.MaxWait
 // for its turn. The returned Ticket must be released once the call is done
 // (see Ticket.Release). The wait ends early when ctx ends.
-func (l *Window) Acquire(ctx context.Context, key string, lim Limit) (Result, Ticket, error) {
+func (l *Window) Acquire(ctx context.Context, key string, lim Quota, c Call) (Result, Ticket, error) {
 	start := l.now()
 	l.mu.Lock()
 	w := l.get(key, lim, start)
-	p := w.partyOf(lim)
+	p := w.partyOf(c)
 	// Straight in: an Ahead call with no Ahead call before it; a call
 	// that can use its caller's reserve (never behind others); any call
 	// when nobody waits.
-	if (lim.Ahead && len(w.aheadQ) == 0) || (!lim.Ahead && (p.canReserve() || w.waiting+len(w.aheadQ) == 0)) {
-		if id, reserved, ok := l.take(w, p, start, lim.Ahead); ok {
+	if (c.Ahead && len(w.aheadQ) == 0) || (!c.Ahead && (p.canReserve() || w.waiting+len(w.aheadQ) == 0)) {
+		if id, reserved, ok := l.take(w, p, start, c.Ahead); ok {
 			res := w.result(start, 0, p, reserved)
 			l.mu.Unlock()
 			return res, l.ticket(key, lim, id), nil
 		}
 	}
-	if lim.MaxWait <= 0 {
-		err := w.refusal(start, p, w.position(lim.Ahead))
+	if c.MaxWait <= 0 {
+		err := w.refusal(start, p, w.position(c.Ahead))
 		l.mu.Unlock()
 		return Result{}, Ticket{}, err
 	}
 	if w.lim.Shares == nil {
 		// One line, first come, first served: the turn is known when the
 		// slots it waits for have known ends.
-		if at, known := w.nextFree(start, w.position(lim.Ahead)); known && at.Sub(start) > lim.MaxWait {
-			err := w.refusal(start, p, w.position(lim.Ahead))
+		if at, known := w.nextFree(start, w.position(c.Ahead)); known && at.Sub(start) > c.MaxWait {
+			err := w.refusal(start, p, w.position(c.Ahead))
 			l.mu.Unlock()
 			return Result{}, Ticket{}, err
 		}
 	}
-	wt := w.enqueue(p, lim.Ahead)
+	wt := w.enqueue(p, c.Ahead)
 	l.schedule(key, w, start)
 	l.mu.Unlock()
 
-	timer := time.NewTimer(lim.MaxWait)
+	timer := time.NewTimer(c.MaxWait)
 	defer timer.Stop()
 	select {
 	case <-wt.ready:
@@ -195,14 +195,11 @@ func (l *Window) Len() int {
 	return len(l.keys)
 }
 
-func (l *Window) get(key string, lim Limit, now time.Time) *window {
+func (l *Window) get(key string, lim Quota, now time.Time) *window {
 	if now.Sub(l.lastSweep) > time.Minute {
 		l.sweep(now)
 	}
 	w := l.placeholder(key, now)
-	// How long one call may wait, whether it goes ahead and who makes it
-	// are that call's business: no change of the window.
-	lim.MaxWait, lim.Ahead, lim.Caller = 0, false, ""
 	if w.lim != lim {
 		// New, or the configuration changed (hot reload): slots held stay
 		// held; the smoothing bucket and the shares follow the new limit.
@@ -342,7 +339,7 @@ func (l *Window) schedule(key string, w *window, now time.Time) {
 
 // ticket is called after l.mu is released: it reads the caller's lim, not
 // the window's (a reload may change that).
-func (l *Window) ticket(key string, lim Limit, id uint64) Ticket {
+func (l *Window) ticket(key string, lim Quota, id uint64) Ticket {
 	if lim.Requests <= 0 {
 		return Ticket{}
 	}

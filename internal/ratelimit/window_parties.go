@@ -52,12 +52,12 @@ func (w *window) dequeue(wt *waiter) {
 // Record notes a call admitted elsewhere (through Redis) as holding a
 // slot under key, without asking the quota: the shadow that keeps a
 // fallback from sending more than this replica's part.
-func (l *Window) Record(key string, lim Limit, reserved bool) Ticket {
+func (l *Window) Record(key string, lim Quota, c Call, reserved bool) Ticket {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	w := l.get(key, lim, now)
-	p := w.partyOf(lim)
+	p := w.partyOf(c)
 	l.nextID++
 	w.inflight[l.nextID] = slot{p, reserved}
 	p.held++
@@ -93,13 +93,13 @@ func (l *Window) ShareUsage(key string) []PartyUsage {
 
 // partyOf is the party a call belongs to: the internal one for an Ahead
 // call, its caller with Shares, the one party "" without.
-func (w *window) partyOf(lim Limit) *party {
-	if lim.Ahead {
+func (w *window) partyOf(c Call) *party {
+	if c.Ahead {
 		return w.internal
 	}
 	name := ""
 	if w.lim.Shares != nil {
-		name = lim.Caller
+		name = c.Caller
 	} else if w.solo != nil {
 		return w.solo
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 type window struct {
-	lim Limit
+	lim Quota
 	// inflight are the calls admitted whose reply has not come back;
 	// ends are when the released ones' holds end, oldest first (releases
 	// come in time order, so appending keeps them sorted).

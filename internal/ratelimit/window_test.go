@@ -17,17 +17,17 @@ import (
 func TestWindow_WholeQuotaAtOnceThenExactlyWhenTheOldestLeaves(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindow(nil, 25*time.Millisecond)
-		lim := Limit{Requests: 60, Per: time.Minute}
+		lim := qc{Quota: Quota{Requests: 60, Per: time.Minute}}
 		var tickets []Ticket
 		for i := 0; i < 60; i++ {
-			_, tk, err := l.Acquire(context.Background(), "h", lim)
+			_, tk, err := acquire(l, context.Background(), "h", lim)
 			if err != nil {
 				t.Fatalf("call %d refused: %v", i+1, err)
 			}
 			tickets = append(tickets, tk)
 		}
 		// All 60 in flight: the 61st cannot know when; it is told a window.
-		_, _, err := l.Acquire(context.Background(), "h", lim)
+		_, _, err := acquire(l, context.Background(), "h", lim)
 		if ref, ok := IsRefused(err); !ok || ref.RetryAfter != time.Minute {
 			t.Fatalf("61st with every call in flight: %v", err)
 		}
@@ -37,17 +37,17 @@ func TestWindow_WholeQuotaAtOnceThenExactlyWhenTheOldestLeaves(t *testing.T) {
 		for i := 1; i < 60; i++ {
 			tickets[i].Release(true) // the rest at t=100ms
 		}
-		_, _, err = l.Acquire(context.Background(), "h", lim)
+		_, _, err = acquire(l, context.Background(), "h", lim)
 		want := 80*time.Millisecond + time.Minute + 25*time.Millisecond - 100*time.Millisecond
 		if ref, ok := IsRefused(err); !ok || ref.RetryAfter != want || ref.Limit != 60 {
 			t.Fatalf("61st: %v, want a retry after exactly %s", err, want)
 		}
 		time.Sleep(want - time.Nanosecond)
-		if _, _, err := l.Acquire(context.Background(), "h", lim); err == nil {
+		if _, _, err := acquire(l, context.Background(), "h", lim); err == nil {
 			t.Fatal("admitted a nanosecond early")
 		}
 		time.Sleep(time.Nanosecond)
-		if _, _, err := l.Acquire(context.Background(), "h", lim); err != nil {
+		if _, _, err := acquire(l, context.Background(), "h", lim); err != nil {
 			t.Fatalf("not admitted when the oldest left: %v", err)
 		}
 		if in, req := l.Usage("h"); in != 60 || req != 60 {
@@ -61,11 +61,11 @@ func TestWindow_WholeQuotaAtOnceThenExactlyWhenTheOldestLeaves(t *testing.T) {
 func TestWindow_UnsentCallFreesItsSlot(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindow(nil, 0)
-		lim := Limit{Requests: 1, Per: time.Hour}
-		_, tk, _ := l.Acquire(context.Background(), "k", lim)
+		lim := qc{Quota: Quota{Requests: 1, Per: time.Hour}}
+		_, tk, _ := acquire(l, context.Background(), "k", lim)
 		tk.Release(false)
 		tk.Release(true) // only the first release counts
-		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", lim); err != nil {
 			t.Fatalf("slot not freed: %v", err)
 		}
 	})
@@ -75,18 +75,18 @@ func TestWindow_UnsentCallFreesItsSlot(t *testing.T) {
 func TestWindow_BurstSmooths(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindow(nil, 0)
-		lim := Limit{Requests: 10, Per: time.Second, Burst: 1}
-		if _, tk, err := l.Acquire(context.Background(), "k", lim); err != nil {
+		lim := qc{Quota: Quota{Requests: 10, Per: time.Second, Burst: 1}}
+		if _, tk, err := acquire(l, context.Background(), "k", lim); err != nil {
 			t.Fatal(err)
 		} else {
 			tk.Release(true)
 		}
-		_, _, err := l.Acquire(context.Background(), "k", lim)
+		_, _, err := acquire(l, context.Background(), "k", lim)
 		if ref, ok := IsRefused(err); !ok || ref.RetryAfter < 99*time.Millisecond || ref.RetryAfter > 101*time.Millisecond {
 			t.Fatalf("second call: %v, want a retry after 100ms", err)
 		}
 		time.Sleep(100 * time.Millisecond)
-		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", lim); err != nil {
 			t.Fatalf("after 100ms: %v", err)
 		}
 	})
@@ -98,8 +98,8 @@ func TestWindow_BurstSmooths(t *testing.T) {
 func TestWindow_ACallThatMayNotWaitSharesTheSameBucket(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindow(nil, 0)
-		lim := Limit{Requests: 10, Per: time.Second, Burst: 1, MaxWait: time.Second}
-		_, tk, err := l.Acquire(context.Background(), "k", lim)
+		lim := qc{Quota: Quota{Requests: 10, Per: time.Second, Burst: 1}, Call: Call{MaxWait: time.Second}}
+		_, tk, err := acquire(l, context.Background(), "k", lim)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,12 +107,12 @@ func TestWindow_ACallThatMayNotWaitSharesTheSameBucket(t *testing.T) {
 		probe := lim
 		probe.MaxWait = 0
 		for i := range 3 {
-			if _, _, err := l.Acquire(context.Background(), "k", probe); err == nil {
+			if _, _, err := acquire(l, context.Background(), "k", probe); err == nil {
 				t.Fatalf("try %d: a call that may not wait was let through an empty bucket", i)
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
-		if _, _, err := l.Acquire(context.Background(), "k", probe); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", probe); err != nil {
 			t.Fatalf("after 100ms: %v", err)
 		}
 	})
@@ -126,7 +126,7 @@ func TestWindow_VendorNeverSeesMoreThanRequests(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		for _, burst := range []int{1, 5, 20} {
 			l := NewWindow(nil, 5*time.Millisecond)
-			lim := Limit{Requests: 20, Per: 2 * time.Second, Burst: burst}
+			lim := qc{Quota: Quota{Requests: 20, Per: 2 * time.Second, Burst: burst}}
 			rng := rand.New(rand.NewSource(int64(burst)))
 			type inflight struct {
 				t    Ticket
@@ -147,7 +147,7 @@ func TestWindow_VendorNeverSeesMoreThanRequests(t *testing.T) {
 				}
 				open = kept
 				for {
-					_, tk, err := l.Acquire(context.Background(), "v", lim)
+					_, tk, err := acquire(l, context.Background(), "v", lim)
 					if err != nil {
 						break
 					}
@@ -208,7 +208,7 @@ func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
 		}
 		ahead := lim
 		ahead.Ahead, ahead.MaxWait = true, 0
-		if _, _, err := l.Acquire(context.Background(), "k", ahead); err == nil {
+		if _, _, err := acquire(l, context.Background(), "k", ahead); err == nil {
 			t.Fatal("an ahead call that may not wait was admitted on a full window")
 		}
 		ahead.MaxWait = 5 * time.Second
@@ -228,21 +228,21 @@ func TestWindow_AheadTakesTheNextSlotBeforeTheLine(t *testing.T) {
 
 // oneSlotTaken is a window of one call per 20 ms whose slot is taken by
 // first: the calls after it wait (up to 5 s) in line on key "k".
-func oneSlotTaken() (l *Window, lim Limit, first Ticket) {
+func oneSlotTaken() (l *Window, lim qc, first Ticket) {
 	l = NewWindow(nil, time.Millisecond)
-	lim = Limit{Requests: 1, Per: 20 * time.Millisecond, MaxWait: 5 * time.Second}
-	_, first, _ = l.Acquire(context.Background(), "k", lim)
+	lim = qc{Quota: Quota{Requests: 1, Per: 20 * time.Millisecond}, Call: Call{MaxWait: 5 * time.Second}}
+	_, first, _ = acquire(l, context.Background(), "k", lim)
 	return l, lim, first
 }
 
 // arrive starts call i on key "k" and returns once it is queued (the
 // bubble is still). Admitted, the call sends i on order and releases its
 // slot.
-func arrive(t *testing.T, l *Window, wg *sync.WaitGroup, order chan<- int, i int, lim Limit) {
+func arrive(t *testing.T, l *Window, wg *sync.WaitGroup, order chan<- int, i int, lim qc) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, tk, err := l.Acquire(context.Background(), "k", lim)
+		_, tk, err := acquire(l, context.Background(), "k", lim)
 		if err != nil {
 			t.Errorf("call %d: %v", i, err)
 			return
@@ -282,11 +282,11 @@ func queued(l *Window, key string) int {
 func TestWindow_CallerWhoLeavesGivesUpItsPlace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindow(nil, time.Millisecond)
-		lim := Limit{Requests: 1, Per: 10 * time.Millisecond, MaxWait: 5 * time.Second}
-		_, first, _ := l.Acquire(context.Background(), "k", lim)
+		lim := qc{Quota: Quota{Requests: 1, Per: 10 * time.Millisecond}, Call: Call{MaxWait: 5 * time.Second}}
+		_, first, _ := acquire(l, context.Background(), "k", lim)
 		ctx, cancel := context.WithCancel(context.Background())
 		gone := make(chan error, 1)
-		go func() { _, _, err := l.Acquire(ctx, "k", lim); gone <- err }()
+		go func() { _, _, err := acquire(l, ctx, "k", lim); gone <- err }()
 		synctest.Wait()
 		if n := queued(l, "k"); n != 1 {
 			t.Fatalf("%d calls queued, want 1", n)
@@ -296,7 +296,7 @@ func TestWindow_CallerWhoLeavesGivesUpItsPlace(t *testing.T) {
 			t.Fatalf("cancelled waiter: %v", err)
 		}
 		first.Release(true)
-		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", lim); err != nil {
 			t.Fatalf("next caller: %v", err)
 		}
 	})
@@ -307,14 +307,14 @@ func TestWindow_CallerWhoLeavesGivesUpItsPlace(t *testing.T) {
 func TestWindow_PauseHolds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewWindow(nil, 0)
-		lim := Limit{Requests: 10, Per: time.Second}
+		lim := qc{Quota: Quota{Requests: 10, Per: time.Second}}
 		l.Pause("k", time.Now().Add(3*time.Second))
-		_, _, err := l.Acquire(context.Background(), "k", lim)
+		_, _, err := acquire(l, context.Background(), "k", lim)
 		if ref, ok := IsRefused(err); !ok || !ref.Paused || ref.RetryAfter != 3*time.Second {
 			t.Fatalf("paused: %v", err)
 		}
 		time.Sleep(3 * time.Second)
-		if _, _, err := l.Acquire(context.Background(), "k", lim); err != nil {
+		if _, _, err := acquire(l, context.Background(), "k", lim); err != nil {
 			t.Fatalf("after the pause: %v", err)
 		}
 	})
@@ -324,11 +324,11 @@ func TestWindow_PauseHolds(t *testing.T) {
 // with room: the per-call cost of the local sliding window.
 func BenchmarkWindowDecision(b *testing.B) {
 	l := NewWindow(nil, 0)
-	lim := Limit{Requests: 60, Per: time.Minute, MaxWait: time.Second}
+	lim := qc{Quota: Quota{Requests: 60, Per: time.Minute}, Call: Call{MaxWait: time.Second}}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		_, tk, err := l.Acquire(ctx, "upstream:huntress", lim)
+		_, tk, err := acquire(l, ctx, "upstream:huntress", lim)
 		if err != nil {
 			b.Fatal(err)
 		}
