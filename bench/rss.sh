@@ -2,7 +2,9 @@
 # bench/rss.sh [rounds] [connections] [seconds]: peak RSS of keybroker (every
 # feature on, plain http to the stand-in vendor) and of the bare Go floor
 # while wrk holds N connections busy, each in a fresh process, one after
-# the other. Needs Go, wrk and curl. Work files: KB_BENCH_DIR (/tmp/kb-bench).
+# the other. KB_BENCH_TLS=1: verified HTTPS (HTTP/2) to the vendor instead,
+# the production path (needs openssl). Needs Go, wrk and curl. Work files:
+# KB_BENCH_DIR (/tmp/kb-bench).
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}; conns=${2:-1000}; secs=${3:-5}
@@ -15,6 +17,19 @@ mkdir -p "$bin"
 (cd "$repo" && go build -o "$bin/upstream" ./bench/upstream && go build -o "$bin/floor" ./bench/floor &&
   go build -o "$bin/keybroker" ./cmd/proxy) || exit 1
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
+vendor=http://127.0.0.1:18081 upstream_args=() floor_args=() egress=""
+if [ -n "${KB_BENCH_TLS:-}" ]; then
+  t=$dir/tls; mkdir -p "$t"
+  if [ ! -s "$t/cert.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench-ca \
+      -keyout "$t/ca.key" -out "$t/ca.pem" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout "$t/key.pem" -out "$t/req.pem" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$t/ext"
+    openssl x509 -req -in "$t/req.pem" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 30 -extfile "$t/ext" -out "$t/cert.pem" 2>/dev/null
+  fi
+  vendor=https://localhost:18081 upstream_args=(-cert "$t/cert.pem" -key "$t/key.pem") floor_args=(-ca "$t/ca.pem")
+  egress="egress: {ca_file: \"$t/ca.pem\"}"
+fi
 auth="Basic a2V5OnNlY3JldA=="
 key=$("$bin/keybroker" hash-key | awk '/^key:/ {print $2}')
 sum=$(printf '%s\n' "$key" | "$bin/keybroker" hash-key --stdin | awk '{print $2}')
@@ -24,21 +39,22 @@ admin: {listen: "127.0.0.1:19086"}
 upstreams:
   - name: huntress
     preset: huntress
-    url: http://127.0.0.1:18081
+    url: $vendor
     credential: {file: {path: "$dir/huntress.json"}}
     rate_limit: {requests: 10000000, per: 1s, burst: 100000, max_wait: 1s}
 callers:
   - {name: bench, key_sha256: $sum, allow: [{upstream: huntress, methods: [GET], paths: [/v1/**]}]}
 audit: {path: "$dir/audit.log"}
+$egress
 YAML
 H=(-H "Authorization: $auth" -H "Proxy-Authorization: Bearer $key")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
-"$bin/upstream" -want "$auth" & pids+=($!)
+"$bin/upstream" -want "$auth" "${upstream_args[@]}" & pids+=($!)
 mem() { awk '/VmHWM|RssAnon|RssFile/ {printf "%s %s ", $1, $2}' "/proc/$1/status"; }
 for i in $(seq "$rounds"); do
-  "$bin/floor" -auth "$auth" -target http://127.0.0.1:18081 >/dev/null 2>&1 & gp=$!
+  "$bin/floor" -auth "$auth" -target "$vendor" "${floor_args[@]}" >/dev/null 2>&1 & gp=$!
   sleep 0.3
   rps=$(wrk -t2 -c"$conns" -d"${secs}s" "${H[@]}" http://127.0.0.1:18082/v1/agents | awk '/Requests\/sec/ {print $2}')
   echo "round $i floor:     $(mem $gp)(kB) at $rps req/s"
