@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/http/pprof"
-	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -116,17 +114,13 @@ func (a *app) adminHandler() http.Handler {
 }
 
 func (a *app) readiness() readiness {
-	ok, sts := a.creds.current().Ready()
-	rd := readiness{Ready: ok, Audit: "ok"}
-	now := time.Now()
-	for _, s := range sts {
-		if !upstreamCredential(s.Name) {
-			continue // its own line: AuditSigning
-		}
+	h := a.health(nil)
+	rd := readiness{Ready: h.credentialsReady, Audit: "ok"}
+	for _, s := range h.Credentials {
 		cs := credentialState{Upstream: s.Name, Source: s.Source, Ref: s.Ref, Loaded: s.Loaded,
 			Version: s.Version, Stale: s.Stale, Expired: s.Expired, Error: s.LastErr, Reads: s.Reads}
 		if s.Loaded {
-			cs.AgeS = int64(now.Sub(s.ReadAt).Seconds())
+			cs.AgeS = int64(h.at.Sub(s.ReadAt).Seconds())
 		}
 		rd.Credentials = append(rd.Credentials, cs)
 		if s.Rejected {
@@ -144,13 +138,8 @@ func (a *app) readiness() readiness {
 			}
 		}
 	}
-	if a.tokens != nil {
-		fails := a.tokens.Failures()
-		for _, name := range slices.Sorted(maps.Keys(fails)) {
-			rd.VendorTokenFailing = append(rd.VendorTokenFailing, tokenState{Upstream: name, Error: fails[name]})
-		}
-	}
-	for _, st := range a.jwt.Load().Issuers() {
+	rd.VendorTokenFailing = h.failingTokens()
+	for _, st := range h.issuers {
 		if !st.Available {
 			msg := "no keys yet"
 			if st.Keys > 0 {
@@ -162,20 +151,22 @@ func (a *app) readiness() readiness {
 			rd.IdentityUnavailable = append(rd.IdentityUnavailable, tokenState{Issuer: st.Issuer, Error: msg})
 		}
 	}
-	rd.AuditSigning = a.checkpoints.status(now)
+	rd.AuditSigning = h.signing
+	// The probe that ends an audit failure runs here, not in health: a
+	// scrape reads state, /readyz may act on it.
 	if err := a.auditor.Check(); err != nil {
 		rd.Ready = false
 		rd.Audit = err.Error()
 	}
-	if free, low, ok := a.auditSpace(); ok {
-		rd.AuditDisk = &diskState{FreeBytes: free, MinFreeBytes: a.minFree, Low: low}
+	if sp := h.AuditSpace; sp != nil {
+		rd.AuditDisk = &diskState{FreeBytes: sp.Free, MinFreeBytes: a.minFree, Low: sp.Low}
 	}
 	// Vault is reported only when the running configuration uses it.
-	if v := a.vault.Load(); v != nil {
-		// Credentials are served from the cache while Vault is away, so a
-		// Vault outage alone does not make keybroker unready.
+	// Credentials are served from the cache while Vault is away, so a
+	// Vault outage alone does not make keybroker unready.
+	if v := h.Vault; v != nil {
 		rd.Vault = "logged in"
-		if _, ok := v.TokenExpiry(); !ok {
+		if !v.LoggedIn {
 			rd.Vault = "not logged in (see the operational log)"
 		}
 	}

@@ -189,11 +189,20 @@ func (c *checkpointer) status(now time.Time) *signingStatus {
 	if c == nil {
 		return nil
 	}
+	return c.statusFrom(now, c.a.creds.current().Status())
+}
+
+// statusFrom builds the signing status from the credentials' statuses
+// read at now.
+func (c *checkpointer) statusFrom(now time.Time, creds []secrets.Status) *signingStatus {
+	if c == nil {
+		return nil
+	}
 	st := &signingStatus{}
 	if t := c.transit(); t != nil || c.cfg.VaultTransit != nil {
 		st.Source, st.Ref, st.Loaded = "vault_transit", c.cfg.VaultTransit.Mount+"/"+c.cfg.VaultTransit.Key, true
 	} else {
-		for _, s := range c.a.creds.current().Status() {
+		for _, s := range creds {
 			if s.Name == assemble.AuditSigningCredential {
 				st.Source, st.Ref, st.Loaded, st.Version, st.Error = s.Source, s.Ref, s.Loaded, s.Version, s.LastErr
 			}

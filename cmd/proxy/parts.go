@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"reflect"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -71,52 +70,7 @@ func build(cfg *config.Config, log *zap.Logger) (*app, error) {
 		a.vault.Store(v)
 	}
 	a.metrics = metrics.New(nil, nil, metrics.State{
-		Credentials: func() []secrets.Status {
-			return slices.DeleteFunc(a.creds.current().Status(), func(s secrets.Status) bool { return !upstreamCredential(s.Name) })
-		},
-		Signing: func() (bool, time.Duration, bool) {
-			st := a.checkpoints.status(time.Now())
-			if st == nil {
-				return false, 0, false
-			}
-			return st.Loaded, time.Duration(st.OldestUnsignedS) * time.Second, true
-		},
-		VaultToken: func() (time.Time, bool) {
-			if v := a.vault.Load(); v != nil {
-				return v.TokenExpiry()
-			}
-			return time.Time{}, false
-		},
-		VaultUsed: func() bool { return a.vault.Load() != nil },
-		Audit:     a.auditor.Stats,
-		LimiterFallback: func() bool {
-			return a.redisLimiter != nil && a.redisLimiter.InFallback()
-		},
-		AuditSpace: a.auditSpace,
-		CertExpiry: func() map[string]time.Time { return a.proxy.CertExpiries() },
-		Quota: func(upstream string) (int, int) {
-			if a.quotaUsage == nil {
-				return 0, 0
-			}
-			return a.quotaUsage(proxy.QuotaKey(upstream))
-		},
-		Issuers: func() map[string]bool {
-			out := map[string]bool{}
-			for _, st := range a.jwt.Load().Issuers() {
-				out[st.Issuer] = st.Available
-			}
-			return out
-		},
-		Shares: func(upstream string) []metrics.ShareUse {
-			if a.shareUsage == nil {
-				return nil
-			}
-			var out []metrics.ShareUse
-			for _, u := range a.shareUsage(proxy.QuotaKey(upstream)) {
-				out = append(out, metrics.ShareUse{Caller: u.Caller, Reserved: u.Reserved, Shared: u.Shared})
-			}
-			return out
-		},
+		Health: func(upstreams []string) metrics.Health { return a.health(upstreams).Health },
 	})
 	upstreamLimiter, err := a.upstreamLimiter()
 	if err != nil {

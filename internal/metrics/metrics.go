@@ -23,38 +23,67 @@ import (
 	"github.com/keybroker/keybroker/internal/secrets"
 )
 
-// State is where scrape-time values come from. Nil funcs are skipped.
+// State is where scrape-time values come from: one snapshot of
+// keybroker's health a scrape (the one /readyz renders), for the
+// upstreams the metrics know. Nil: no state metrics.
 type State struct {
-	Credentials func() []secrets.Status
-	// VaultToken returns the token's expiry and whether keybroker is
-	// logged in; a zero expiry means the token does not expire.
-	VaultToken func() (time.Time, bool)
-	// VaultUsed reports whether the running configuration uses Vault; the
-	// Vault metrics are exported only then. Nil: always.
-	VaultUsed func() bool
-	// Audit returns records written and write failures.
-	Audit func() (written, failed int64)
-	// LimiterFallback reports whether Redis quotas fell back to local.
-	LimiterFallback func() bool
-	// AuditSpace returns the free space on the audit file's filesystem and
-	// whether it is below audit.min_free_bytes; ok is false for stdout.
-	AuditSpace func() (free uint64, low, ok bool)
-	// Quota returns an upstream quota's calls holding a slot and its size
-	// (0 when the upstream has none).
-	Quota func(upstream string) (inUse, requests int)
-	// CertExpiry returns when each upstream's certificate expires, as last
+	Health func(upstreams []string) Health
+}
+
+// Health is keybroker's state at one moment, as the metrics export it.
+// Nil parts are not exported.
+type Health struct {
+	// Credentials are the upstreams' credentials (not the audit signing
+	// key's: that is Signing).
+	Credentials []secrets.Status
+	// Vault is keybroker's Vault login; nil when the running
+	// configuration does not use Vault.
+	Vault *VaultLogin
+	// AuditWritten and AuditFailed count records written and write
+	// failures.
+	AuditWritten, AuditFailed int64
+	// LimiterFallback: Redis is unreachable and quotas are kept locally.
+	LimiterFallback bool
+	// AuditSpace is the audit filesystem's free space; nil for stdout.
+	AuditSpace *AuditSpace
+	// Quotas are the upstream quotas' use, by upstream (those with a
+	// quota only).
+	Quotas map[string]QuotaUse
+	// Shares are, for upstreams whose quota has rate_limit.shares, the
+	// slots each caller holds, by class.
+	Shares map[string][]ShareUse
+	// CertExpiry is when each upstream's certificate expires, as last
 	// seen in a TLS handshake.
-	CertExpiry func() map[string]time.Time
-	// Issuers returns the JWT issuers and whether their keys are held.
-	Issuers func() map[string]bool
-	// Shares returns, for an upstream whose quota has rate_limit.shares,
-	// the slots each caller holds, by class (nil without shares).
-	Shares func(upstream string) []ShareUse
-	// Signing returns the audit signing key's state: whether it is loaded
-	// and how old the oldest record no checkpoint covers is; ok false
-	// without audit.signing. (Its credential is not an upstream's: the
-	// Credentials func leaves it out.)
-	Signing func() (loaded bool, oldestUnsigned time.Duration, ok bool)
+	CertExpiry map[string]time.Time
+	// Issuers are the JWT issuers and whether their keys are held.
+	Issuers map[string]bool
+	// Signing is the audit signing key's state; nil without
+	// audit.signing.
+	Signing *Signing
+}
+
+// VaultLogin is keybroker's Vault token: whether it holds one and when
+// it expires (zero: it does not).
+type VaultLogin struct {
+	LoggedIn bool
+	Expiry   time.Time
+}
+
+// AuditSpace is the free space on the audit file's filesystem and whether
+// it is below audit.min_free_bytes.
+type AuditSpace struct {
+	Free uint64
+	Low  bool
+}
+
+// QuotaUse is an upstream quota's calls holding a slot, and its size.
+type QuotaUse struct{ InUse, Requests int }
+
+// Signing is the audit signing key's state: whether it is loaded, and how
+// old the oldest record no checkpoint covers is.
+type Signing struct {
+	Loaded         bool
+	OldestUnsigned time.Duration
 }
 
 // ShareUse is one caller's slots of a shared upstream quota, by class.

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,9 +73,12 @@ func TestCallFinished_CountsIntoTheRightSeries(t *testing.T) {
 // and each caller's waits and refusals (by the limit: share, upstream).
 func TestShares_PerCallerSeries(t *testing.T) {
 	m := New([]string{"huntress"}, []string{"soar", "siem"}, State{
-		Shares: func(upstream string) []ShareUse {
-			return []ShareUse{{Caller: "soar", Reserved: 3, Shared: 1}, {Caller: "siem", Shared: 30},
-				{Caller: "gone-a", Shared: 1}, {Caller: "gone-b", Shared: 2}}
+		Health: func(upstreams []string) Health {
+			if !slices.Equal(upstreams, []string{"huntress"}) {
+				t.Errorf("health asked for upstreams %q, want the configured ones", upstreams)
+			}
+			return Health{Shares: map[string][]ShareUse{"huntress": {{Caller: "soar", Reserved: 3, Shared: 1}, {Caller: "siem", Shared: 30},
+				{Caller: "gone-a", Shared: 1}, {Caller: "gone-b", Shared: 2}}}}
 		},
 	})
 	for _, rec := range []audit.Record{

@@ -55,89 +55,72 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	if c.st.Credentials != nil {
-		for _, s := range c.st.Credentials() {
-			if s.Loaded {
-				gauge(descCredAge, now.Sub(s.ReadAt).Seconds(), s.Name, s.Source)
-				gauge(descCredVersion, float64(s.Version), s.Name, s.Source)
-				if !s.Expiry.At.IsZero() {
-					gauge(descCredExpiry, float64(s.Expiry.At.Unix()), s.Name, s.Expiry.From)
-				}
+	if c.st.Health == nil {
+		return
+	}
+	h := c.st.Health(c.upstreams())
+	for _, s := range h.Credentials {
+		if s.Loaded {
+			gauge(descCredAge, now.Sub(s.ReadAt).Seconds(), s.Name, s.Source)
+			gauge(descCredVersion, float64(s.Version), s.Name, s.Source)
+			if !s.Expiry.At.IsZero() {
+				gauge(descCredExpiry, float64(s.Expiry.At.Unix()), s.Name, s.Expiry.From)
 			}
-			gauge(descCredStale, b2f(s.Stale), s.Name)
-			gauge(descCredMax, s.MaxStale.Seconds(), s.Name)
-			gauge(descCredRej, b2f(s.Rejected), s.Name)
-			gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)
-			ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
 		}
+		gauge(descCredStale, b2f(s.Stale), s.Name)
+		gauge(descCredMax, s.MaxStale.Seconds(), s.Name)
+		gauge(descCredRej, b2f(s.Rejected), s.Name)
+		gauge(descCredLoaded, b2f(s.Loaded && !s.Expired), s.Name)
+		ch <- prometheus.MustNewConstMetric(descCredReads, prometheus.CounterValue, float64(s.Reads), s.Name)
 	}
-	if c.st.Signing != nil {
-		if loaded, age, ok := c.st.Signing(); ok {
-			gauge(descSignUsable, b2f(loaded))
-			gauge(descUnsignedAge, age.Seconds())
-		}
+	if s := h.Signing; s != nil {
+		gauge(descSignUsable, b2f(s.Loaded))
+		gauge(descUnsignedAge, s.OldestUnsigned.Seconds())
 	}
-	if c.st.VaultToken != nil && (c.st.VaultUsed == nil || c.st.VaultUsed()) {
-		exp, ok := c.st.VaultToken()
-		gauge(descVaultLogin, b2f(ok))
-		if ok {
+	if v := h.Vault; v != nil {
+		gauge(descVaultLogin, b2f(v.LoggedIn))
+		if v.LoggedIn {
 			ttl := -1.0
-			if !exp.IsZero() {
-				ttl = exp.Sub(now).Seconds()
+			if !v.Expiry.IsZero() {
+				ttl = v.Expiry.Sub(now).Seconds()
 			}
 			gauge(descVaultTTL, ttl)
 		}
 	}
-	if c.st.Audit != nil {
-		w, f := c.st.Audit()
-		ch <- prometheus.MustNewConstMetric(descAuditOK, prometheus.CounterValue, float64(w))
-		ch <- prometheus.MustNewConstMetric(descAuditErr, prometheus.CounterValue, float64(f))
+	ch <- prometheus.MustNewConstMetric(descAuditOK, prometheus.CounterValue, float64(h.AuditWritten))
+	ch <- prometheus.MustNewConstMetric(descAuditErr, prometheus.CounterValue, float64(h.AuditFailed))
+	gauge(descFallback, b2f(h.LimiterFallback))
+	if sp := h.AuditSpace; sp != nil {
+		gauge(descDiskFree, float64(sp.Free))
+		gauge(descDiskLow, b2f(sp.Low))
 	}
-	if c.st.LimiterFallback != nil {
-		gauge(descFallback, b2f(c.st.LimiterFallback()))
+	for _, up := range c.upstreams() {
+		if q, ok := h.Quotas[up]; ok && q.Requests > 0 {
+			gauge(descQuotaUse, float64(q.InUse), up)
+			gauge(descQuotaLeft, float64(max(0, q.Requests-q.InUse)), up)
+		}
 	}
-	if c.st.Quota != nil {
-		for _, up := range c.upstreams() {
-			if in, req := c.st.Quota(up); req > 0 {
-				gauge(descQuotaUse, float64(in), up)
-				gauge(descQuotaLeft, float64(max(0, req-in)), up)
+	n := c.names.Load()
+	for up, at := range h.CertExpiry {
+		gauge(descCertExpiry, float64(at.Unix()), bounded(up, n.upstreams))
+	}
+	for iss, up := range h.Issuers {
+		gauge(descIssuerUp, b2f(up), iss)
+	}
+	for _, up := range c.upstreams() {
+		// Callers removed by a reload fold into "other": sum them.
+		byCaller := map[string][2]int{}
+		for _, u := range h.Shares[up] {
+			caller := bounded(u.Caller, n.callers)
+			if u.Caller == "" {
+				caller = callers.AuthAnonymous
 			}
+			v := byCaller[caller]
+			byCaller[caller] = [2]int{v[0] + u.Reserved, v[1] + u.Shared}
 		}
-	}
-	if c.st.Issuers != nil {
-		for iss, up := range c.st.Issuers() {
-			gauge(descIssuerUp, b2f(up), iss)
-		}
-	}
-	if c.st.Shares != nil {
-		n := c.names.Load()
-		for _, up := range c.upstreams() {
-			// Callers removed by a reload fold into "other": sum them.
-			byCaller := map[string][2]int{}
-			for _, u := range c.st.Shares(up) {
-				caller := bounded(u.Caller, n.callers)
-				if u.Caller == "" {
-					caller = callers.AuthAnonymous
-				}
-				v := byCaller[caller]
-				byCaller[caller] = [2]int{v[0] + u.Reserved, v[1] + u.Shared}
-			}
-			for caller, v := range byCaller {
-				gauge(descShareUse, float64(v[0]), up, caller, "reserved")
-				gauge(descShareUse, float64(v[1]), up, caller, "shared")
-			}
-		}
-	}
-	if c.st.CertExpiry != nil {
-		n := c.names.Load()
-		for up, at := range c.st.CertExpiry() {
-			gauge(descCertExpiry, float64(at.Unix()), bounded(up, n.upstreams))
-		}
-	}
-	if c.st.AuditSpace != nil {
-		if free, low, ok := c.st.AuditSpace(); ok {
-			gauge(descDiskFree, float64(free))
-			gauge(descDiskLow, b2f(low))
+		for caller, v := range byCaller {
+			gauge(descShareUse, float64(v[0]), up, caller, "reserved")
+			gauge(descShareUse, float64(v[1]), up, caller, "shared")
 		}
 	}
 }
