@@ -8,12 +8,6 @@ import (
 	"time"
 )
 
-// Defaults of callers[].jwt.
-const (
-	DefaultJWTLeeway      = 30 * time.Second
-	DefaultJWTMaxLifetime = 24 * time.Hour
-)
-
 // checkJWTCallers checks every callers[].jwt: an issuer keybroker can
 // reach (https, http only to loopback), an audience and a subject, claims
 // by JSON Pointer, one key source; the same settings for each issuer

@@ -10,9 +10,6 @@ import (
 // the OAuth2 client-credentials grant.
 const OAuthType = "oauth2_client_credentials"
 
-// DefaultDropinTokenTTL is the default oauth.dropin_token_ttl.
-const DefaultDropinTokenTTL = time.Hour
-
 // checkOAuthAuth checks the fields of an oauth2_client_credentials auth,
 // and that no other type sets them.
 func checkOAuthAuth(e *errs, p string, a *Auth) {

@@ -89,10 +89,10 @@ func (c *Config) completeEgress(e *errs) {
 			checkReadable(e, p+".ca_file", *u.Egress.CAFile)
 		}
 	}
-	defDur(&g.DialTimeout, 10*time.Second)
-	defDur(&g.ConnectTimeout, 10*time.Second)
-	defDur(&g.TLSHandshakeTimeout, 10*time.Second)
-	defDur(&g.IdleTimeout, 90*time.Second)
+	defDur(&g.DialTimeout, DefaultEgressPhase)
+	defDur(&g.ConnectTimeout, DefaultEgressPhase)
+	defDur(&g.TLSHandshakeTimeout, DefaultEgressPhase)
+	defDur(&g.IdleTimeout, DefaultEgressIdle)
 	for _, d := range []struct {
 		path string
 		v    Duration
