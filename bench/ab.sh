@@ -83,13 +83,8 @@ fi
 
 if [ -n "$tls" ]; then
   t=$dir/tls
-  if [ ! -s "$t/cert.pem" ]; then
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench-ca \
-      -keyout "$t/ca.key" -out "$t/ca.pem" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout "$t/key.pem" -out "$t/req.pem" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$t/ext"
-    openssl x509 -req -in "$t/req.pem" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 30 -extfile "$t/ext" -out "$t/cert.pem" 2>/dev/null
-  fi
+  . "$repo/bench/certs.sh"
+  bench_certs "$t"
   vport=18091 fport=18092 nport=18093 kport=18096 aport=19096
   vendor="https://localhost:$vport"
   upstream_args=(-cert "$t/cert.pem" -key "$t/key.pem")

@@ -19,14 +19,9 @@ mkdir -p "$bin"
 echo '{"api_key":"key","api_secret":"secret"}' > "$dir/huntress.json"
 vendor=http://127.0.0.1:18081 upstream_args=() floor_args=() egress=""
 if [ -n "${KB_BENCH_TLS:-}" ]; then
-  t=$dir/tls; mkdir -p "$t"
-  if [ ! -s "$t/cert.pem" ]; then
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench-ca \
-      -keyout "$t/ca.key" -out "$t/ca.pem" -addext basicConstraints=critical,CA:TRUE 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout "$t/key.pem" -out "$t/req.pem" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$t/ext"
-    openssl x509 -req -in "$t/req.pem" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 30 -extfile "$t/ext" -out "$t/cert.pem" 2>/dev/null
-  fi
+  t=$dir/tls
+  . "$repo/bench/certs.sh"
+  bench_certs "$t"
   vendor=https://localhost:18081 upstream_args=(-cert "$t/cert.pem" -key "$t/key.pem") floor_args=(-ca "$t/ca.pem")
   egress="egress: {ca_file: \"$t/ca.pem\"}"
 fi
