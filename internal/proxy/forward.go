@@ -176,7 +176,7 @@ func (u *upstream) retryWithNewCredential(resp *http.Response, c *call) error {
 	// send path (and its hop-by-hop cleanup of the reply) does not run for
 	// it: the transport is called directly, the reply's hop-by-hop headers
 	// are removed here, and *resp is replaced in place by the new reply.
-	next, err := noInformational{u.transport}.RoundTrip(req)
+	next, err := u.trip.RoundTrip(req)
 	if err != nil {
 		return err
 	}

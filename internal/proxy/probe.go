@@ -73,7 +73,7 @@ func (p *Proxy) Probe(ctx context.Context, upstream string, cred secrets.Credent
 	if err == nil {
 		req.Header.Set("X-Request-Id", id)
 		u.spec.Auth.Inject(req, cred)
-		resp, err = noInformational{u.transport}.RoundTrip(req)
+		resp, err = u.trip.RoundTrip(req)
 	}
 	ticket.Release(true)
 	rec.DurationMS = ms(p.opts.Now().Sub(start))

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
@@ -25,8 +26,12 @@ type upstream struct {
 	slot      callers.Slot
 	dialer    *egress.Dialer
 	transport *http.Transport
-	rp        *httputil.ReverseProxy
-	p         *Proxy
+	// trip sends a request to the vendor on transport: no client trace,
+	// and the wait for the reply's headers bounded by the upstream's
+	// timeout.
+	trip noInformational
+	rp   *httputil.ReverseProxy
+	p    *Proxy
 
 	// stripHeaders never reach the vendor (canonical names): alwaysStrip
 	// and the headers this upstream's vendor reads as credentials.
@@ -136,12 +141,15 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 		if h := p.opts.Hooks.TLSHandshakeFailed; h != nil {
 			u.dialer.OnTLSFailure = func(reason string) { h(cfg.Name, reason) }
 		}
-		u.transport = egress.NewTransport(u.dialer, cfg.Timeout)
+		// The wait for the reply's headers is bounded by u.trip, not by
+		// the transport (see noInformational).
+		u.transport = egress.NewTransport(u.dialer, 0)
 	}
+	u.trip = noInformational{rt: u.transport, headerTimeout: cfg.Timeout}
 	u.tokenPath = cfg.TokenPath
 	u.rp = &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
-		Transport:      noInformational{u.transport},
+		Transport:      u.trip,
 		ModifyResponse: u.modifyResponse,
 		ErrorHandler:   u.errorHandler,
 		ErrorLog:       zap.NewStdLog(p.opts.Log.Named("reverseproxy")),
@@ -161,10 +169,61 @@ func (p *Proxy) newUpstream(cfg Upstream, prev *upstream) *upstream {
 // before ModifyResponse and so before the reply guard: a vendor could echo
 // the injected credential in one. Without a trace Go's transport reads and
 // drops them, and the caller gets only the guarded reply.
-type noInformational struct{ rt http.RoundTripper }
+//
+// It also bounds the wait for the reply's headers (upstreams[].timeout)
+// with a timer that cancels the request unless the headers come first.
+// The transport's ResponseHeaderTimeout would do the same at a price on
+// every call: Go's HTTP/2 request writer then waits for the headers too,
+// only to stop its timer, so each reply wakes one more goroutine, often
+// on the other processor.
+type noInformational struct {
+	rt            http.RoundTripper
+	headerTimeout time.Duration
+}
 
 func (n noInformational) RoundTrip(req *http.Request) (*http.Response, error) {
-	return n.rt.RoundTrip(req.WithContext(untraced{req.Context()}))
+	var ctx context.Context = untraced{req.Context()}
+	if n.headerTimeout <= 0 {
+		return n.rt.RoundTrip(req.WithContext(ctx))
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(n.headerTimeout, func() { cancel(errHeaderTimeout) })
+	resp, err := n.rt.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() {
+		// The timer fired: the headers did not come in time.
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, errHeaderTimeout
+	}
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	return resp, nil
+}
+
+// errHeaderTimeout is a vendor that sent no reply headers within the
+// upstream's timeout: a timeout to egress.IsTimeout (504 upstream_timeout).
+var errHeaderTimeout error = headerTimeoutError{}
+
+type headerTimeoutError struct{}
+
+func (headerTimeoutError) Error() string   { return "timeout awaiting response headers" }
+func (headerTimeoutError) Timeout() bool   { return true }
+func (headerTimeoutError) Temporary() bool { return true }
+
+// cancelOnClose ends a reply's request context when the reply is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel(context.Canceled)
+	return err
 }
 
 // untraced hides any httptrace.ClientTrace in its parent.
