@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,3 +339,66 @@ func TestTransport_GzipIsAskedForAndDecoded(t *testing.T) {
 
 // tcpOf is the TCP connection under the vendor's TLS.
 func tcpOf(c net.Conn) *net.TCPConn { return c.(*tls.Conn).NetConn().(*net.TCPConn) }
+
+// TestTransport_TimeoutBoundsTheHeadersNotTheBody: upstreams[].timeout is
+// the wait for the vendor's reply headers, over HTTP/1.1 and HTTP/2 alike.
+// A vendor silent past it gets the caller a 504 at the timeout; a vendor
+// that answers at once and then streams its body for longer than the
+// timeout gets the caller the whole body.
+func TestTransport_TimeoutBoundsTheHeadersNotTheBody(t *testing.T) {
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(huntressKey+":"+huntressSecret))
+	for _, https := range []bool{false, true} {
+		vendor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != basic {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			if r.URL.Path == "/v1/account" { // silent past the timeout
+				select {
+				case <-time.After(5 * time.Second):
+				case <-r.Context().Done():
+				}
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, `{"agents":[`)
+			w.(http.Flusher).Flush()
+			for i := range 6 { // 2.4 s of body after the headers
+				time.Sleep(400 * time.Millisecond)
+				fmt.Fprintf(w, `{"id":%d},`, i)
+				w.(http.Flusher).Flush()
+			}
+			io.WriteString(w, `{"id":6}]}`)
+		}))
+		opts := harnessOpts{huntressYAML: "    timeout: 1s\n"}
+		if https {
+			ca := vendorCA(t, vendor)
+			vendor.EnableHTTP2 = true
+			vendor.StartTLS()
+			opts.huntressURL = "https://localhost:" + portOf(vendor.Listener.Addr())
+			opts.topYAML = "egress: {ca_file: \"" + ca + "\"}\n"
+		} else {
+			vendor.Start()
+			opts.huntressURL = vendor.URL
+		}
+		t.Cleanup(vendor.Close)
+		h := newHarness(t, opts)
+
+		start := time.Now()
+		resp, body := h.do("GET", "/huntress/v1/account", nil, bearer(soarKey))
+		contractError(t, resp, body, http.StatusGatewayTimeout, "upstream_timeout")
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("https=%v: the 504 came after %v, not at the 1s timeout", https, took)
+		}
+		if !strings.Contains(body, "did not answer within 1s") {
+			t.Errorf("https=%v: body %s", https, body)
+		}
+
+		resp, body = h.do("GET", "/huntress/v1/agents", nil, bearer(soarKey))
+		want := `{"agents":[{"id":0},{"id":1},{"id":2},{"id":3},{"id":4},{"id":5},{"id":6}]}`
+		if resp.StatusCode != 200 || body != want {
+			t.Errorf("https=%v: a body streamed past the timeout: status %d, body %q", https, resp.StatusCode, body)
+		}
+	}
+}
