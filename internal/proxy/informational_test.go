@@ -41,17 +41,7 @@ func TestProxy_InformationalRepliesNeverReachTheCaller(t *testing.T) {
 			io.WriteString(w, `{"account":{"id":1}}`)
 		}))
 		opts := harnessOpts{}
-		if https {
-			ca := vendorCA(t, vendor)
-			vendor.EnableHTTP2 = true
-			vendor.StartTLS()
-			opts.huntressURL = "https://localhost:" + portOf(vendor.Listener.Addr())
-			opts.topYAML = "egress: {ca_file: \"" + ca + "\"}\n"
-		} else {
-			vendor.Start()
-			opts.huntressURL = vendor.URL
-		}
-		t.Cleanup(vendor.Close)
+		startVendor(t, vendor, https, &opts)
 		h := newHarness(t, opts)
 		c, err := net.Dial("tcp", h.srv.Listener.Addr().String())
 		if err != nil {
@@ -73,6 +63,24 @@ func TestProxy_InformationalRepliesNeverReachTheCaller(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startVendor starts vendor, over HTTPS with HTTP/2 (a certificate for
+// localhost, trusted through egress.ca_file) or plain http, stops it when
+// the test ends, and points opts's Huntress upstream at it.
+func startVendor(t *testing.T, vendor *httptest.Server, https bool, opts *harnessOpts) {
+	t.Helper()
+	if https {
+		ca := vendorCA(t, vendor)
+		vendor.EnableHTTP2 = true
+		vendor.StartTLS()
+		opts.huntressURL = "https://localhost:" + portOf(vendor.Listener.Addr())
+		opts.topYAML += "egress: {ca_file: \"" + ca + "\"}\n"
+	} else {
+		vendor.Start()
+		opts.huntressURL = vendor.URL
+	}
+	t.Cleanup(vendor.Close)
 }
 
 // vendorCA gives vendor a certificate for localhost from a fresh test CA

@@ -372,17 +372,7 @@ func TestTransport_TimeoutBoundsTheHeadersNotTheBody(t *testing.T) {
 			io.WriteString(w, `{"id":6}]}`)
 		}))
 		opts := harnessOpts{huntressYAML: "    timeout: 1s\n"}
-		if https {
-			ca := vendorCA(t, vendor)
-			vendor.EnableHTTP2 = true
-			vendor.StartTLS()
-			opts.huntressURL = "https://localhost:" + portOf(vendor.Listener.Addr())
-			opts.topYAML = "egress: {ca_file: \"" + ca + "\"}\n"
-		} else {
-			vendor.Start()
-			opts.huntressURL = vendor.URL
-		}
-		t.Cleanup(vendor.Close)
+		startVendor(t, vendor, https, &opts)
 		h := newHarness(t, opts)
 
 		start := time.Now()
